@@ -1,0 +1,241 @@
+"""DriftMonitor: compare live (or batch) feature distributions with the training reference."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from modelworks.api.common import (
+    CONDITIONS_FIELD,
+    ApiModel,
+    Condition,
+    Duration,
+    ObjectRef,
+    Rule,
+    StatusModel,
+    list_map,
+)
+from modelworks.api.trainingjob import TrainingJobSpec
+
+KIND = "DriftMonitor"
+PLURAL = "driftmonitors"
+SHORT_NAMES = ("dmon",)
+MAX_NAME_LENGTH = 48
+
+Method = Literal["psi", "ks", "jensen-shannon", "wasserstein", "chi2"]
+# Statistics that are distances (drift when above the threshold) and tests that give a
+# p-value (drift when below it).
+P_VALUE_METHODS = ("ks", "chi2")
+
+
+class Target(ApiModel):
+    """Live mode: the ModelDeployment whose serving pods export feature histograms."""
+
+    model_deployment: ObjectRef
+
+
+class Batch(ApiModel):
+    """Batch mode: compare a current dataset with the reference, in a Job."""
+
+    current_uri: str = Field(
+        min_length=1, max_length=2048, description="CSV or Parquet path, or runs:/ artifact URI."
+    )
+
+
+class Reference(ApiModel):
+    """Where the reference distribution comes from. Default: the profile logged with the served version."""
+
+    __rules__ = (
+        Rule(
+            cel="!(has(self.profileUri) && has(self.datasetUri))",
+            message="set profileUri or datasetUri, not both",
+            check=lambda r: not (r.profile_uri is not None and r.dataset_uri is not None),
+        ),
+    )
+
+    profile_uri: str | None = Field(
+        default=None, max_length=2048, description="A reference profile (JSON)."
+    )
+    dataset_uri: str | None = Field(
+        default=None, max_length=2048, description="A reference dataset (CSV or Parquet)."
+    )
+
+
+class FeatureSpec(ApiModel):
+    """Per-feature overrides; features not listed use the monitor's method and threshold."""
+
+    name: str = Field(min_length=1, max_length=250)
+    type: Literal["numeric", "categorical"] | None = None
+    method: Method | None = None
+    threshold: float | None = Field(default=None, ge=0.0, le=1000.0)
+    enabled: bool = True
+
+
+class Calibration(ApiModel):
+    """Derive each feature's threshold from the reference's own variability (bootstrap)."""
+
+    samples: int = Field(
+        default=200, ge=20, le=5000, description="Bootstrap resamples of the reference."
+    )
+    quantile: float = Field(
+        default=0.99,
+        gt=0.5,
+        lt=1.0,
+        description="Quantile of the bootstrap scores used as threshold.",
+    )
+
+
+class Retrain(ApiModel):
+    """Start a TrainingJob when drift persists (or on a schedule)."""
+
+    __rules__ = (
+        Rule(
+            cel="has(self.fromTrainingJob) != has(self.template)",
+            message="exactly one of fromTrainingJob or template must be set",
+            check=lambda r: (r.from_training_job is None) != (r.template is None),
+        ),
+    )
+
+    from_training_job: ObjectRef | None = Field(
+        default=None, description="Copy this TrainingJob's spec."
+    )
+    template: TrainingJobSpec | None = Field(
+        default=None, description="Or use this TrainingJob spec."
+    )
+    on_drift: bool = Field(default=True, description="Retrain when drift is declared.")
+    schedule: str | None = Field(
+        default=None,
+        max_length=128,
+        pattern=r"^(@(hourly|daily|weekly|monthly)|(\S+\s+){4}\S+)$",
+        description="Also retrain on this cron schedule.",
+    )
+    cooldown: Duration = Field(default="24h", description="Minimum time between two retrainings.")
+    max_concurrent: int = Field(default=1, ge=1, le=10)
+
+
+class DriftMonitorSpec(ApiModel):
+    """What to watch, against what, with which statistics and what to do about drift."""
+
+    __rules__ = (
+        Rule(
+            cel="has(self.target) != has(self.batch)",
+            message="exactly one of target (live) or batch must be set",
+            check=lambda s: (s.target is None) != (s.batch is None),
+        ),
+        Rule(
+            cel="!has(self.batch) || has(self.reference)",
+            message="batch mode needs a reference (profileUri or datasetUri)",
+            check=lambda s: s.batch is None or s.reference is not None,
+            field=".reference",
+            reason="FieldValueRequired",
+        ),
+        Rule(
+            cel="!(self.method in ['ks', 'chi2']) || !has(self.threshold) || self.threshold <= 1.0",
+            message="for ks and chi2 the threshold is a p-value and must be at most 1",
+            check=lambda s: (
+                s.method not in ("ks", "chi2") or s.threshold is None or s.threshold <= 1.0
+            ),
+            field=".threshold",
+        ),
+    )
+
+    target: Target | None = None
+    batch: Batch | None = None
+    reference: Reference | None = None
+    features: list[FeatureSpec] | None = Field(
+        default=None, max_length=500, json_schema_extra=list_map("name")
+    )
+    method: Method = "psi"
+    threshold: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1000.0,
+        description="Drift when the score is above it (a p-value below it for ks and chi2). "
+        "Default per method: psi 0.2, jensen-shannon 0.1, wasserstein 0.1, ks and chi2 0.05.",
+    )
+    calibration: Calibration | None = None
+    correction: Literal["none", "bonferroni", "fdr"] = Field(
+        default="none", description="Multiple-testing correction for p-value methods."
+    )
+    drift_share: float = Field(
+        default=0.5,
+        gt=0.0,
+        le=1.0,
+        description="Dataset drift when at least this share of features drift.",
+    )
+    consecutive_windows: int = Field(
+        default=1, ge=1, le=100, description="Windows in a row before drift is declared."
+    )
+    interval: Duration = "5m"
+    window: Duration = "1h"
+    min_samples: int = Field(
+        default=100, ge=1, description="Fewer samples in a window: no verdict."
+    )
+    prometheus_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        pattern=r"^https?://",
+        description="Read the histograms from Prometheus instead of the pods.",
+    )
+    retrain: Retrain | None = None
+    suspend: bool = False
+
+
+Verdict = Literal["NoDrift", "Drift", "InsufficientData"]
+
+
+class FeatureScore(StatusModel):
+    name: str
+    method: str
+    score: float | None = None
+    threshold: float | None = None
+    drifted: bool | None = None
+    samples: int | None = None
+
+
+class RetrainRecord(StatusModel):
+    training_job: str
+    at: str
+    reason: str
+
+
+class DriftMonitorStatus(StatusModel):
+    observed_generation: int | None = None
+    phase: Literal["Pending", "Monitoring", "Drifting", "Suspended", "Failed"] | None = None
+    conditions: list[Condition] | None = Field(default=None, json_schema_extra=CONDITIONS_FIELD)
+    verdict: Verdict | None = None
+    drifted_share: float | None = None
+    samples: int | None = None
+    served_version: str | None = None
+    consecutive_drift_windows: int | None = None
+    last_check_time: str | None = None
+    next_check_time: str | None = None
+    features: list[FeatureScore] | None = None
+    last_retrain: RetrainRecord | None = None
+    retrain_count: int | None = None
+
+
+class DriftMonitor(ApiModel):
+    spec: DriftMonitorSpec
+
+
+PRINTER_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Target", "type": "string", "jsonPath": ".spec.target.modelDeployment.name"},
+    {"name": "Method", "type": "string", "jsonPath": ".spec.method"},
+    {"name": "Verdict", "type": "string", "jsonPath": ".status.verdict"},
+    {"name": "Drifted", "type": "number", "jsonPath": ".status.driftedShare"},
+    {
+        "name": "Ready",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+    },
+    {"name": "Last-Check", "type": "date", "jsonPath": ".status.lastCheckTime"},
+    {
+        "name": "Reason",
+        "type": "string",
+        "priority": 1,
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+    },
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]

@@ -1,0 +1,258 @@
+"""ModelDeployment: serve a registered model version or alias, autoscaled, with canary and rollback."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from modelworks.api.common import (
+    ALIAS_RULE_CEL,
+    CONDITIONS_FIELD,
+    Alias,
+    ApiModel,
+    Condition,
+    EnvVar,
+    ModelName,
+    PodOverrides,
+    PullPolicy,
+    Resources,
+    Rule,
+    StatusModel,
+    alias_ok,
+    list_map,
+)
+
+KIND = "ModelDeployment"
+PLURAL = "modeldeployments"
+SHORT_NAMES = ("mdep",)
+# The Service is named after the object (a DNS-1035 label) and the canary Deployment
+# adds "-canary": keep room for it.
+MAX_NAME_LENGTH = 56
+MAX_STEPS = 10
+
+
+class ModelRef(ApiModel):
+    """A registered model and exactly one of a version or an alias to follow."""
+
+    __rules__ = (
+        Rule(
+            cel="has(self.version) != has(self.alias)",
+            message="exactly one of version or alias must be set",
+            check=lambda m: (m.version is None) != (m.alias is None),
+        ),
+        Rule(
+            cel=f"!has(self.alias) || ({ALIAS_RULE_CEL.replace('self', 'self.alias')})",
+            message="alias may not be 'latest' or look like a version (v1, V2)",
+            check=lambda m: alias_ok(m.alias),
+            field=".alias",
+        ),
+    )
+
+    name: ModelName
+    version: str | None = Field(
+        default=None, pattern=r"^[1-9][0-9]{0,9}$", description="A model version number."
+    )
+    alias: Alias | None = Field(
+        default=None,
+        description="Follow this alias: moving it in the registry rolls out the new version.",
+    )
+
+
+class Autoscaling(ApiModel):
+    """An autoscaling/v2 HorizontalPodAutoscaler for the serving Deployment."""
+
+    __rules__ = (
+        Rule(
+            cel="self.minReplicas <= self.maxReplicas",
+            message="minReplicas must be less than or equal to maxReplicas",
+            check=lambda a: a.min_replicas <= a.max_replicas,
+            field=".minReplicas",
+        ),
+    )
+
+    min_replicas: int = Field(default=1, ge=1, le=1000)
+    max_replicas: int = Field(ge=1, le=1000)
+    target_cpu_utilization: int | None = Field(
+        default=80,
+        ge=1,
+        le=100,
+        alias="targetCPUUtilization",
+        description="Average CPU, percent of requests.",
+    )
+    target_memory_utilization: int | None = Field(
+        default=None, ge=1, le=100, description="Average memory, percent of requests."
+    )
+
+
+class CanaryStep(ApiModel):
+    """Send this share of the replicas (so of the traffic) to the new version, then hold."""
+
+    weight: int = Field(ge=1, le=100, description="Percent of traffic for the new version.")
+    pause_seconds: int = Field(
+        default=60, ge=0, le=86400, description="How long to hold and analyse."
+    )
+
+
+class Analysis(ApiModel):
+    """What the canary must show during each step to go on."""
+
+    max_error_rate: float = Field(
+        default=0.05, ge=0.0, le=1.0, description="Share of requests answered 5xx."
+    )
+    max_latency_ratio: float = Field(
+        default=2.0, ge=1.0, le=100.0, description="Canary p99 latency over stable p99 latency."
+    )
+    min_requests: int = Field(
+        default=20, ge=0, description="Below this the step is inconclusive and waits."
+    )
+
+
+class Rollout(ApiModel):
+    """How a new version replaces the serving one."""
+
+    __rules__ = (
+        Rule(
+            cel="self.strategy != 'Canary' || (has(self.steps) && self.steps.size() > 0)",
+            message="a Canary rollout needs at least one step",
+            check=lambda r: r.strategy != "Canary" or bool(r.steps),
+            field=".steps",
+            reason="FieldValueRequired",
+        ),
+        Rule(
+            # steps has at most MAX_STEPS items; CEL has no index loop, so walk 1..MAX_STEPS-1
+            # (an out-of-range index on the right of || is never evaluated to an error).
+            cel="!has(self.steps) || "
+            + str(list(range(1, MAX_STEPS)))
+            + ".all(i, i >= self.steps.size() || self.steps[i - 1].weight < self.steps[i].weight)",
+            message="canary step weights must increase from step to step",
+            check=lambda r: all(
+                a.weight < b.weight
+                for a, b in zip(r.steps or [], (r.steps or [])[1:], strict=False)
+            ),
+            field=".steps",
+        ),
+    )
+
+    strategy: Literal["RollingUpdate", "Canary"] = "RollingUpdate"
+    steps: list[CanaryStep] | None = Field(default=None, max_length=MAX_STEPS)
+    analysis: Analysis | None = None
+    auto_rollback: bool = Field(
+        default=True, description="Roll back a version that fails analysis or never gets ready."
+    )
+    progress_deadline_seconds: int = Field(default=600, ge=30, le=86400)
+
+
+class ServiceSpec(ApiModel):
+    """The Service in front of the serving pods."""
+
+    port: int = Field(default=80, ge=1, le=65535)
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
+
+
+class ModelDeploymentSpec(ApiModel):
+    """The desired serving of a registered model."""
+
+    __rules__ = (
+        Rule(
+            cel="!(has(self.replicas) && has(self.autoscaling))",
+            message="set replicas or autoscaling, not both",
+            check=lambda s: not (s.replicas is not None and s.autoscaling is not None),
+            field=".replicas",
+            reason="FieldValueForbidden",
+        ),
+    )
+
+    model: ModelRef
+    image: str | None = Field(
+        default=None, max_length=1024, description="Server image; default: the Modelworks image."
+    )
+    image_pull_policy: PullPolicy | None = None
+    replicas: int | None = Field(
+        default=None, ge=0, le=1000, description="Fixed replica count (no autoscaling)."
+    )
+    autoscaling: Autoscaling | None = None
+    resources: Resources | None = None
+    env: list[EnvVar] | None = Field(
+        default=None, max_length=128, json_schema_extra=list_map("name")
+    )
+    rollout: Rollout | None = None
+    rollback_policy: Literal["PinLastGood", "FollowAlias"] = Field(
+        default="PinLastGood",
+        description="After an automatic rollback: keep the last good version until the spec "
+        "or the alias changes (PinLastGood), or retry the alias's version on every move (FollowAlias).",
+    )
+    service: ServiceSpec | None = None
+    workers: int = Field(default=1, ge=1, le=64, description="Server worker processes per pod.")
+    pod_template: PodOverrides | None = None
+
+
+DeploymentPhase = Literal["Pending", "Progressing", "Available", "Degraded", "Failed"]
+
+
+class Resolved(StatusModel):
+    version: str | None = None
+    run_id: str | None = None
+    source: str | None = None
+    alias: str | None = None
+
+
+class HistoryEntry(StatusModel):
+    version: str
+    since: str
+    until: str | None = None
+    reason: str | None = None
+
+
+class CanaryStatus(StatusModel):
+    version: str | None = None
+    step: int | None = None
+    weight: int | None = None
+    step_started: str | None = None
+
+
+class RollbackInfo(StatusModel):
+    reason: str
+    from_version: str
+    to_version: str | None = None
+    at: str
+
+
+class ModelDeploymentStatus(StatusModel):
+    observed_generation: int | None = None
+    phase: DeploymentPhase | None = None
+    conditions: list[Condition] | None = Field(default=None, json_schema_extra=CONDITIONS_FIELD)
+    resolved: Resolved | None = None
+    stable_version: str | None = None
+    replicas: int | None = None
+    ready_replicas: int | None = None
+    canary: CanaryStatus | None = None
+    url: str | None = None
+    history: list[HistoryEntry] | None = None
+    rollback: RollbackInfo | None = None
+
+
+class ModelDeployment(ApiModel):
+    spec: ModelDeploymentSpec
+
+
+PRINTER_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Model", "type": "string", "jsonPath": ".spec.model.name"},
+    {"name": "Alias", "type": "string", "jsonPath": ".spec.model.alias"},
+    {"name": "Version", "type": "string", "jsonPath": ".status.resolved.version"},
+    {
+        "name": "Ready",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+    },
+    {"name": "Replicas", "type": "integer", "jsonPath": ".status.readyReplicas"},
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {
+        "name": "Reason",
+        "type": "string",
+        "priority": 1,
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+    },
+    {"name": "URL", "type": "string", "priority": 1, "jsonPath": ".status.url"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]

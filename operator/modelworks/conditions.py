@@ -1,0 +1,81 @@
+"""Conditions shaped like metav1.Condition: set, read, summarise. Pure: ``now`` is passed in."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+Conditions = list[dict[str, Any]]
+
+
+def get(conditions: Iterable[Mapping[str, Any]] | None, type_: str) -> dict[str, Any] | None:
+    """The condition of that type, or None."""
+    for cond in conditions or ():
+        if cond.get("type") == type_:
+            return dict(cond)
+    return None
+
+
+def is_true(conditions: Iterable[Mapping[str, Any]] | None, type_: str) -> bool:
+    cond = get(conditions, type_)
+    return cond is not None and cond.get("status") == "True"
+
+
+def set_condition(
+    conditions: Iterable[Mapping[str, Any]] | None,
+    type_: str,
+    status: bool | str,
+    reason: str,
+    message: str,
+    *,
+    now: str,
+    generation: int | None,
+) -> Conditions:
+    """A new list with the condition of ``type_`` set; other conditions are kept in order.
+
+    ``lastTransitionTime`` moves only when the status changes, as the API conventions ask,
+    so a pass that finds nothing new produces an identical list (and no status write).
+    """
+    status_text = status if isinstance(status, str) else ("True" if status else "False")
+    if status_text not in ("True", "False", "Unknown"):
+        raise ValueError(f"condition status must be True, False or Unknown, not {status_text!r}")
+    out: Conditions = []
+    found = False
+    for cond in conditions or ():
+        if cond.get("type") != type_:
+            out.append(dict(cond))
+            continue
+        found = True
+        changed = cond.get("status") != status_text
+        out.append(
+            _make(
+                type_,
+                status_text,
+                reason,
+                message,
+                now if changed else str(cond.get("lastTransitionTime") or now),
+                generation,
+            )
+        )
+    if not found:
+        out.append(_make(type_, status_text, reason, message, now, generation))
+    return out
+
+
+def _make(
+    type_: str, status: str, reason: str, message: str, when: str, generation: int | None
+) -> dict[str, Any]:
+    cond: dict[str, Any] = {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": when,
+    }
+    if generation is not None:
+        cond["observedGeneration"] = generation
+    return cond
+
+
+def remove(conditions: Iterable[Mapping[str, Any]] | None, type_: str) -> Conditions:
+    return [dict(c) for c in conditions or () if c.get("type") != type_]

@@ -1,0 +1,169 @@
+"""kopf wiring only: decorators, parse the body, call reconcile, write status, post Events.
+
+This is the one package that imports kopf. Each kind gets the same level-based
+handler for create, spec update and resume, plus a cheap per-object tick that runs
+a pass when one is due: after the resync period, or sooner when the last pass asked
+for it (``Outcome.requeue_after``: a run in progress, a canary pause, a drift window).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from modelworks import __version__, metrics
+from modelworks.api import GROUP, KINDS, VERSION, Kind
+from modelworks.clients.kube import Kube
+from modelworks.clients.mlflow import Registry
+from modelworks.reconcilers import driftmonitor, modeldeployment, trainingjob
+from modelworks.reconcilers.outcome import Outcome
+from modelworks.settings import Settings
+
+Reconcile = Callable[..., Outcome]
+RECONCILERS: dict[str, Reconcile] = {
+    "TrainingJob": trainingjob.reconcile,
+    "ModelDeployment": modeldeployment.reconcile,
+    "DriftMonitor": driftmonitor.reconcile,
+}
+TICK_SECONDS = 5.0
+log = logging.getLogger("modelworks")
+
+
+@dataclass
+class Runtime:
+    """What every handler shares: settings, clients, and when each object is next due."""
+
+    settings: Settings
+    kube: Kube
+    registry: Registry
+    due: dict[str, float] = field(default_factory=dict)
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def plain(value: Any) -> Any:
+    """A kopf body (read-only mapping views) as plain dicts and lists."""
+    if isinstance(value, Mapping):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch that turns status ``old`` into ``new`` ({} when equal)."""
+    patch: dict[str, Any] = {k: v for k, v in new.items() if old.get(k) != v}
+    patch.update({k: None for k in old if k not in new})
+    return patch
+
+
+def _pass(rt: Runtime, kind: Kind, body: kopf.Body, patch: kopf.Patch) -> None:
+    """One reconcile pass of one object; runs in kopf's thread pool."""
+    obj = plain(body)
+    uid = obj["metadata"]["uid"]
+    started = time.monotonic()
+    try:
+        outcome = RECONCILERS[kind.kind](obj, kube=rt.kube, registry=rt.registry, now=now_rfc3339())
+    except Exception as exc:
+        metrics.RECONCILES.labels(kind.kind, "error").inc()
+        metrics.RECONCILE_ERRORS.labels(kind.kind, type(exc).__name__).inc()
+        rt.due[uid] = time.monotonic() + 30.0
+        raise kopf.TemporaryError(f"reconcile failed: {exc}", delay=30) from exc
+    finally:
+        metrics.RECONCILE_SECONDS.labels(kind.kind).observe(time.monotonic() - started)
+    metrics.RECONCILES.labels(kind.kind, outcome.result).inc()
+    changes = status_patch(obj.get("status") or {}, outcome.status)
+    if changes:
+        patch.status.update(changes)
+        metrics.STATUS_WRITES.labels(kind.kind).inc()
+    for event in outcome.events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+        metrics.EVENTS.labels(kind.kind, event.type, event.reason).inc()
+    delay = (
+        outcome.requeue_after if outcome.requeue_after is not None else rt.settings.resync_seconds
+    )
+    rt.due[uid] = time.monotonic() + max(delay, TICK_SECONDS)
+
+
+def register(rt: Runtime, registry: kopf.OperatorRegistry) -> None:
+    """Wire every kind's handlers into ``registry``."""
+    for kind in KINDS:
+        _register_kind(rt, registry, kind)
+
+    @kopf.on.startup(registry=registry)
+    def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        # kopf's own bookkeeping goes into annotations under our prefix: the status
+        # schema is strict and would silently drop it.
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=GROUP, key="last-handled-configuration"
+        )
+        settings.persistence.finalizer = f"{GROUP}/finalizer"
+        # Only our own Events reach users; kopf's "handler succeeded" chatter does not.
+        settings.posting.level = logging.WARNING
+        settings.watching.server_timeout = 300
+        settings.networking.request_timeout = 60
+        settings.execution.max_workers = 8
+        if not rt.settings.peering:
+            settings.peering.standalone = True
+        metrics.BUILD_INFO.labels(__version__).set(1)
+        metrics.serve(rt.settings.metrics_port)
+        log.info(
+            "modelworks %s started; watching %s",
+            __version__,
+            ", ".join(rt.settings.namespaces) or "all namespaces",
+        )
+
+
+def _register_kind(rt: Runtime, registry: kopf.OperatorRegistry, kind: Kind) -> None:
+    resource = (GROUP, VERSION, kind.plural)
+
+    @kopf.on.resume(*resource, id="reconcile", registry=registry)
+    @kopf.on.create(*resource, id="reconcile", registry=registry)
+    @kopf.on.update(*resource, id="reconcile", field="spec", registry=registry)
+    def reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        _pass(rt, kind, body, patch)
+
+    @kopf.timer(*resource, id="resync", interval=TICK_SECONDS, registry=registry)
+    async def resync(body: kopf.Body, patch: kopf.Patch, uid: str, **_: Any) -> None:
+        if time.monotonic() < rt.due.get(uid, 0.0):
+            return  # not due: costs nothing, not even an API call
+        await asyncio.get_running_loop().run_in_executor(None, _pass, rt, kind, body, patch)
+
+    @kopf.on.delete(*resource, id="forget", registry=registry, optional=True)
+    def forget(uid: str, **_: Any) -> None:
+        rt.due.pop(uid, None)
+
+
+def run(settings: Settings) -> None:
+    """Run the operator until SIGTERM/SIGINT."""
+    registry = kopf.OperatorRegistry()
+    runtime = Runtime(
+        settings=settings,
+        kube=Kube.from_environment(),
+        registry=Registry(settings.mlflow_tracking_uri),
+    )
+    register(runtime, registry)
+    kopf.configure(
+        verbose=settings.log_level == "DEBUG",
+        log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.PLAIN,
+    )
+    kopf.run(
+        registry=registry,
+        standalone=not settings.peering,
+        peering_name=settings.peering or None,
+        namespaces=list(settings.namespaces),
+        clusterwide=not settings.namespaces,
+        liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz"
+        if settings.health_port
+        else None,
+    )

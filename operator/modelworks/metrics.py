@@ -1,0 +1,51 @@
+"""The operator's own Prometheus metrics: one low-cardinality family for all kinds."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+RECONCILES = Counter(
+    "modelworks_reconcile_total",
+    "Reconcile passes by kind and result (ok, invalid, not-implemented, error).",
+    ["kind", "result"],
+    registry=REGISTRY,
+)
+RECONCILE_SECONDS = Histogram(
+    "modelworks_reconcile_duration_seconds",
+    "Time spent in one reconcile pass.",
+    ["kind"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+RECONCILE_ERRORS = Counter(
+    "modelworks_reconcile_errors_total",
+    "Reconcile passes that raised, by kind and exception type.",
+    ["kind", "error"],
+    registry=REGISTRY,
+)
+STATUS_WRITES = Counter(
+    "modelworks_status_writes_total",
+    "Status writes by kind (a pass that changes nothing writes nothing).",
+    ["kind"],
+    registry=REGISTRY,
+)
+EVENTS = Counter(
+    "modelworks_events_total",
+    "Kubernetes Events posted, by kind, type and reason.",
+    ["kind", "type", "reason"],
+    registry=REGISTRY,
+)
+BUILD_INFO = Gauge(
+    "modelworks_build_info",
+    "Always 1; the version label says which operator runs.",
+    ["version"],
+    registry=REGISTRY,
+)
+
+
+def serve(port: int) -> None:
+    """Expose /metrics on ``port`` (0: do not)."""
+    if port:
+        start_http_server(port, registry=REGISTRY)

@@ -1,0 +1,88 @@
+"""Operator configuration, read from environment variables in this one place."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+PREFIX = "MODELWORKS_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of the operator. :meth:`from_env` documents the variable of each."""
+
+    namespaces: tuple[str, ...] = ()  # empty: all namespaces
+    resync_seconds: float = 300.0
+    health_port: int = 8080
+    metrics_port: int = 8081
+    mlflow_tracking_uri: str = ""
+    mlflow_ui_url: str = ""
+    image: str = "modelworks:0.1.0"
+    image_pull_policy: str = "IfNotPresent"
+    peering: str = ""  # empty: standalone (no peering objects needed)
+    log_format: str = "plain"
+    log_level: str = "INFO"
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Parse settings; ``ValueError`` names the variable that is wrong.
+
+        MODELWORKS_NAMESPACES          comma-separated namespaces to watch (default: all)
+        MODELWORKS_RESYNC_SECONDS      level-based resync period of every object (300)
+        MODELWORKS_HEALTH_PORT         liveness endpoint /healthz (8080; 0 disables)
+        MODELWORKS_METRICS_PORT        Prometheus /metrics (8081; 0 disables)
+        MODELWORKS_MLFLOW_TRACKING_URI MLflow server (falls back to MLFLOW_TRACKING_URI)
+        MODELWORKS_MLFLOW_UI_URL       base URL for run links in status (default: tracking URI)
+        MODELWORKS_IMAGE               image for model servers and batch jobs
+        MODELWORKS_IMAGE_PULL_POLICY   pull policy of that image (IfNotPresent)
+        MODELWORKS_PEERING             kopf peering name for active/standby replicas
+        MODELWORKS_LOG_FORMAT          plain or json
+        MODELWORKS_LOG_LEVEL           DEBUG, INFO, WARNING, ERROR
+        """
+        env = os.environ if env is None else env
+
+        def get(name: str, default: str = "") -> str:
+            return env.get(PREFIX + name, default).strip()
+
+        def number(name: str, default: float, *, minimum: float = 0) -> float:
+            text = get(name, str(default))
+            try:
+                value = float(text)
+            except ValueError:
+                raise ValueError(f"{PREFIX}{name} must be a number, not {text!r}") from None
+            if value < minimum:
+                raise ValueError(f"{PREFIX}{name} must be at least {minimum}, not {text!r}")
+            return value
+
+        def port(name: str, default: int) -> int:
+            value = number(name, default)
+            if value != int(value) or value > 65535:
+                raise ValueError(f"{PREFIX}{name} must be a port number (0 disables)")
+            return int(value)
+
+        log_format = get("LOG_FORMAT", "plain")
+        if log_format not in ("plain", "json"):
+            raise ValueError(f"{PREFIX}LOG_FORMAT must be plain or json, not {log_format!r}")
+        log_level = get("LOG_LEVEL", "INFO").upper()
+        if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError(f"{PREFIX}LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+        pull = get("IMAGE_PULL_POLICY", "IfNotPresent")
+        if pull not in ("Always", "IfNotPresent", "Never"):
+            raise ValueError(f"{PREFIX}IMAGE_PULL_POLICY must be Always, IfNotPresent or Never")
+        tracking = get("MLFLOW_TRACKING_URI") or env.get("MLFLOW_TRACKING_URI", "").strip()
+        return cls(
+            namespaces=tuple(n.strip() for n in get("NAMESPACES").split(",") if n.strip()),
+            resync_seconds=number("RESYNC_SECONDS", 300.0, minimum=1),
+            health_port=port("HEALTH_PORT", 8080),
+            metrics_port=port("METRICS_PORT", 8081),
+            mlflow_tracking_uri=tracking,
+            mlflow_ui_url=get("MLFLOW_UI_URL") or tracking,
+            image=get("IMAGE", "modelworks:0.1.0"),
+            image_pull_policy=pull,
+            peering=get("PEERING"),
+            log_format=log_format,
+            log_level=log_level,
+        )

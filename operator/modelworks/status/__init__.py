@@ -1,0 +1,1 @@
+"""Pure status computation: (object, observed facts, now) -> new status."""

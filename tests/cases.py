@@ -1,0 +1,221 @@
+"""Objects the API must refuse, each with the field its error has to name.
+
+One table serves two tiers: the unit tests check the operator's own validation (the
+pydantic models and their rules), the integration tests send the same objects to a
+real kube-apiserver with the generated CRDs installed.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelworks.api import API_VERSION
+
+DELETE = object()
+
+MINIMAL: dict[str, dict[str, Any]] = {
+    "TrainingJob": {"image": "trainer:1", "model": {"name": "churn"}},
+    "ModelDeployment": {"model": {"name": "churn", "alias": "champion"}},
+    "DriftMonitor": {"target": {"modelDeployment": {"name": "churn"}}},
+}
+NAMES = {"TrainingJob": "train", "ModelDeployment": "serve", "DriftMonitor": "watch"}
+
+
+def merge(base: Any, change: Any) -> Any:
+    """Deep merge for dicts; DELETE removes a key; anything else replaces."""
+    if isinstance(base, dict) and isinstance(change, dict):
+        out = dict(base)
+        for key, value in change.items():
+            if value is DELETE:
+                out.pop(key, None)
+            else:
+                out[key] = merge(base.get(key), value)
+        return out
+    return copy.deepcopy(change)
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    kind: str
+    spec: dict[str, Any]
+    field: str  # the path the error must name
+    name: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def obj(self) -> dict[str, Any]:
+        return {
+            "apiVersion": API_VERSION,
+            "kind": self.kind,
+            "metadata": {"name": self.name or NAMES[self.kind]},
+            "spec": merge(MINIMAL[self.kind], self.spec),
+        }
+
+
+def minimal(kind: str, name: str | None = None) -> dict[str, Any]:
+    return Case("minimal", kind, {}, "", name=name).obj()
+
+
+TJ, MD, DM = "TrainingJob", "ModelDeployment", "DriftMonitor"
+LONG = "a" * 60
+
+INVALID: list[Case] = [
+    # TrainingJob
+    Case("tj-no-image", TJ, {"image": DELETE}, "spec.image"),
+    Case("tj-replicas-zero", TJ, {"replicas": 0}, "spec.replicas"),
+    Case("tj-replicas-huge", TJ, {"replicas": 5000}, "spec.replicas"),
+    Case("tj-model-name", TJ, {"model": {"name": "churn model!"}}, "spec.model.name"),
+    Case("tj-alias-latest", TJ, {"model": {"alias": "latest"}}, "spec.model.alias"),
+    Case("tj-alias-version-like", TJ, {"model": {"alias": "v2"}}, "spec.model.alias"),
+    Case(
+        "tj-gate-op",
+        TJ,
+        {"qualityGate": [{"metric": "auc", "op": "=>", "value": 1}]},
+        "spec.qualityGate[0].op",
+    ),
+    Case("tj-gate-empty", TJ, {"qualityGate": [{"metric": "auc"}]}, "spec.qualityGate[0]"),
+    Case("tj-env-reserved", TJ, {"env": [{"name": "MLFLOW_RUN_ID", "value": "x"}]}, "spec.env"),
+    Case(
+        "tj-env-both",
+        TJ,
+        {
+            "env": [
+                {
+                    "name": "A",
+                    "value": "1",
+                    "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+                }
+            ]
+        },
+        "spec.env[0]",
+    ),
+    Case(
+        "tj-request-over-limit",
+        TJ,
+        {"resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}},
+        "spec.resources",
+    ),
+    Case(
+        "tj-bad-quantity", TJ, {"resources": {"limits": {"cpu": "lots"}}}, "spec.resources.limits"
+    ),
+    Case("tj-backoff-negative", TJ, {"backoffLimit": -1}, "spec.backoffLimit"),
+    Case("tj-deadline-zero", TJ, {"activeDeadlineSeconds": 0}, "spec.activeDeadlineSeconds"),
+    Case("tj-hyper-list", TJ, {"hyperparameters": {"layers": [1, 2]}}, "spec.hyperparameters"),
+    Case("tj-hyper-key", TJ, {"hyperparameters": {"bad key": 1}}, "spec.hyperparameters"),
+    Case("tj-clean-policy", TJ, {"cleanPodPolicy": "Some"}, "spec.cleanPodPolicy"),
+    Case("tj-master-port", TJ, {"distributed": {"masterPort": 80}}, "spec.distributed.masterPort"),
+    Case(
+        "tj-toleration-op",
+        TJ,
+        {"podTemplate": {"tolerations": [{"key": "k", "operator": "Maybe"}]}},
+        "spec.podTemplate.tolerations[0].operator",
+    ),
+    Case("tj-unknown-field", TJ, {"imag": "typo"}, "spec.imag"),
+    Case("tj-name-too-long", TJ, {}, "metadata.name", name=LONG),
+    # ModelDeployment
+    Case("md-version-and-alias", MD, {"model": {"version": "3"}}, "spec.model"),
+    Case("md-neither", MD, {"model": {"alias": DELETE}}, "spec.model"),
+    Case(
+        "md-version-text", MD, {"model": {"alias": DELETE, "version": "abc"}}, "spec.model.version"
+    ),
+    Case(
+        "md-min-over-max",
+        MD,
+        {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}},
+        "spec.autoscaling.minReplicas",
+    ),
+    Case(
+        "md-replicas-and-hpa",
+        MD,
+        {"replicas": 2, "autoscaling": {"maxReplicas": 3}},
+        "spec.replicas",
+    ),
+    Case("md-canary-no-steps", MD, {"rollout": {"strategy": "Canary"}}, "spec.rollout.steps"),
+    Case(
+        "md-canary-decreasing",
+        MD,
+        {"rollout": {"strategy": "Canary", "steps": [{"weight": 50}, {"weight": 25}]}},
+        "spec.rollout.steps",
+    ),
+    Case(
+        "md-weight-zero",
+        MD,
+        {"rollout": {"steps": [{"weight": 0}]}},
+        "spec.rollout.steps[0].weight",
+    ),
+    Case(
+        "md-weight-over",
+        MD,
+        {"rollout": {"steps": [{"weight": 101}]}},
+        "spec.rollout.steps[0].weight",
+    ),
+    Case("md-service-type", MD, {"service": {"type": "Ingress"}}, "spec.service.type"),
+    Case(
+        "md-cpu-target",
+        MD,
+        {"autoscaling": {"maxReplicas": 3, "targetCPUUtilization": 150}},
+        "spec.autoscaling.targetCPUUtilization",
+    ),
+    Case("md-name-digit", MD, {}, "metadata.name", name="1churn"),
+    # DriftMonitor
+    Case(
+        "dm-target-and-batch",
+        DM,
+        {"batch": {"currentUri": "file:///x.csv"}, "reference": {"datasetUri": "file:///r.csv"}},
+        "spec",
+    ),
+    Case("dm-neither", DM, {"target": DELETE}, "spec"),
+    Case("dm-method", DM, {"method": "kl"}, "spec.method"),
+    Case("dm-ks-threshold", DM, {"method": "ks", "threshold": 3}, "spec.threshold"),
+    Case("dm-share-zero", DM, {"driftShare": 0}, "spec.driftShare"),
+    Case("dm-interval", DM, {"interval": "5 minutes"}, "spec.interval"),
+    Case(
+        "dm-retrain-both",
+        DM,
+        {"retrain": {"fromTrainingJob": {"name": "t"}, "template": {"image": "trainer:1"}}},
+        "spec.retrain",
+    ),
+    Case(
+        "dm-batch-no-reference",
+        DM,
+        {"target": DELETE, "batch": {"currentUri": "file:///x.csv"}},
+        "spec.reference",
+    ),
+    Case(
+        "dm-schedule",
+        DM,
+        {"retrain": {"fromTrainingJob": {"name": "t"}, "schedule": "every day"}},
+        "spec.retrain.schedule",
+    ),
+    Case(
+        "dm-template-invalid",
+        DM,
+        {"retrain": {"template": {"image": "trainer:1", "replicas": 0}}},
+        "spec.retrain.template.replicas",
+    ),
+    Case("dm-quantile", DM, {"calibration": {"quantile": 1.5}}, "spec.calibration.quantile"),
+]
+
+# Minimal objects and the defaults the API server must fill in.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    TJ: {
+        "replicas": 1,
+        "backoffLimit": 0,
+        "cleanPodPolicy": "None",
+        "suspend": False,
+        "model": {"name": "churn", "artifactPath": "model"},
+    },
+    MD: {"rollbackPolicy": "PinLastGood", "workers": 1},
+    DM: {
+        "method": "psi",
+        "driftShare": 0.5,
+        "consecutiveWindows": 1,
+        "interval": "5m",
+        "window": "1h",
+        "minSamples": 100,
+        "correction": "none",
+        "suspend": False,
+    },
+}

@@ -1,0 +1,229 @@
+"""Helpers for the tiers that talk to a real cluster: kubectl, polls with deadlines, the operator."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CLUSTER_SH = ROOT / "hack" / "cluster.sh"
+T = TypeVar("T")
+
+
+def eventually(
+    probe: Callable[[], T | None], *, timeout: float, interval: float = 0.5, what: str = "condition"
+) -> T:
+    """Poll ``probe`` until it returns something truthy; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        last = probe()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})"
+            )
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Cluster:
+    """A reachable cluster: its kubeconfig and the kubectl to use with it."""
+
+    kubeconfig: str
+    kubectl_path: str
+    started_here: bool = False
+    env: dict[str, str] = field(default_factory=dict)
+
+    def kubectl(
+        self, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [self.kubectl_path, "--kubeconfig", self.kubeconfig, *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
+        return proc
+
+    def apply(
+        self, obj: dict[str, Any] | str, *extra: str, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        text = obj if isinstance(obj, str) else yaml.safe_dump(obj)
+        return self.kubectl("apply", *extra, "-f", "-", stdin=text, check=check)
+
+    def get(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        args = ["get", kind, name, "-o", "json"]
+        if namespace:
+            args += ["-n", namespace]
+        proc = self.kubectl(*args, check=False)
+        if proc.returncode != 0:
+            if "NotFound" in proc.stderr:
+                return None
+            raise AssertionError(proc.stderr)
+        return json.loads(proc.stdout)  # type: ignore[no-any-return]
+
+    def reachable(self) -> bool:
+        try:
+            proc = self.kubectl("get", "--raw", "/readyz", check=False, timeout=10)
+        except subprocess.TimeoutExpired:
+            return False
+        return proc.returncode == 0 and proc.stdout.strip() == "ok"
+
+
+def _cluster_env() -> dict[str, str]:
+    """The variables ``hack/cluster.sh env`` exports (KUBECONFIG, PATH with our kubectl)."""
+    out = subprocess.run(
+        [str(CLUSTER_SH), "env"], capture_output=True, text=True, check=True
+    ).stdout
+    env: dict[str, str] = {}
+    for line in out.splitlines():
+        if line.startswith("export ") and "=" in line:
+            key, _, value = line.removeprefix("export ").partition("=")
+            env[key] = (
+                value.strip().strip('"').strip("'").replace("$PATH", os.environ.get("PATH", ""))
+            )
+    return env
+
+
+def _kubectl_in(path: str) -> str:
+    for directory in path.split(os.pathsep):
+        candidate = Path(directory) / "kubectl"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    raise RuntimeError("no kubectl found: run `make cluster-up` (it builds one) or install kubectl")
+
+
+@contextmanager
+def cluster_session() -> Iterator[Cluster]:
+    """Use $KUBECONFIG when it reaches a cluster; else the local cluster, started if needed.
+
+    A cluster this function started is stopped at the end unless MODELWORKS_KEEP_CLUSTER=1.
+    """
+    given = os.environ.get("KUBECONFIG")
+    if given:
+        c = Cluster(kubeconfig=given, kubectl_path=_kubectl_in(os.environ.get("PATH", "")))
+        if c.reachable():
+            yield c
+            return
+        print(f"KUBECONFIG={given} is not reachable; using the local cluster", file=sys.stderr)
+    running = (
+        subprocess.run([str(CLUSTER_SH), "status"], capture_output=True, text=True).returncode == 0
+    )
+    if not running:
+        subprocess.run([str(CLUSTER_SH), "up"], check=True, timeout=3600)
+    env = _cluster_env()
+    c = Cluster(
+        kubeconfig=env["KUBECONFIG"],
+        kubectl_path=_kubectl_in(env.get("PATH", "")),
+        started_here=not running,
+        env=env,
+    )
+    eventually(c.reachable, timeout=60, what="the local kube-apiserver to be ready")
+    try:
+        yield c
+    finally:
+        if c.started_here and os.environ.get("MODELWORKS_KEEP_CLUSTER") != "1":
+            subprocess.run([str(CLUSTER_SH), "down"], check=False, timeout=300)
+
+
+@dataclass
+class Operator:
+    """The operator running as a subprocess of the test, as it would on a host."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    health_port: int
+    metrics_port: int
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5
+        ) as r:
+            return r.read().decode()  # type: ignore[no-any-return]
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of the samples of ``name`` whose labels include ``labels``."""
+        total = 0.0
+        for line in self.metrics().splitlines():
+            if not line.startswith(name + "{") and not line.startswith(name + " "):
+                continue
+            head, _, value = line.rpartition(" ")
+            if all(f'{k}="{v}"' in head for k, v in labels.items()):
+                total += float(value)
+        return total
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.health_port}/healthz", timeout=2
+            ) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+
+@contextmanager
+def run_operator(cluster: Cluster, tmp: Path, **settings: str) -> Iterator[Operator]:
+    """Start ``python -m modelworks run``; stop it with SIGTERM at the end."""
+    health, metrics = free_port(), free_port()
+    env = dict(os.environ)
+    env.update(
+        KUBECONFIG=cluster.kubeconfig,
+        MODELWORKS_HEALTH_PORT=str(health),
+        MODELWORKS_METRICS_PORT=str(metrics),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update({f"MODELWORKS_{k.upper()}": v for k, v in settings.items()})
+    log_path = tmp / "operator.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "modelworks", "run"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+    op = Operator(proc, log_path, health, metrics)
+    try:
+        eventually(
+            lambda: op.healthy() or proc.poll() is not None,
+            timeout=60,
+            what="the operator's /healthz",
+        )
+        if proc.poll() is not None:
+            raise AssertionError(f"the operator exited with {proc.returncode}:\n{op.log()[-4000:]}")
+        yield op
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
