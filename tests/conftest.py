@@ -8,8 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kubernetes import client, config
 
-from tests.support import ROOT, Cluster, cluster_session, eventually
+from modelworks.clients.kube import Kube
+from tests.support import ROOT, Cluster, MlflowServer, cluster_session, eventually, mlflow_server
 
 CRDS = ROOT / "crds"
 
@@ -49,3 +51,18 @@ def namespace(crds: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
 @pytest.fixture
 def tmp(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """A real MLflow tracking server and registry for the whole session."""
+    with mlflow_server(tmp_path_factory.mktemp("mlflow")) as server:
+        yield server
+
+
+@pytest.fixture
+def kube(crds: Cluster) -> Kube:
+    """The operator's own Kubernetes client, on the test cluster."""
+    cfg = client.Configuration()
+    config.load_kube_config(config_file=crds.kubeconfig, client_configuration=cfg)
+    return Kube(client.ApiClient(cfg))

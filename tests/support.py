@@ -227,3 +227,65 @@ def run_operator(cluster: Cluster, tmp: Path, **settings: str) -> Iterator[Opera
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@dataclass
+class MlflowServer:
+    uri: str
+    process: subprocess.Popen[bytes]
+    root: Path
+
+
+@contextmanager
+def mlflow_server(
+    root: Path, *, host: str = "127.0.0.1", port: int | None = None
+) -> Iterator[MlflowServer]:
+    """A real ``mlflow server`` (SQLite backend, proxied artifacts), on a free port by default."""
+    port = port or free_port()
+    root.mkdir(parents=True, exist_ok=True)
+    mlflow = Path(sys.executable).parent / "mlflow"
+    log = (root / "mlflow.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            str(mlflow),
+            "server",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{root}/mlflow.db",
+            "--serve-artifacts",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=root,
+    )
+    uri = f"http://{host}:{port}"
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"mlflow server exited:\n{(root / 'mlflow.log').read_text()[-3000:]}"
+            )
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    try:
+        eventually(up, timeout=120, what="mlflow server /health")
+        yield MlflowServer(uri, proc, root)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 Conditions = list[dict[str, Any]]
+EventType = Literal["Normal", "Warning"]
 
 
 def get(conditions: Iterable[Mapping[str, Any]] | None, type_: str) -> dict[str, Any] | None:
@@ -79,3 +80,49 @@ def _make(
 
 def remove(conditions: Iterable[Mapping[str, Any]] | None, type_: str) -> Conditions:
     return [dict(c) for c in conditions or () if c.get("type") != type_]
+
+
+# Conditions for which True is bad news (the rest: False is bad news).
+NEGATIVE = frozenset({"Degraded", "Stalled", "DriftDetected"})
+# Reasons that describe waiting, not trouble: no Warning for them.
+QUIET_REASONS = frozenset(
+    {
+        "Pending",
+        "Creating",
+        "CreatingRun",
+        "Evaluating",
+        "Registering",
+        "Suspended",
+        "Completed",
+        "NotImplemented",
+        "Progressing",
+        "Waiting",
+        "Training",
+    }
+)
+
+
+def transitions(
+    before: Iterable[Mapping[str, Any]] | None, after: Iterable[Mapping[str, Any]] | None
+) -> list[tuple[EventType, str, str]]:
+    """``(event type, reason, message)`` for each condition whose status or reason changed.
+
+    A Warning when the new state is bad news (a positive condition False, a negative one
+    True) for a reason that is not mere waiting; Normal otherwise.
+    """
+    old = {c.get("type"): c for c in before or ()}
+    out: list[tuple[EventType, str, str]] = []
+    for cond in after or ():
+        prev = old.get(cond.get("type"))
+        if prev is not None and (prev.get("status"), prev.get("reason")) == (
+            cond.get("status"),
+            cond.get("reason"),
+        ):
+            continue
+        status, reason = cond.get("status"), str(cond.get("reason", ""))
+        bad = (status == "True") if cond.get("type") in NEGATIVE else (status == "False")
+        kind: EventType = "Warning" if bad and reason not in QUIET_REASONS else "Normal"
+        if status == "Unknown" and reason in QUIET_REASONS:
+            continue  # "still waiting" is not news
+        out.append((kind, reason, str(cond.get("message", ""))))
+    return out

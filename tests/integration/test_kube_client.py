@@ -3,19 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from kubernetes import client, config
 
 from modelworks.clients.kube import Kube, KubeError
-from tests.support import Cluster
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def kube(crds: Cluster) -> Kube:
-    cfg = client.Configuration()
-    config.load_kube_config(config_file=crds.kubeconfig, client_configuration=cfg)
-    return Kube(client.ApiClient(cfg))
 
 
 def test_apply_twice_changes_nothing(kube: Kube, namespace: str) -> None:

@@ -27,9 +27,9 @@ from modelworks.api.common import (
 KIND = "TrainingJob"
 PLURAL = "trainingjobs"
 SHORT_NAMES = ("tj",)
-# A Job named <name>-g<generation> has pods whose host names are <job>-<index>: keep
-# the TrainingJob name short enough for that to stay a 63-character DNS label.
-MAX_NAME_LENGTH = 48
+# A Job named <name>-<run key> has pods whose host names are <job>-<index>: keep the
+# TrainingJob name short enough for that to stay a 63-character DNS label.
+MAX_NAME_LENGTH = 48  # + "-" + 8-hex run key + "-" + index <= 63
 
 # Variables the operator sets in every training pod; a user's env may not override them.
 RESERVED_ENV = (
@@ -44,6 +44,8 @@ RESERVED_ENV = (
     "MODELWORKS_HYPERPARAMETERS",
     "MODELWORKS_DATASET_URI",
     "MODELWORKS_DATASET_VERSION",
+    "MODELWORKS_MODEL_NAME",
+    "MODELWORKS_MODEL_ARTIFACT_PATH",
 )
 _RESERVED_CEL = "[" + ", ".join(f"'{n}'" for n in RESERVED_ENV) + "]"
 

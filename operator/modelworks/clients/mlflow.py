@@ -2,20 +2,62 @@
 
 The only module that imports mlflow. The client is created on first use so that an
 operator whose MLflow server is down still starts and reports the outage as a
-condition instead of crash-looping.
+condition instead of crash-looping. Every side effect is found again by a key before it
+is created (a run by its ``modelworks.dev/source`` tag, a version by its run id), so a
+pass that crashed half way and runs again creates nothing twice.
 """
 
 from __future__ import annotations
 
+import os
 import threading
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+# The operator must notice an outage in seconds, not after MLflow's default minutes of
+# retries; the reconcile loop does its own backoff.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+
+SOURCE_TAG = "modelworks.dev/source"
+T = TypeVar("T")
+
+
+class TrackingUnavailable(Exception):
+    """The tracking server did not answer, or answered with a server error: try again later."""
+
+
+class ArtifactMissing(Exception):
+    """The run has no model at the requested artifact path: retrying will not help."""
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    experiment_id: str
+    run_id: str
+    status: str
+    metrics: dict[str, float]
+    artifact_uri: str
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    name: str
+    version: str
+    run_id: str | None
+    source: str
+    aliases: tuple[str, ...]
+    tags: dict[str, str]
 
 
 class Registry:
     """One MLflow tracking server and its Model Registry."""
 
-    def __init__(self, tracking_uri: str) -> None:
+    def __init__(self, tracking_uri: str, ui_url: str | None = None) -> None:
         self.tracking_uri = tracking_uri
+        self.ui_url = (ui_url or tracking_uri).rstrip("/")
         self._client: Any = None
         self._lock = threading.Lock()
 
@@ -27,14 +69,237 @@ class Registry:
     def client(self) -> Any:
         """The ``mlflow.MlflowClient`` for this server (created once, lazily)."""
         if not self.configured:
-            raise RuntimeError(
+            raise TrackingUnavailable(
                 "no MLflow tracking URI is configured (MODELWORKS_MLFLOW_TRACKING_URI)"
             )
         with self._lock:
             if self._client is None:
+                import mlflow
                 from mlflow import MlflowClient
 
+                # MLflow 3 builds internal clients from the process-global URI in places
+                # (listing a run's LoggedModel artifacts), ignoring the explicit one below;
+                # the operator talks to one tracking server, so make them agree.
+                mlflow.set_tracking_uri(self.tracking_uri)
+                mlflow.set_registry_uri(self.tracking_uri)
                 self._client = MlflowClient(
                     tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
                 )
             return self._client
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        """Run one client call, sorting its failures into transient and permanent."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return fn()
+        except MlflowException as exc:
+            code = str(getattr(exc, "error_code", ""))
+            if code in ("INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED") or (
+                "max retries" in str(exc).lower() or "connection" in str(exc).lower()
+            ):
+                raise TrackingUnavailable(_short(exc)) from exc
+            raise
+        except OSError as exc:  # requests' ConnectionError and timeouts are OSErrors
+            raise TrackingUnavailable(_short(exc)) from exc
+
+    def run_url(self, experiment_id: str, run_id: str) -> str:
+        return f"{self.ui_url}/#/experiments/{experiment_id}/runs/{run_id}"
+
+    # --- tracking ------------------------------------------------------------------
+
+    def ensure_experiment(self, name: str, tags: Mapping[str, str] | None = None) -> str:
+        """The id of the experiment called ``name``, created when missing."""
+        from mlflow.exceptions import MlflowException
+
+        found = self._call(lambda: self.client.get_experiment_by_name(name))
+        if found is not None:
+            if found.lifecycle_stage == "deleted":
+                self._call(lambda: self.client.restore_experiment(found.experiment_id))
+            return str(found.experiment_id)
+        try:
+            return str(
+                self._call(lambda: self.client.create_experiment(name, tags=dict(tags or {})))
+            )
+        except MlflowException as exc:  # created meanwhile by someone else
+            if "RESOURCE_ALREADY_EXISTS" not in str(getattr(exc, "error_code", "")):
+                raise
+            again = self._call(lambda: self.client.get_experiment_by_name(name))
+            return str(again.experiment_id)
+
+    def find_run(self, experiment_id: str, source: str) -> RunInfo | None:
+        """The run tagged ``modelworks.dev/source=<source>``, if one exists."""
+        runs = self._call(
+            lambda: self.client.search_runs(
+                [experiment_id], filter_string=f"tags.`{SOURCE_TAG}` = '{source}'", max_results=2
+            )
+        )
+        return _run_info(runs[0]) if runs else None
+
+    def ensure_run(
+        self,
+        experiment_id: str,
+        source: str,
+        *,
+        run_name: str,
+        tags: Mapping[str, str],
+        params: Mapping[str, Any],
+    ) -> RunInfo:
+        """Find the run for ``source`` or create it, tagged and with its params logged."""
+        run = self.find_run(experiment_id, source)
+        if run is None:
+            created = self._call(
+                lambda: self.client.create_run(
+                    experiment_id, tags={**tags, SOURCE_TAG: source}, run_name=run_name
+                )
+            )
+            run = _run_info(created)
+        if params:
+            from mlflow.entities import Param
+
+            batch = [Param(k, _param_text(v)) for k, v in sorted(params.items())]
+            self._call(lambda: self.client.log_batch(run.run_id, params=batch))
+        return run
+
+    def get_run(self, run_id: str) -> RunInfo:
+        return _run_info(self._call(lambda: self.client.get_run(run_id)))
+
+    def end_run(self, run_id: str, status: str) -> None:
+        """Mark a run FINISHED or FAILED unless the trainer already ended it."""
+        run = self.get_run(run_id)
+        if run.status in ("RUNNING", "SCHEDULED"):
+            self._call(lambda: self.client.set_terminated(run_id, status=status))
+
+    # --- registry ------------------------------------------------------------------
+
+    def version_by_alias(self, name: str, alias: str) -> VersionInfo | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            mv = self._call(lambda: self.client.get_model_version_by_alias(name, alias))
+        except MlflowException as exc:
+            if str(getattr(exc, "error_code", "")) in (
+                "RESOURCE_DOES_NOT_EXIST",
+                "INVALID_PARAMETER_VALUE",
+            ):
+                return None
+            raise
+        return _version_info(mv)
+
+    def alias_metrics(self, name: str, alias: str) -> dict[str, float] | None:
+        """The metrics of the run behind the version that holds ``alias``; None if none does."""
+        mv = self.version_by_alias(name, alias)
+        if mv is None or not mv.run_id:
+            return None
+        return self.get_run(mv.run_id).metrics
+
+    def find_version(self, name: str, run_id: str) -> VersionInfo | None:
+        """The version of ``name`` registered from ``run_id``, if there is one."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            found = self._call(
+                lambda: self.client.search_model_versions(
+                    f"name = '{name}' and run_id = '{run_id}'"
+                )
+            )
+        except MlflowException as exc:
+            if str(getattr(exc, "error_code", "")) == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+        versions = sorted(found, key=lambda v: int(v.version))
+        return _version_info(versions[0]) if versions else None
+
+    def register(
+        self, name: str, run: RunInfo, artifact_path: str, *, tags: Mapping[str, str]
+    ) -> VersionInfo:
+        """Register the model the run logged at ``artifact_path`` (once: found again by run id)."""
+        from mlflow.exceptions import MlflowException
+
+        existing = self.find_version(name, run.run_id)
+        if existing is not None:
+            return existing
+        source, model_id = self._model_source(run, artifact_path)
+        try:
+            self._call(lambda: self.client.create_registered_model(name))
+        except MlflowException as exc:
+            if "ALREADY_EXISTS" not in str(getattr(exc, "error_code", "")):
+                raise
+        mv = self._call(
+            lambda: self.client.create_model_version(
+                name,
+                source,
+                run_id=run.run_id,
+                tags=dict(tags),
+                model_id=model_id,
+                await_creation_for=60,
+            )
+        )
+        return _version_info(mv)
+
+    def _model_source(self, run: RunInfo, artifact_path: str) -> tuple[str, str | None]:
+        """Where the model is: the run's LoggedModel (MLflow 3), or its artifacts (MLflow 2).
+
+        The LoggedModel is looked for first: MLflow 3's artifact listing of a run merges in
+        its logged models' files, so finding an MLmodel there does not prove the run's own
+        artifacts hold it.
+        """
+        token = None
+        while True:
+            page = self._call(
+                lambda page_token=token: self.client.search_logged_models(  # type: ignore[misc]
+                    experiment_ids=[run.experiment_id],
+                    filter_string=f"name = '{artifact_path}'",
+                    page_token=page_token,
+                )
+            )
+            for model in page:
+                if model.source_run_id == run.run_id:
+                    return f"models:/{model.model_id}", str(model.model_id)
+            token = page.token
+            if not token:
+                break
+        files = self._call(lambda: self.client.list_artifacts(run.run_id, artifact_path))
+        if any(f.path.rsplit("/", 1)[-1] == "MLmodel" for f in files):
+            return f"{run.artifact_uri.rstrip('/')}/{artifact_path}", None
+        raise ArtifactMissing(
+            f"run {run.run_id} logged no model at artifact path {artifact_path!r} "
+            "(log one with mlflow.<flavor>.log_model(..., name=<artifactPath>))"
+        )
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        current = self.version_by_alias(name, alias)
+        if current is None or current.version != version:
+            self._call(lambda: self.client.set_registered_model_alias(name, alias, version))
+
+
+def _param_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
+
+
+def _run_info(run: Any) -> RunInfo:
+    return RunInfo(
+        experiment_id=str(run.info.experiment_id),
+        run_id=str(run.info.run_id),
+        status=str(run.info.status),
+        metrics={k: float(v) for k, v in (run.data.metrics or {}).items()},
+        artifact_uri=str(run.info.artifact_uri),
+    )
+
+
+def _version_info(mv: Any) -> VersionInfo:
+    return VersionInfo(
+        name=str(mv.name),
+        version=str(mv.version),
+        run_id=str(mv.run_id) if mv.run_id else None,
+        source=str(mv.source),
+        aliases=tuple(getattr(mv, "aliases", None) or ()),
+        tags=dict(getattr(mv, "tags", None) or {}),
+    )

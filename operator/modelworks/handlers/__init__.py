@@ -99,6 +99,19 @@ def register(rt: Runtime, registry: kopf.OperatorRegistry) -> None:
     for kind in KINDS:
         _register_kind(rt, registry, kind)
 
+    @kopf.on.event(
+        "batch",
+        "v1",
+        "jobs",
+        labels={"app.kubernetes.io/managed-by": "modelworks"},
+        registry=registry,
+    )
+    def _child_changed(body: kopf.Body, **_: Any) -> None:
+        """A child changed: its owner is due now (the next tick runs it; no API call here)."""
+        for ref in body.get("metadata", {}).get("ownerReferences") or []:
+            if ref.get("controller"):
+                rt.due[ref["uid"]] = 0.0
+
     @kopf.on.startup(registry=registry)
     def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         # kopf's own bookkeeping goes into annotations under our prefix: the status

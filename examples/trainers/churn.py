@@ -1,0 +1,197 @@
+"""A real scikit-learn trainer for the churn sample.
+
+Nothing in it is Modelworks-specific but the optional reference profile: the operator
+creates the MLflow run and sets MLFLOW_TRACKING_URI / MLFLOW_RUN_ID, so the plain
+``mlflow.start_run()`` below logs into the right run. Hyperparameters arrive as JSON in
+MODELWORKS_HYPERPARAMETERS, the data's location in MODELWORKS_DATASET_URI.
+
+Data: ``builtin://churn`` generates a synthetic churn table (the version ``seed-N``
+picks the seed, ``shift-N`` moves two features for drift demos); a CSV path or
+``file://`` URI with a ``churned`` column is read as is.
+
+With WORLD_SIZE > 1 every rank checks the distributed environment for real: ranks
+connect to rank 0 at MASTER_ADDR:MASTER_PORT (the operator's headless Service) and rank
+0 logs how many peers it saw; only rank 0 trains and logs the model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import infer_signature
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import GradientBoostingClassifier
+from sklearn.metrics import accuracy_score, roc_auc_score
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+NUMERIC = ["tenure_months", "monthly_charges", "support_calls", "age"]
+CATEGORICAL = ["contract", "payment_method"]
+TARGET = "churned"
+
+
+def synthetic_churn(rows: int, seed: int, shift: float = 0.0) -> pd.DataFrame:
+    """A churn table whose label depends on the features the way churn does."""
+    rng = np.random.default_rng(seed)
+    contract = rng.choice(["month-to-month", "one-year", "two-year"], rows, p=[0.55, 0.25, 0.20])
+    payment = rng.choice(["card", "bank", "check", "wallet"], rows, p=[0.35, 0.3, 0.15, 0.2])
+    tenure = rng.gamma(2.0, 12.0, rows) + shift * 12
+    charges = rng.normal(65 + shift * 20, 20, rows).clip(15, 150)
+    calls = rng.poisson(1.5 + shift, rows)
+    age = rng.normal(45, 14, rows).clip(18, 90)
+    logit = (
+        -1.0
+        - 0.05 * tenure
+        + 0.025 * (charges - 65)
+        + 0.45 * calls
+        + np.where(contract == "month-to-month", 1.2, np.where(contract == "one-year", -0.3, -1.2))
+        + np.where(payment == "check", 0.4, 0.0)
+    )
+    churned = rng.random(rows) < 1 / (1 + np.exp(-logit))
+    return pd.DataFrame(
+        {
+            "tenure_months": tenure.round(1),
+            "monthly_charges": charges.round(2),
+            "support_calls": calls,
+            "age": age.round(0),
+            "contract": contract,
+            "payment_method": payment,
+            TARGET: churned.astype(int),
+        }
+    )
+
+
+def load_dataset(uri: str, version: str) -> pd.DataFrame:
+    if uri.startswith("builtin://churn"):
+        seed, shift = 7, 0.0
+        for part in version.split(","):
+            if part.startswith("seed-"):
+                seed = int(part.removeprefix("seed-"))
+            elif part.startswith("shift-"):
+                shift = float(part.removeprefix("shift-"))
+        return synthetic_churn(int(os.environ.get("CHURN_ROWS", "5000")), seed, shift)
+    path = uri.removeprefix("file://")
+    if path.endswith(".parquet"):
+        return pd.read_parquet(path)
+    return pd.read_csv(path)
+
+
+def rendezvous(rank: int, world: int, addr: str, port: int, timeout: float = 120.0) -> int:
+    """Rank 0 waits for every other rank to connect; returns the number of ranks seen."""
+    deadline = time.monotonic() + timeout
+    if rank == 0:
+        seen = {0}
+        with socket.create_server(("", port)) as server:
+            server.settimeout(5)
+            while len(seen) < world and time.monotonic() < deadline:
+                try:
+                    conn, _ = server.accept()
+                except TimeoutError:
+                    continue
+                with conn:
+                    seen.add(int(conn.recv(16).decode() or -1))
+                    conn.sendall(b"ok")
+        return len(seen)
+    while True:
+        try:
+            with socket.create_connection((addr, port), timeout=5) as conn:
+                conn.sendall(str(rank).encode())
+                if conn.recv(2) == b"ok":
+                    return world
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
+def main() -> int:
+    params = json.loads(os.environ.get("MODELWORKS_HYPERPARAMETERS") or "{}")
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        seen = rendezvous(rank, world, os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]))
+        print(f"rank {rank}/{world}: rendezvous complete ({seen} ranks)", flush=True)
+        if rank != 0:
+            return 0
+    artifact_path = os.environ.get("MODELWORKS_MODEL_ARTIFACT_PATH", "model")
+    data = load_dataset(
+        os.environ.get("MODELWORKS_DATASET_URI", "builtin://churn"),
+        os.environ.get("MODELWORKS_DATASET_VERSION", "seed-7"),
+    )
+    x, y = data[NUMERIC + CATEGORICAL], data[TARGET]
+    x_train, x_val, y_train, y_val = train_test_split(
+        x, y, test_size=0.25, random_state=0, stratify=y
+    )
+    n_estimators = int(params.get("n_estimators", 100))
+    clf = GradientBoostingClassifier(
+        n_estimators=n_estimators,
+        max_depth=int(params.get("max_depth", 3)),
+        learning_rate=float(params.get("learning_rate", 0.1)),
+        random_state=0,
+    )
+    pipe = Pipeline(
+        [
+            (
+                "prep",
+                ColumnTransformer(
+                    [
+                        ("num", StandardScaler(), NUMERIC),
+                        ("cat", OneHotEncoder(handle_unknown="ignore"), CATEGORICAL),
+                    ]
+                ),
+            ),
+            ("clf", clf),
+        ]
+    )
+    with mlflow.start_run():  # resumes MLFLOW_RUN_ID, set by the operator
+        if world > 1:
+            mlflow.log_metric("world_size_seen", seen)
+        pipe.fit(x_train, y_train)
+        prep = pipe.named_steps["prep"].transform(x_val)
+        every = max(1, n_estimators // 10)
+        for step, proba in enumerate(clf.staged_predict_proba(prep), start=1):
+            if step % every == 0 or step == n_estimators:
+                mlflow.log_metric("val_auc_by_stage", roc_auc_score(y_val, proba[:, 1]), step=step)
+                mlflow.log_metric("progress", step / n_estimators, step=step)
+        proba = pipe.predict_proba(x_val)[:, 1]
+        auc, acc = roc_auc_score(y_val, proba), accuracy_score(y_val, proba > 0.5)
+        mlflow.log_metrics(
+            {
+                "val_auc": float(auc),
+                "val_accuracy": float(acc),
+                "train_rows": len(x_train),
+                "val_rows": len(x_val),
+            }
+        )
+        example = x_val.head(5)
+        mlflow.sklearn.log_model(
+            pipe,
+            name=artifact_path,
+            signature=infer_signature(example, pipe.predict(example)),
+            input_example=example,
+            pip_requirements=["scikit-learn", "pandas", "numpy"],
+            skops_trusted_types=["sklearn.tree._tree.Tree"],  # our own GradientBoosting trees
+        )
+        try:  # the reference profile the DriftMonitor compares live traffic with
+            from modelworks.drift.profile import PROFILE_FILE, build_profile
+
+            types = {**{c: "numeric" for c in NUMERIC}, **{c: "categorical" for c in CATEGORICAL}}
+            profile = build_profile(
+                {c: x_train[c].to_numpy() for c in NUMERIC + CATEGORICAL}, types=types
+            )  # type: ignore[arg-type]
+            mlflow.log_dict(profile.to_json(), PROFILE_FILE)
+        except ImportError:
+            print("modelworks is not installed: no reference profile logged", file=sys.stderr)
+    print(f"val_auc={auc:.4f} val_accuracy={acc:.4f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
