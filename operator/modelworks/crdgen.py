@@ -99,7 +99,10 @@ def structural(node: Any) -> Any:
             out[key] = {name: structural(sub) for name, sub in value.items()}
             continue
         out[key] = structural(value)
-    if key_constraints:
+    untyped_values = out.get("additionalProperties") == {
+        "x-kubernetes-preserve-unknown-fields": True
+    }
+    if key_constraints and not untyped_values:  # CEL cannot compile rules on untyped maps
         out.setdefault("x-kubernetes-validations", []).append(_key_rule(key_constraints))
     if out.get("x-kubernetes-int-or-string"):
         out.pop("type", None)

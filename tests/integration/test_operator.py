@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, Cluster, eventually, run_operator
+from tests.cases import INVALID, Case
+from tests.support import ROOT, Cluster, MlflowServer, eventually, run_operator
 
 pytestmark = pytest.mark.integration
 SAMPLES = ROOT / "manifests" / "samples"
 OBJECTS = [
-    ("trainingjob", "churn-train", "Succeeded"),
     ("modeldeployment", "churn", "Ready"),
     ("driftmonitor", "churn-drift", "Ready"),
 ]
@@ -25,9 +25,21 @@ def summary(obj: dict, type_: str) -> dict | None:  # type: ignore[type-arg]
     return None
 
 
-def test_operator_writes_status_on_every_kind(crds: Cluster, namespace: str, tmp: Path) -> None:
-    with run_operator(crds, tmp, namespaces=namespace, resync_seconds="1") as op:
+def test_operator_writes_status_on_every_kind(
+    crds: Cluster, mlflow: MlflowServer, namespace: str, tmp: Path
+) -> None:
+    with run_operator(
+        crds, tmp, namespaces=namespace, resync_seconds="1", mlflow_tracking_uri=mlflow.uri
+    ) as op:
         crds.kubectl("apply", "-n", namespace, "-k", str(SAMPLES))
+        # The sample TrainingJob gets its run and its Job, whose pod waits for a node that
+        # runs real pods (the e2e tier has one): Pending, not yet Succeeded either way.
+        crds.kubectl(
+            "wait", "tj/churn-train", "-n", namespace, "--for=condition=JobCreated", "--timeout=60s"
+        )
+        tj = crds.get("tj", "churn-train", namespace)
+        assert tj is not None and tj["status"]["phase"] == "Pending"
+        assert summary(tj, "Succeeded")["status"] == "Unknown"  # type: ignore[index]
         for kind, name, cond in OBJECTS:
             # What an admin (or a CI pipeline) would type:
             crds.kubectl(
@@ -76,12 +88,11 @@ def test_operator_writes_status_on_every_kind(crds: Cluster, namespace: str, tmp
             timeout=30,
             what="reconciles to be counted",
         )
-        before = {
-            n: crds.get(k, n, namespace)["metadata"]["resourceVersion"] for k, n, _ in OBJECTS
-        }  # type: ignore[index]
+        watched = [*OBJECTS, ("trainingjob", "churn-train", "Succeeded")]
+        before = {n: crds.get(k, n, namespace)["metadata"]["resourceVersion"] for k, n, _ in watched}  # type: ignore[index]
         passes = op.metric("modelworks_reconcile_total")
         time.sleep(12)  # observation window: two resync ticks at least
-        after = {n: crds.get(k, n, namespace)["metadata"]["resourceVersion"] for k, n, _ in OBJECTS}  # type: ignore[index]
+        after = {n: crds.get(k, n, namespace)["metadata"]["resourceVersion"] for k, n, _ in watched}  # type: ignore[index]
         assert after == before, "an idle object was written"
         assert op.metric("modelworks_reconcile_total") >= passes + 3, "resync passes did not run"
         assert op.metric("modelworks_build_info") == 1
@@ -113,3 +124,37 @@ def test_restarted_operator_resumes_without_rewriting(
         "get", "events", "-n", namespace, "-o", "jsonpath={.items[*].reason}"
     ).stdout.split()
     assert not [r for r in reasons if r.lower() in ("logging", "handler")], reasons
+
+
+@pytest.mark.parametrize("case", [c for c in INVALID if not c.server], ids=lambda c: c.id)
+def test_what_cel_cannot_check_the_operator_refuses(
+    crds: Cluster, namespace: str, tmp: Path, case: Case
+) -> None:
+    """Accepted at the door (CEL cannot see into the map), refused by the operator."""
+    with run_operator(crds, tmp, namespaces=namespace):
+        obj = case.obj()
+        crds.apply(obj, "-n", namespace)
+        name = obj["metadata"]["name"]
+        crds.kubectl(
+            "wait",
+            f"{case.kind.lower()}/{name}",
+            "-n",
+            namespace,
+            "--for=condition=Stalled",
+            "--timeout=60s",
+        )
+        stored = crds.get(case.kind.lower(), name, namespace)
+        assert stored is not None
+        summary = next(c for c in stored["status"]["conditions"] if c["type"] == "Succeeded")
+        assert summary["reason"] == "InvalidSpec" and case.field in summary["message"]
+        events = crds.kubectl(
+            "get",
+            "events",
+            "-n",
+            namespace,
+            "--field-selector",
+            f"involvedObject.name={name},reason=InvalidSpec,type=Warning",
+            "-o",
+            "jsonpath={.items[*].message}",
+        ).stdout
+        assert case.field in events

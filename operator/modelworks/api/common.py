@@ -37,12 +37,13 @@ class Rule:
     """A cross-field validation rule, enforced by the API server and by the operator.
 
     ``cel`` is evaluated with ``self`` bound to the object the rule is declared on;
-    ``check`` is the same predicate over the parsed Python model. ``field`` is the
+    ``check`` is the same predicate over the parsed Python model. ``cel=None`` marks a
+    rule CEL cannot express (values of a free-form map): the operator alone enforces it. ``field`` is the
     path, relative to that object, that the error names (``.model``), or ``""`` for
     the object itself.
     """
 
-    cel: str
+    cel: str | None
     message: str
     check: Callable[[Any], bool]
     field: str = ""
@@ -51,6 +52,7 @@ class Rule:
     )
 
     def to_schema(self) -> dict[str, Any]:
+        assert self.cel is not None
         out: dict[str, Any] = {"rule": self.cel, "message": self.message, "reason": self.reason}
         if self.field:
             out["fieldPath"] = self.field
@@ -85,8 +87,9 @@ class ApiModel(BaseModel):
         target = handler.resolve_ref_schema(schema)
         if cls.__doc__ and cls.__doc__ is not ApiModel.__doc__:
             target["description"] = " ".join(cls.__doc__.split())
-        if cls.__rules__:
-            target["x-kubernetes-validations"] = [r.to_schema() for r in cls.__rules__]
+        cel_rules = [r.to_schema() for r in cls.__rules__ if r.cel]
+        if cel_rules:
+            target["x-kubernetes-validations"] = cel_rules
         return schema
 
     def wire(self) -> dict[str, Any]:
@@ -141,6 +144,7 @@ Quantity = Annotated[
             "x-kubernetes-int-or-string": True,
             "anyOf": [{"type": "integer"}, {"type": "string"}],
             "pattern": QUANTITY_PATTERN,
+            "maxLength": 32,
         }
     ),
 ]
@@ -278,6 +282,9 @@ class EnvVar(ApiModel):
     value_from: EnvVarSource | None = None
 
 
+ResourceName = Annotated[str, Field(max_length=63)]
+
+
 class Resources(ApiModel):
     """Compute resources, as in a container's resources (nvidia.com/gpu included)."""
 
@@ -291,8 +298,9 @@ class Resources(ApiModel):
         ),
     )
 
-    requests: dict[str, Quantity] | None = Field(default=None, max_length=16)
-    limits: dict[str, Quantity] | None = Field(default=None, max_length=16)
+    # At most 6 entries each keeps the requests-vs-limits rule within the CEL cost budget.
+    requests: dict[ResourceName, Quantity] | None = Field(default=None, max_length=6)
+    limits: dict[ResourceName, Quantity] | None = Field(default=None, max_length=6)
 
 
 def _requests_within_limits(

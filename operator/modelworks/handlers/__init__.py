@@ -9,6 +9,8 @@ for it (``Outcome.requeue_after``: a run in progress, a canary pause, a drift wi
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -112,6 +114,12 @@ def register(rt: Runtime, registry: kopf.OperatorRegistry) -> None:
             if ref.get("controller"):
                 rt.due[ref["uid"]] = 0.0
 
+    @kopf.on.login(registry=registry)
+    def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # A private registry has no default login handler: use the kubernetes client's
+        # (in-cluster service account, else $KUBECONFIG), as kopf's default would.
+        return kopf.login_via_client(**kwargs)
+
     @kopf.on.startup(registry=registry)
     def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         # kopf's own bookkeeping goes into annotations under our prefix: the status
@@ -148,9 +156,14 @@ def _register_kind(rt: Runtime, registry: kopf.OperatorRegistry, kind: Kind) -> 
 
     @kopf.timer(*resource, id="resync", interval=TICK_SECONDS, registry=registry)
     async def resync(body: kopf.Body, patch: kopf.Patch, uid: str, **_: Any) -> None:
-        if time.monotonic() < rt.due.get(uid, 0.0):
-            return  # not due: costs nothing, not even an API call
-        await asyncio.get_running_loop().run_in_executor(None, _pass, rt, kind, body, patch)
+        due = rt.due.get(uid)
+        if due is None or time.monotonic() < due:
+            return  # not due (or not yet seen by a handler): costs nothing, no API call
+        # kopf.event() needs kopf's context variables: run the pass in a copy of them.
+        context = contextvars.copy_context()
+        await asyncio.get_running_loop().run_in_executor(
+            None, functools.partial(context.run, _pass, rt, kind, body, patch)
+        )
 
     @kopf.on.delete(*resource, id="forget", registry=registry, optional=True)
     def forget(uid: str, **_: Any) -> None:
@@ -170,6 +183,11 @@ def run(settings: Settings) -> None:
         verbose=settings.log_level == "DEBUG",
         log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.PLAIN,
     )
+    logging.getLogger("modelworks").setLevel(settings.log_level)
+    if settings.log_level != "DEBUG":
+        # kopf reports every handler and timer run per object at INFO: at a resync tick of
+        # seconds that drowns everything else. Failures still come through as warnings.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     kopf.run(
         registry=registry,
         standalone=not settings.peering,
