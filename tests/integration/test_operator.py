@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.cases import INVALID, Case
 from tests.support import ROOT, Cluster, MlflowServer, eventually, run_operator
@@ -31,15 +32,23 @@ def test_operator_writes_status_on_every_kind(
     with run_operator(
         crds, tmp, namespaces=namespace, resync_seconds="1", mlflow_tracking_uri=mlflow.uri
     ) as op:
-        crds.kubectl("apply", "-n", namespace, "-k", str(SAMPLES))
-        # The sample TrainingJob gets its run and its Job, whose pod waits for a node that
-        # runs real pods (the e2e tier has one): Pending, not yet Succeeded either way.
+        # The sample TrainingJob, suspended: it gets its run and its Job, and no pod runs
+        # (whether or not the cluster has a node for real pods).
+        docs = [
+            yaml.safe_load(p.read_text())
+            for p in sorted(SAMPLES.glob("*.yaml"))
+            if p.name != "kustomization.yaml"
+        ]
+        for doc in docs:
+            if doc["kind"] == "TrainingJob":
+                doc["spec"]["suspend"] = True
+            crds.apply(doc, "-n", namespace)
         crds.kubectl(
             "wait", "tj/churn-train", "-n", namespace, "--for=condition=JobCreated", "--timeout=60s"
         )
         tj = crds.get("tj", "churn-train", namespace)
-        assert tj is not None and tj["status"]["phase"] == "Pending"
-        assert summary(tj, "Succeeded")["status"] == "Unknown"  # type: ignore[index]
+        assert tj is not None and tj["status"]["phase"] == "Suspended"
+        assert summary(tj, "Succeeded")["reason"] == "Suspended"  # type: ignore[index]
         for kind, name, cond in OBJECTS:
             # What an admin (or a CI pipeline) would type:
             crds.kubectl(
@@ -89,7 +98,9 @@ def test_operator_writes_status_on_every_kind(
             what="reconciles to be counted",
         )
         watched = [*OBJECTS, ("trainingjob", "churn-train", "Succeeded")]
-        before = {n: crds.get(k, n, namespace)["metadata"]["resourceVersion"] for k, n, _ in watched}  # type: ignore[index]
+        before = {
+            n: crds.get(k, n, namespace)["metadata"]["resourceVersion"] for k, n, _ in watched
+        }  # type: ignore[index]
         passes = op.metric("modelworks_reconcile_total")
         time.sleep(12)  # observation window: two resync ticks at least
         after = {n: crds.get(k, n, namespace)["metadata"]["resourceVersion"] for k, n, _ in watched}  # type: ignore[index]
