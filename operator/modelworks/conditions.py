@@ -120,9 +120,9 @@ def transitions(
         ):
             continue
         status, reason = cond.get("status"), str(cond.get("reason", ""))
+        if reason in QUIET_REASONS:
+            continue  # waiting, or a step on the way: not news
         bad = (status == "True") if cond.get("type") in NEGATIVE else (status == "False")
-        kind: EventType = "Warning" if bad and reason not in QUIET_REASONS else "Normal"
-        if status == "Unknown" and reason in QUIET_REASONS:
-            continue  # "still waiting" is not news
+        kind: EventType = "Warning" if bad else "Normal"
         out.append((kind, reason, str(cond.get("message", ""))))
     return out

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, Metric
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -49,3 +52,24 @@ def serve(port: int) -> None:
     """Expose /metrics on ``port`` (0: do not)."""
     if port:
         start_http_server(port, registry=REGISTRY)
+
+
+class _RequestCollector:
+    """Exposes a client's request counts (a plain Counter) as a Prometheus counter."""
+
+    def __init__(self, name: str, help_text: str, source: Callable[[], Mapping[str, int]]) -> None:
+        self._name, self._help, self._source = name, help_text, source
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self._name, self._help, labels=["verb"])
+        for verb, count in sorted(self._source().items()):
+            family.add_metric([verb], count)
+        yield family
+
+    def describe(self) -> list[Metric]:
+        return []
+
+
+def expose_requests(name: str, help_text: str, source: Callable[[], Mapping[str, int]]) -> None:
+    """Publish ``source()`` (verb -> count) as the counter ``name``."""
+    REGISTRY.register(_RequestCollector(name, help_text, source))

@@ -60,6 +60,7 @@ class Registry:
         self.ui_url = (ui_url or tracking_uri).rstrip("/")
         self._client: Any = None
         self._lock = threading.Lock()
+        self._experiments: dict[str, str] = {}  # name -> id; an experiment id never changes
 
     @property
     def configured(self) -> bool:

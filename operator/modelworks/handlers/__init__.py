@@ -137,6 +137,12 @@ def register(rt: Runtime, registry: kopf.OperatorRegistry) -> None:
         if not rt.settings.peering:
             settings.peering.standalone = True
         metrics.BUILD_INFO.labels(__version__).set(1)
+        metrics.expose_requests(
+            "modelworks_kube_requests",
+            "Kubernetes API requests the reconcilers made, by verb (kopf's watches and "
+            "status patches are counted by modelworks_status_writes_total and kopf).",
+            lambda: dict(rt.kube.requests),
+        )
         metrics.serve(rt.settings.metrics_port)
         log.info(
             "modelworks %s started; watching %s",

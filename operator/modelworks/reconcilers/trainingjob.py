@@ -50,6 +50,10 @@ def reconcile(obj: Mapping[str, Any], *, kube: Kube, registry: Registry, now: st
     if _settled(obj, old, jname):
         return Outcome(status=old, result="settled")
 
+    if old.get("jobName") != jname:  # first pass, or the spec changed: earlier Jobs go
+        _remove_stale_jobs(
+            kube, obj["metadata"]["namespace"], obj["metadata"]["name"], training_key(spec)
+        )
     facts = _observe_and_act(obj, spec, jname, kube, registry)
     status = compute(obj, spec, facts, now)
     events = [
@@ -86,9 +90,7 @@ def _observe_and_act(
     obj: Mapping[str, Any], spec: TrainingJobSpec, jname: str, kube: Kube, registry: Registry
 ) -> TrainingFacts:
     meta = obj["metadata"]
-    ns, name = meta["namespace"], meta["name"]
-    _remove_stale_jobs(kube, ns, name, training_key(spec))
-
+    ns = meta["namespace"]
     job = kube.get("batch/v1", "Job", ns, jname)
     try:
         run = _run_of(obj, spec, job, registry)

@@ -272,7 +272,7 @@ def compute(
         return status
 
     # --- the Job succeeded: gate, then registration --------------------------------
-    put("Running", False, "Completed", f"Job {facts.job_name} completed")
+    put("Running", False, "Finished", f"Job {facts.job_name} completed")
     if facts.gate is None:
         reason = "MLflowUnavailable" if facts.mlflow_error else "Evaluating"
         message = (
