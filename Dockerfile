@@ -7,16 +7,21 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 RUN python3 -m venv /opt/modelworks
 WORKDIR /src
+# Dependencies first, in their own layer: a code change does not reinstall them. The
+# stub package lets pip resolve ".[image]" before the real sources are copied.
 COPY constraints.txt pyproject.toml README.md ./
-COPY operator ./operator
-RUN /opt/modelworks/bin/pip install --no-cache-dir --disable-pip-version-check \
+RUN mkdir -p operator/modelworks && echo '__version__ = "0"' > operator/modelworks/__init__.py \
+ && /opt/modelworks/bin/pip install --no-cache-dir --disable-pip-version-check \
       -c constraints.txt ".[image]"
+COPY operator ./operator
+RUN /opt/modelworks/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps --force-reinstall .
 
 FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 ca-certificates libgomp1 \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/modelworks /opt/modelworks
+COPY examples /app/examples
 ENV PATH=/opt/modelworks/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -43,12 +43,50 @@ def _crds(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import os
+    import tempfile
+
+    import uvicorn
+
+    from modelworks.serving.app import MODEL_URI_ENV
+
+    os.environ[MODEL_URI_ENV] = args.model_uri
+    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Every worker counts for itself; /metrics sums the workers' files.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="modelworks-metrics-")
+    uvicorn.run(
+        "modelworks.serving.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        timeout_graceful_shutdown=args.drain_seconds,  # SIGTERM: finish in-flight requests
+        access_log=False,
+        log_level="info",
+    )
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="modelworks", description=__doc__)
     p.add_argument("--version", action="version", version=f"modelworks {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the operator (settings from MODELWORKS_* variables)")
     run.set_defaults(func=_run)
+    serve = sub.add_parser(
+        "serve", help="serve a registered model: MLflow's scoring protocol plus /metrics"
+    )
+    serve.add_argument(
+        "--model-uri", required=True, help="models:/<name>/<version>, models:/<name>@<alias>, ..."
+    )
+    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--drain-seconds", type=int, default=25, help="grace for in-flight requests on SIGTERM"
+    )
+    serve.set_defaults(func=_serve)
     crds = sub.add_parser("crds", help="print the CRDs generated from the API models")
     group = crds.add_mutually_exclusive_group()
     group.add_argument("--write", metavar="DIR", help="write them into DIR instead")

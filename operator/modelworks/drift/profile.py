@@ -178,3 +178,33 @@ def build_profile(
                 FeatureProfile(name, "categorical", counts, categories=categories, missing=missing)
             )
     return Profile(tuple(features), rows, dict(meta or {}))
+
+
+def bucket_labels(feature: FeatureProfile) -> tuple[str, ...]:
+    """The ``bucket`` label of each count, shared by the model server and the DriftMonitor.
+
+    Numeric: the bucket's upper edge (``repr`` of the float) and ``+Inf`` for the last;
+    categorical: the category and ``__other__`` last.
+    """
+    if feature.type == "numeric":
+        return (*(repr(float(e)) for e in feature.edges), "+Inf")
+    return (*feature.categories, OTHER)
+
+
+def bucket_counts(
+    feature: FeatureProfile, values: Sequence[Any] | np.ndarray
+) -> tuple[tuple[int, ...], int]:
+    """Count ``values`` into ``feature``'s buckets: (counts aligned with bucket_labels, missing)."""
+    if feature.type == "numeric":
+        arr = np.asarray(values)
+        if arr.dtype.kind not in "iufb":
+            arr = np.array([_to_float(v) for v in arr], dtype=float)
+        return bucket_numeric(arr.astype(float), feature.edges)
+    return bucket_categorical(values, feature.categories)
+
+
+def _to_float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")

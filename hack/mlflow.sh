@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# The local MLflow tracking server: a real `mlflow server` on the host, SQLite backend
+# store, proxied artifacts (--serve-artifacts: clients upload through the server, so pods
+# need no bucket credentials).
+#
+#   hack/mlflow.sh up       start it (no-op when it already answers); waits for GET /health
+#   hack/mlflow.sh down     stop exactly the process group it started
+#   hack/mlflow.sh status   running or not, its URI, pid and state
+#   hack/mlflow.sh uri      print the tracking URI (http://<host>:<port>)
+#   hack/mlflow.sh env      print `export MODELWORKS_MLFLOW_TRACKING_URI=...` for eval
+#
+# State: <repo>/.cluster/mlflow/{mlflow.db,artifacts/}, <repo>/.cluster/pids/mlflow.pid,
+# <repo>/.cluster/logs/mlflow.log (`down` keeps the data; delete .cluster/mlflow to reset).
+# Environment:
+#   MLFLOW_HOST           address to bind and advertise (default 127.0.0.1). Set it to the
+#                         node's view of the host (bridge/host IP) so pods reach it.
+#   MLFLOW_PORT           default 15000
+#   MLFLOW_ADVERTISE_HOST host in the URI when it differs from MLFLOW_HOST (default: MLFLOW_HOST,
+#                         127.0.0.1 when binding 0.0.0.0)
+#   MLFLOW_ALLOWED_HOSTS  --allowed-hosts (Host header check against DNS rebinding). Default:
+#                         MLflow's own (localhost and private IPs) when MLFLOW_HOST is one of
+#                         them, otherwise localhost plus MLFLOW_HOST.
+#   MLFLOW_WORKERS        default 1;  MLFLOW_START_TIMEOUT  seconds, default 120
+#   MLFLOW_SERVER_ENABLE_JOB_EXECUTION  default false (MLflow's GenAI job runner, not needed)
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+state=$repo/.cluster
+data=$state/mlflow
+pidfile=$state/pids/mlflow.pid
+logfile=$state/logs/mlflow.log
+mlflow=$repo/.venv/bin/mlflow
+host=${MLFLOW_HOST:-127.0.0.1}
+port=${MLFLOW_PORT:-15000}
+workers=${MLFLOW_WORKERS:-1}
+timeout=${MLFLOW_START_TIMEOUT:-120}
+
+log() { printf '%s\n' "mlflow: $*" >&2; }
+die() { printf '%s\n' "mlflow: error: $*" >&2; exit 1; }
+
+advertise_host() {
+  local h=${MLFLOW_ADVERTISE_HOST:-$host}
+  case $h in 0.0.0.0) h=127.0.0.1 ;; :: | '[::]') h='[::1]' ;; esac
+  [[ $h == *:* && $h != \[* ]] && h="[$h]" # bare IPv6 literal
+  printf '%s\n' "$h"
+}
+uri() { printf 'http://%s:%s\n' "$(advertise_host)" "$port"; }
+
+healthy() { curl -fsS --noproxy '*' --max-time 2 -o /dev/null "$(uri)/health" 2>/dev/null; }
+
+# The pid in the pid file, if that process is still our mlflow server.
+running_pid() {
+  local pid
+  [[ -f $pidfile ]] || return 1
+  pid=$(<"$pidfile")
+  [[ $pid =~ ^[0-9]+$ && -r /proc/$pid/cmdline ]] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "mlflow server .*--port $port " || return 1
+  printf '%s\n' "$pid"
+}
+
+# Loopback and private addresses are accepted by MLflow's default Host check.
+default_allowed() {
+  local h second
+  h=$(advertise_host)
+  case $h in
+    localhost | 127.* | '[::1]' | 10.* | 192.168.* | '[fc'* | '[fd'*) return 0 ;;
+    172.*)
+      second=${h#172.}
+      second=${second%%.*}
+      [[ $second =~ ^[0-9]+$ ]] && ((second >= 16 && second <= 31))
+      ;;
+    *) return 1 ;;
+  esac
+}
+
+cmd_up() {
+  local pid t0=$EPOCHREALTIME deadline args
+  [[ -x $mlflow ]] || die "$mlflow not found: run hack/bootstrap.sh (make bootstrap) first"
+  command -v curl >/dev/null || die "curl is needed to check /health"
+  if pid=$(running_pid); then
+    if healthy; then
+      log "already running (pid $pid) at $(uri)"
+      return 0
+    fi
+    die "pid $pid runs but $(uri)/health does not answer; see $logfile or run hack/mlflow.sh down"
+  fi
+  rm -f "$pidfile"
+  if healthy || (exec 3<>"/dev/tcp/$(advertise_host | tr -d '[]')/$port") 2>/dev/null; then
+    die "something else already listens on $(uri); set MLFLOW_PORT"
+  fi
+  mkdir -p "$data/artifacts" "$(dirname "$pidfile")" "$(dirname "$logfile")"
+  args=(
+    server
+    --backend-store-uri "sqlite:///$data/mlflow.db"
+    --serve-artifacts
+    --artifacts-destination "$data/artifacts"
+    --default-artifact-root mlflow-artifacts:/
+    --host "$host" --port "$port" --workers "$workers"
+  )
+  if [[ -n ${MLFLOW_ALLOWED_HOSTS:-} ]]; then
+    args+=(--allowed-hosts "$MLFLOW_ALLOWED_HOSTS")
+  elif ! default_allowed; then
+    args+=(--allowed-hosts "localhost,localhost:*,127.0.0.1,127.0.0.1:*,$(advertise_host),$(advertise_host):*")
+  fi
+  printf '\n%s starting: %s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$mlflow" "${args[*]}" >>"$logfile"
+  # Its own session and process group: `down` stops the CLI and the uvicorn/job workers it
+  # spawns, and nothing else.
+  # No job runner and huey consumers (~350 MB in 8 processes): they serve GenAI features
+  # (prompt optimisation, trace scoring) Modelworks does not use.
+  MLFLOW_SERVER_ENABLE_JOB_EXECUTION=${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false} \
+    setsid "$mlflow" "${args[@]}" </dev/null >>"$logfile" 2>&1 &
+  pid=$!
+  echo "$pid" >"$pidfile"
+  deadline=$((SECONDS + timeout))
+  until healthy; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      rm -f "$pidfile"
+      tail -20 "$logfile" >&2
+      die "mlflow server exited during start-up (log: $logfile)"
+    fi
+    if ((SECONDS >= deadline)); then
+      tail -20 "$logfile" >&2
+      cmd_down
+      die "no answer from $(uri)/health within ${timeout}s (log: $logfile)"
+    fi
+    sleep 0.2
+  done
+  log "up at $(uri) (pid $pid) in $(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')s"
+}
+
+cmd_down() {
+  local pid deadline
+  if ! pid=$(running_pid); then
+    rm -f "$pidfile"
+    log "not running"
+    return 0
+  fi
+  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+  deadline=$((SECONDS + 20))
+  while kill -0 -- "-$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
+  if kill -0 -- "-$pid" 2>/dev/null; then
+    log "still running after 20s: SIGKILL"
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  fi
+  rm -f "$pidfile"
+  log "stopped (pid $pid)"
+}
+
+cmd_status() {
+  local pid
+  if pid=$(running_pid); then
+    if healthy; then echo "mlflow: running (pid $pid) at $(uri)"; else echo "mlflow: pid $pid runs, $(uri)/health does not answer"; fi
+  else
+    echo "mlflow: not running ($(uri))"
+    echo "state: $data"
+    return 3
+  fi
+  echo "state: $data"
+}
+
+case ${1:-} in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  uri) uri ;;
+  env) printf 'export MODELWORKS_MLFLOW_TRACKING_URI=%q\n' "$(uri)" ;;
+  -h | --help | help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}" ;;
+  *)
+    sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,204 @@
+"""The ASGI app of ``modelworks serve``: MLflow's scoring app wrapped with metrics.
+
+``/invocations``, ``/ping``, ``/health`` and ``/version`` are MLflow's own handlers,
+so answers are the same as ``mlflow models serve`` for the same model and payload.
+Added: ``/metrics`` (requests, errors and latency per model version, and one set of
+bucket counts per input feature, with the edges of the reference profile logged with
+the model). A model that cannot load keeps the process up and not ready: /ping and
+/health answer 503 with the reason, which is logged, and loading is retried.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from modelworks.drift.profile import PROFILE_FILE, Profile
+from modelworks.serving import metrics
+
+log = logging.getLogger("modelworks.serve")
+MODEL_URI_ENV = "MODELWORKS_MODEL_URI"
+RETRY_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    name: str
+    version: str
+    run_id: str | None
+
+
+def identify(model_uri: str, client: Any) -> ModelIdentity:
+    """Name, version and run of a ``models:/name/version`` or ``models:/name@alias`` URI."""
+    if not model_uri.startswith("models:/"):
+        return ModelIdentity("model", "", None)
+    ref = model_uri.removeprefix("models:/")
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        mv = client.get_model_version_by_alias(name, alias)
+    elif "/" in ref:
+        name, version = ref.split("/", 1)
+        mv = client.get_model_version(name, version)
+    else:
+        return ModelIdentity(ref, "", None)
+    return ModelIdentity(str(mv.name), str(mv.version), mv.run_id)
+
+
+def load_profile(identity: ModelIdentity, client: Any, dest: str) -> Profile | None:
+    """The reference profile logged in the version's run, or None (said once in the log)."""
+    if identity.run_id is None:
+        log.info("no run behind %s: no feature histograms", identity.name)
+        return None
+    try:
+        path = client.download_artifacts(identity.run_id, PROFILE_FILE, dest)
+    except Exception as exc:  # MLflow raises several types for a missing artifact
+        log.info("no %s in run %s (%s): no feature histograms", PROFILE_FILE, identity.run_id, exc)
+        return None
+    return Profile.from_json(json.loads(Path(path).read_text()))
+
+
+class ObservedModel:
+    """A PyFuncModel that counts each batch into the feature histograms before predicting."""
+
+    def __init__(self, model: Any, observer: metrics.FeatureObserver | None) -> None:
+        self._model = model
+        self._observer = observer
+        self.metadata = model.metadata
+        self._takes_params = "params" in inspect.signature(model.predict).parameters
+
+    def predict(self, data: Any, params: dict[str, Any] | None = None) -> Any:
+        if self._observer is not None:
+            try:
+                self._observer.observe(data)
+            except Exception:  # observing must never fail a prediction
+                log.exception("could not count the batch into the feature histograms")
+        if self._takes_params:
+            return self._model.predict(data, params=params)
+        return self._model.predict(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+
+class Server:
+    """Loads the model (retrying) and serves MLflow's app once it is loaded."""
+
+    def __init__(self, model_uri: str) -> None:
+        self.model_uri = model_uri
+        self.identity = ModelIdentity("model", "", None)
+        self.error: str | None = "loading"
+        self.app: Any = None
+        self._lock = threading.Lock()
+
+    def load(self) -> bool:
+        import tempfile
+
+        import mlflow
+        from mlflow import MlflowClient
+        from mlflow.pyfunc import scoring_server
+
+        started = time.monotonic()
+        try:
+            client = MlflowClient()
+            self.identity = identify(self.model_uri, client)
+            model = mlflow.pyfunc.load_model(self.model_uri)
+            profile = load_profile(self.identity, client, tempfile.mkdtemp(prefix="profile-"))
+        except Exception as exc:
+            self.error = f"cannot load {self.model_uri}: {type(exc).__name__}: {exc}"
+            log.error("%s (retrying in %.0fs)", self.error, RETRY_SECONDS)
+            return False
+        name, version = self.identity.name, self.identity.version
+        observer = metrics.FeatureObserver(profile, name, version) if profile else None
+        app = scoring_server.init(ObservedModel(model, observer))  # type: ignore[arg-type]
+        with self._lock:
+            self.app = app
+            self.error = None
+        metrics.LOADED.labels(name, version).set(1)
+        log.info(
+            "loaded %s (version %s) in %.1fs; feature histograms: %s",
+            self.model_uri,
+            version or "-",
+            time.monotonic() - started,
+            ", ".join(observer.feature_names) if observer else "none",
+        )
+        return True
+
+    def load_until_loaded(self) -> None:
+        while not self.load():
+            time.sleep(RETRY_SECONDS)
+
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+async def _plain(send: Send, status: int, body: bytes, content_type: str = "text/plain") -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", content_type.encode()),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app(
+    model_uri: str | None = None,
+) -> Callable[[dict[str, Any], Receive, Send], Awaitable[None]]:
+    """The ASGI app (a uvicorn factory): metrics and readiness around MLflow's app."""
+    server = Server(model_uri or os.environ[MODEL_URI_ENV])
+    if not server.load():
+        threading.Thread(target=server.load_until_loaded, daemon=True, name="model-loader").start()
+
+    async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        path = scope.get("path", "")
+        if path == "/metrics":
+            body, content_type = metrics.render()
+            await _plain(send, 200, body, content_type)
+            return
+        inner = server.app
+        if inner is None:  # not loaded (yet): not ready, and say why
+            await _plain(send, 503, (server.error or "loading").encode() + b"\n")
+            return
+        if path != "/invocations":
+            await inner(scope, receive, send)
+            return
+        name, version = server.identity.name, server.identity.version
+        started = time.perf_counter()
+        code = 500
+
+        async def send_and_record(message: dict[str, Any]) -> None:
+            nonlocal code
+            if message["type"] == "http.response.start":
+                code = int(message["status"])
+            await send(message)
+
+        try:
+            await inner(scope, receive, send_and_record)
+        finally:
+            metrics.LATENCY.labels(name, version).observe(time.perf_counter() - started)
+            metrics.REQUESTS.labels(name, version, str(code)).inc()
+
+    return app

@@ -1,0 +1,104 @@
+"""The model server's Prometheus metrics, correct with one worker or many.
+
+With several uvicorn workers every process counts for itself; prometheus_client's
+multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by ``modelworks serve``) sums them
+at scrape time, so any worker's /metrics answers for the whole pod.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+from modelworks.drift.profile import Profile, bucket_counts, bucket_labels
+
+LABELS = ("model", "version")
+REQUESTS = Counter(
+    "modelworks_serving_requests_total", "Scoring requests by HTTP status code.", [*LABELS, "code"]
+)
+LATENCY = Histogram(
+    "modelworks_serving_request_duration_seconds",
+    "Time to answer a scoring request.",
+    LABELS,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+ROWS = Counter(
+    "modelworks_serving_rows_total", "Rows scored (the sample count drift windows use).", LABELS
+)
+FEATURE_BUCKETS = Counter(
+    "modelworks_feature_bucket_total",
+    "Input values per feature and reference-profile bucket (not cumulative; bucket is the "
+    "upper edge, +Inf, a category or __other__).",
+    [*LABELS, "feature", "bucket"],
+)
+FEATURE_MISSING = Counter(
+    "modelworks_feature_missing_total",
+    "Input values that were missing (null/NaN) per feature.",
+    [*LABELS, "feature"],
+)
+LOADED = Gauge(
+    "modelworks_serving_model_loaded",
+    "1 once the model is loaded and the server is ready.",
+    LABELS,
+    multiprocess_mode="max",
+)
+
+
+class FeatureObserver:
+    """Counts each scored batch into the reference profile's buckets, one Counter child per bucket."""
+
+    def __init__(self, profile: Profile, model: str, version: str) -> None:
+        self._features = []
+        for feature in profile.features:
+            children = [
+                FEATURE_BUCKETS.labels(model, version, feature.name, b)
+                for b in bucket_labels(feature)
+            ]
+            missing = FEATURE_MISSING.labels(model, version, feature.name)
+            self._features.append((feature, children, missing))
+        self._rows = ROWS.labels(model, version)
+        self._lock = threading.Lock()
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f, _, _ in self._features]
+
+    def observe(self, frame: Any) -> None:
+        """Count a pandas DataFrame (or a mapping of columns); unknown shapes are skipped."""
+        columns = getattr(frame, "columns", None)
+        if columns is None:
+            return
+        rows = len(frame)
+        present = set(columns)
+        for feature, children, missing in self._features:
+            if feature.name not in present:
+                missing.inc(rows)
+                continue
+            counts, nmissing = bucket_counts(feature, frame[feature.name].to_numpy())
+            for child, count in zip(children, counts, strict=True):
+                if count:
+                    child.inc(count)
+            if nmissing:
+                missing.inc(nmissing)
+        self._rows.inc(rows)
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text for /metrics, summed over workers in multiprocess mode."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
