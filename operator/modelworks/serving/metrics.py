@@ -18,12 +18,14 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
     multiprocess,
 )
 
 from modelworks.drift.profile import Profile, bucket_counts, bucket_labels
 
+disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: they double the scrape for no use here
 LABELS = ("model", "version")
 REQUESTS = Counter(
     "modelworks_serving_requests_total", "Scoring requests by HTTP status code.", [*LABELS, "code"]
@@ -78,8 +80,20 @@ class FeatureObserver:
     def observe(self, frame: Any) -> None:
         """Count a pandas DataFrame (or a mapping of columns); unknown shapes are skipped."""
         columns = getattr(frame, "columns", None)
-        if columns is None:
-            return
+        if columns is None:  # instances/inputs arrive as records or columns, not a DataFrame
+            import pandas as pd  # type: ignore[import-untyped]
+
+            if (isinstance(frame, list) and frame and all(isinstance(r, dict) for r in frame)) or (
+                isinstance(frame, dict)
+                and all(
+                    isinstance(v, list | tuple) or getattr(v, "ndim", 0) == 1
+                    for v in frame.values()
+                )
+            ):
+                frame = pd.DataFrame(frame)
+            else:
+                return
+            columns = frame.columns
         rows = len(frame)
         present = set(columns)
         for feature, children, missing in self._features:
