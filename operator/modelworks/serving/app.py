@@ -10,6 +10,7 @@ the model). A model that cannot load keeps the process up and not ready: /ping a
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import logging
@@ -96,6 +97,8 @@ class Server:
         self.identity = ModelIdentity("model", "", None)
         self.error: str | None = "loading"
         self.app: Any = None
+        self.model: ObservedModel | None = None
+        self.input_schema: Any = None
         self._lock = threading.Lock()
 
     def load(self) -> bool:
@@ -117,9 +120,12 @@ class Server:
             return False
         name, version = self.identity.name, self.identity.version
         observer = metrics.FeatureObserver(profile, name, version) if profile else None
-        app = scoring_server.init(ObservedModel(model, observer))  # type: ignore[arg-type]
+        observed = ObservedModel(model, observer)
+        app = scoring_server.init(observed)  # type: ignore[arg-type]
         with self._lock:
             self.app = app
+            self.model = observed
+            self.input_schema = model.metadata.get_input_schema()
             self.error = None
         metrics.LOADED.labels(name, version).set(1)
         log.info(
@@ -154,6 +160,46 @@ async def _plain(send: Send, status: int, body: bytes, content_type: str = "text
     await send({"type": "http.response.body", "body": body})
 
 
+async def _invoke(
+    server: Server, scope: dict[str, Any], receive: Receive
+) -> tuple[int, bytes, str]:
+    """One scoring request through MLflow's own ``invocations()``, minus the web stack.
+
+    The same function MLflow's FastAPI handler calls, with the same error mapping and
+    timeout (MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT), so the answers are MLflow's; what
+    is skipped is routing and Starlette's per-request middleware.
+    """
+    from mlflow.environment_variables import MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT
+    from mlflow.exceptions import MlflowException
+    from mlflow.pyfunc import scoring_server
+
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    headers = dict(scope.get("headers") or [])
+    content_type = headers.get(b"content-type", b"").decode("latin-1")
+    try:
+        result = await asyncio.wait_for(
+            asyncio.to_thread(
+                scoring_server.invocations,
+                b"".join(chunks),
+                content_type,
+                server.model,
+                server.input_schema,
+            ),
+            timeout=MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.get(),
+        )
+    except TimeoutError:
+        return 504, b"Request processing time exceeded limit", "application/json"
+    except MlflowException as exc:
+        return exc.get_http_status_code(), exc.serialize_as_json().encode(), "application/json"
+    body = result.response if isinstance(result.response, bytes) else str(result.response).encode()
+    return int(result.status), body, str(result.mimetype)
+
+
 def create_app(
     model_uri: str | None = None,
 ) -> Callable[[dict[str, Any], Receive, Send], Awaitable[None]]:
@@ -182,21 +228,15 @@ def create_app(
         if inner is None:  # not loaded (yet): not ready, and say why
             await _plain(send, 503, (server.error or "loading").encode() + b"\n")
             return
-        if path != "/invocations":
-            await inner(scope, receive, send)
+        if path != "/invocations" or scope.get("method") != "POST":
+            await inner(scope, receive, send)  # MLflow's own routes and errors
             return
         name, version = server.identity.name, server.identity.version
         started = time.perf_counter()
         code = 500
-
-        async def send_and_record(message: dict[str, Any]) -> None:
-            nonlocal code
-            if message["type"] == "http.response.start":
-                code = int(message["status"])
-            await send(message)
-
         try:
-            await inner(scope, receive, send_and_record)
+            code, body, content_type = await _invoke(server, scope, receive)
+            await _plain(send, code, body, content_type)
         finally:
             metrics.LATENCY.labels(name, version).observe(time.perf_counter() - started)
             metrics.REQUESTS.labels(name, version, str(code)).inc()

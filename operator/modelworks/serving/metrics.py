@@ -25,7 +25,7 @@ from prometheus_client import (
 
 from modelworks.drift.profile import Profile, bucket_counts, bucket_labels
 
-disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: they double the scrape for no use here
+disable_created_metrics()  # no *_created series: they double the scrape for no use here
 LABELS = ("model", "version")
 REQUESTS = Counter(
     "modelworks_serving_requests_total", "Scoring requests by HTTP status code.", [*LABELS, "code"]
@@ -113,6 +113,6 @@ def render() -> tuple[bytes, str]:
     """The exposition text for /metrics, summed over workers in multiprocess mode."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
