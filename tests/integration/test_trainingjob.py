@@ -427,3 +427,40 @@ def test_operator_killed_midway_creates_nothing_twice(
     ).stdout.split()
     assert len(jobs) == 1
     assert [v.version for v in versions_of(mlflow.uri, model)] == ["1"]
+
+
+@pytest.mark.parametrize(("policy", "pods_left"), [("All", 0), ("None", 1)])
+def test_clean_pod_policy_after_the_run(
+    crds: Cluster, namespace: str, operator: Any, policy: str, pods_left: int
+) -> None:
+    crds.apply(
+        training_job(
+            "clean",
+            namespace,
+            model=f"m-{namespace}",
+            suspend=False,
+            cleanPodPolicy=policy,
+            podTemplate=kwok_pods(fail=True),
+        )
+    )
+    crds.kubectl(
+        "wait", "tj/clean", "-n", namespace, "--for=condition=Succeeded=False", "--timeout=120s"
+    )
+    cond = next(
+        c
+        for c in fetch(crds, "clean", namespace)["status"]["conditions"]
+        if c["type"] == "Succeeded"
+    )
+    assert cond["reason"] in ("Error", "BackoffLimitExceeded")
+
+    def pods() -> list[str]:
+        out = crds.kubectl(
+            "get", "pods", "-n", namespace, "-l", "modelworks.dev/trainingjob=clean", "-o", "name"
+        ).stdout
+        return out.split()
+
+    eventually(
+        lambda: len(pods()) == pods_left,
+        timeout=30,
+        what=f"{pods_left} pod(s) left with cleanPodPolicy {policy}",
+    )

@@ -13,6 +13,7 @@ from tests.cases import DEFAULTS, INVALID, MINIMAL, Case, minimal
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = sorted((ROOT / "manifests" / "samples").glob("*.yaml"))
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 
 
 def test_the_table_is_broad() -> None:
@@ -41,7 +42,7 @@ def test_minimal_object_is_valid_and_defaulted(kind: str) -> None:
             assert wire[key] == value, key
 
 
-@pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", SAMPLES + EXAMPLES, ids=lambda p: p.name)
 def test_samples_are_valid(path: Path) -> None:
     for doc in yaml.safe_load_all(path.read_text()):
         if doc.get("kind") == "Kustomization":

@@ -108,8 +108,10 @@ def _observe_and_act(
 
     state = job_state(job)[0]
     pods: list[dict[str, Any]] = []
-    if state in ("Active", "Failed"):
+    if state in ("Active", "Failed") or (state == "Succeeded" and spec.clean_pod_policy != "None"):
         pods = kube.list("v1", "Pod", ns, labels={"batch.kubernetes.io/job-name": jname})
+    if state in ("Succeeded", "Failed"):
+        _clean_pods(kube, ns, pods, spec.clean_pod_policy)
     run_facts = RunFacts(
         run.experiment_id,
         run.run_id,
@@ -215,6 +217,20 @@ def _with(facts: TrainingFacts, run: RunInfo, **changes: Any) -> TrainingFacts:
     assert facts.run is not None
     fresh = replace(facts.run, status=run.status, metrics=run.metrics)
     return replace(facts, run=fresh, **changes)
+
+
+def _clean_pods(kube: Kube, ns: str, pods: list[dict[str, Any]], policy: str) -> None:
+    """The run has ended: delete its pods as cleanPodPolicy says (None keeps them to debug).
+
+    Done in the pass that sees the end (the failure reason is read from the pods first,
+    in the same pass), and again on later passes until the status is final.
+    """
+    for pod in pods:
+        phase = (pod.get("status") or {}).get("phase")
+        if pod["metadata"].get("deletionTimestamp"):
+            continue
+        if policy == "All" or (policy == "Running" and phase in ("Running", "Pending")):
+            kube.delete("v1", "Pod", ns, pod["metadata"]["name"])
 
 
 def _remove_stale_jobs(kube: Kube, ns: str, name: str, key: str) -> None:
