@@ -47,7 +47,7 @@ def synthetic_churn(rows: int, seed: int, shift: float = 0.0) -> pd.DataFrame:
     charges = rng.normal(65 + shift * 20, 20, rows).clip(15, 150)
     calls = rng.poisson(1.5 + shift, rows)
     age = rng.normal(45, 14, rows).clip(18, 90)
-    logit = (
+    logit = 2.0 * (
         -1.0
         - 0.05 * tenure
         + 0.025 * (charges - 65)
