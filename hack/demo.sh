@@ -70,6 +70,22 @@ for obj in trainingjob/churn-train modeldeployment/churn driftmonitor/churn-drif
   done
 done
 
+if [[ -n ${MODELWORKS_MLFLOW_TRACKING_URI:-} ]]; then
+  say "training churn-train for real (progress from its MLflow run; up to 10 min)"
+  deadline=$((SECONDS + 600))
+  while :; do
+    read -r phase pct reason < <(kubectl get -n "$ns" tj/churn-train -o jsonpath='{.status.phase} {.status.progress.percent} {.status.conditions[?(@.type=="Succeeded")].reason}{"\n"}')
+    printf '\r    phase=%-10s progress=%5s%%  %-30s' "${phase:-?}" "${pct:-0}" "${reason:-}" >&2
+    [[ $phase == Succeeded || $phase == Failed ]] && break
+    (( SECONDS < deadline )) || { echo >&2; say "still not finished; see: kubectl describe tj churn-train -n $ns"; break; }
+    sleep 2
+  done
+  echo >&2
+  kubectl get -n "$ns" tj/churn-train -o jsonpath='{range .status.conditions[*]}    {.type}={.status} {.reason}: {.message}{"\n"}{end}' >&2
+else
+  say "no MLflow server configured (MODELWORKS_MLFLOW_TRACKING_URI): training waits on it"
+fi
+
 kubectl get modelworks -n "$ns"
 cat >&2 <<MSG
 
@@ -77,6 +93,7 @@ Where to look:
   export KUBECONFIG=${KUBECONFIG}
   kubectl get modelworks -n $ns            # all three kinds, with their printer columns
   kubectl describe tj churn-train -n $ns   # conditions and Events
+  MLflow UI: ${MODELWORKS_MLFLOW_TRACKING_URI:-(none)}
   curl -s http://127.0.0.1:${MODELWORKS_METRICS_PORT:-18081}/metrics | grep ^modelworks_
   tail -f $logfile
 Stop everything with: make cluster-down
