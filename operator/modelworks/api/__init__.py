@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 from modelworks.api import driftmonitor, modeldeployment, trainingjob
@@ -23,40 +24,38 @@ class Kind:
     summary: str  # the summary condition: Ready, or Succeeded for a TrainingJob
     name_pattern: str = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 
+    @classmethod
+    def of(
+        cls, module: ModuleType, spec: type[ApiModel], status: type[StatusModel], summary: str
+    ) -> Kind:
+        """The Kind a module of this package declares (KIND, PLURAL, SHORT_NAMES, ...)."""
+        return cls(
+            kind=module.KIND,
+            plural=module.PLURAL,
+            short_names=module.SHORT_NAMES,
+            spec=spec,
+            status=status,
+            printer_columns=module.PRINTER_COLUMNS,
+            max_name_length=module.MAX_NAME_LENGTH,
+            summary=summary,
+        )
+
     @property
     def singular(self) -> str:
         return self.kind.lower()
 
 
-TRAINING_JOB = Kind(
-    kind=trainingjob.KIND,
-    plural=trainingjob.PLURAL,
-    short_names=trainingjob.SHORT_NAMES,
-    spec=trainingjob.TrainingJobSpec,
-    status=trainingjob.TrainingJobStatus,
-    printer_columns=trainingjob.PRINTER_COLUMNS,
-    max_name_length=trainingjob.MAX_NAME_LENGTH,
-    summary="Succeeded",
+TRAINING_JOB = Kind.of(
+    trainingjob, trainingjob.TrainingJobSpec, trainingjob.TrainingJobStatus, "Succeeded"
 )
-MODEL_DEPLOYMENT = Kind(
-    kind=modeldeployment.KIND,
-    plural=modeldeployment.PLURAL,
-    short_names=modeldeployment.SHORT_NAMES,
-    spec=modeldeployment.ModelDeploymentSpec,
-    status=modeldeployment.ModelDeploymentStatus,
-    printer_columns=modeldeployment.PRINTER_COLUMNS,
-    max_name_length=modeldeployment.MAX_NAME_LENGTH,
-    summary="Ready",
+MODEL_DEPLOYMENT = Kind.of(
+    modeldeployment,
+    modeldeployment.ModelDeploymentSpec,
+    modeldeployment.ModelDeploymentStatus,
+    "Ready",
 )
-DRIFT_MONITOR = Kind(
-    kind=driftmonitor.KIND,
-    plural=driftmonitor.PLURAL,
-    short_names=driftmonitor.SHORT_NAMES,
-    spec=driftmonitor.DriftMonitorSpec,
-    status=driftmonitor.DriftMonitorStatus,
-    printer_columns=driftmonitor.PRINTER_COLUMNS,
-    max_name_length=driftmonitor.MAX_NAME_LENGTH,
-    summary="Ready",
+DRIFT_MONITOR = Kind.of(
+    driftmonitor, driftmonitor.DriftMonitorSpec, driftmonitor.DriftMonitorStatus, "Ready"
 )
 KINDS: tuple[Kind, ...] = (TRAINING_JOB, MODEL_DEPLOYMENT, DRIFT_MONITOR)
 BY_KIND = {k.kind: k for k in KINDS}

@@ -227,6 +227,27 @@ CONDITIONS_FIELD: dict[str, Any] = {
 }
 
 
+def condition_column(
+    name: str, type_: str, field: str = "status", *, priority: int = 0
+) -> dict[str, Any]:
+    """A printer column that selects a condition by type (never by position)."""
+    column: dict[str, Any] = {
+        "name": name,
+        "type": "string",
+        "jsonPath": f'.status.conditions[?(@.type=="{type_}")].{field}',
+    }
+    if priority:
+        column["priority"] = priority
+    return column
+
+
+AGE_COLUMN: dict[str, Any] = {
+    "name": "Age",
+    "type": "date",
+    "jsonPath": ".metadata.creationTimestamp",
+}
+
+
 class ObjectRef(ApiModel):
     """A reference to an object in the same namespace."""
 

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from modelworks.api.common import (
+    AGE_COLUMN,
     CONDITIONS_FIELD,
     ApiModel,
     Condition,
@@ -14,6 +15,7 @@ from modelworks.api.common import (
     ObjectRef,
     Rule,
     StatusModel,
+    condition_column,
     list_map,
 )
 from modelworks.api.trainingjob import TrainingJobSpec
@@ -225,17 +227,8 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Method", "type": "string", "jsonPath": ".spec.method"},
     {"name": "Verdict", "type": "string", "jsonPath": ".status.verdict"},
     {"name": "Drifted", "type": "number", "jsonPath": ".status.driftedShare"},
-    {
-        "name": "Ready",
-        "type": "string",
-        "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
-    },
+    condition_column("Ready", "Ready", "status"),
     {"name": "Last-Check", "type": "date", "jsonPath": ".status.lastCheckTime"},
-    {
-        "name": "Reason",
-        "type": "string",
-        "priority": 1,
-        "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
-    },
-    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    condition_column("Reason", "Ready", "reason", priority=1),
+    AGE_COLUMN,
 ]

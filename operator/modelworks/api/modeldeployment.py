@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from modelworks.api.common import (
+    AGE_COLUMN,
     ALIAS_RULE_CEL,
     CONDITIONS_FIELD,
     Alias,
@@ -20,6 +21,7 @@ from modelworks.api.common import (
     Rule,
     StatusModel,
     alias_ok,
+    condition_column,
     list_map,
 )
 
@@ -240,19 +242,10 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Model", "type": "string", "jsonPath": ".spec.model.name"},
     {"name": "Alias", "type": "string", "jsonPath": ".spec.model.alias"},
     {"name": "Version", "type": "string", "jsonPath": ".status.resolved.version"},
-    {
-        "name": "Ready",
-        "type": "string",
-        "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
-    },
+    condition_column("Ready", "Ready", "status"),
     {"name": "Replicas", "type": "integer", "jsonPath": ".status.readyReplicas"},
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-    {
-        "name": "Reason",
-        "type": "string",
-        "priority": 1,
-        "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
-    },
+    condition_column("Reason", "Ready", "reason", priority=1),
     {"name": "URL", "type": "string", "priority": 1, "jsonPath": ".status.url"},
-    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    AGE_COLUMN,
 ]

@@ -7,6 +7,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field
 
 from modelworks.api.common import (
+    AGE_COLUMN,
     ALIAS_RULE_CEL,
     CONDITIONS_FIELD,
     Alias,
@@ -21,6 +22,7 @@ from modelworks.api.common import (
     Rule,
     StatusModel,
     alias_ok,
+    condition_column,
     list_map,
 )
 
@@ -281,20 +283,11 @@ class TrainingJob(ApiModel):
 
 PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-    {
-        "name": "Succeeded",
-        "type": "string",
-        "jsonPath": '.status.conditions[?(@.type=="Succeeded")].status',
-    },
+    condition_column("Succeeded", "Succeeded", "status"),
     {"name": "Model", "type": "string", "jsonPath": ".spec.model.name"},
     {"name": "Version", "type": "string", "jsonPath": ".status.registeredModel.version"},
     {"name": "Gate", "type": "string", "jsonPath": ".status.qualityGate.summary"},
-    {
-        "name": "Reason",
-        "type": "string",
-        "priority": 1,
-        "jsonPath": '.status.conditions[?(@.type=="Succeeded")].reason',
-    },
+    condition_column("Reason", "Succeeded", "reason", priority=1),
     {"name": "Run", "type": "string", "priority": 1, "jsonPath": ".status.mlflow.runId"},
-    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    AGE_COLUMN,
 ]
