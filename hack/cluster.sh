@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# Local Kubernetes control plane for Modelworks: etcd, kube-apiserver,
+# Local Kubernetes cluster for Modelworks: etcd, kube-apiserver,
 # kube-controller-manager, kube-scheduler and kwok (simulated nodes), built from
 # their Go modules at the versions pinned in hack/versions.env and run as plain
-# processes on 127.0.0.1. See docs/cluster.md.
+# processes; plus (MODELWORKS_NODE=1, the default) one real node: containerd + runc,
+# kubelet, kube-proxy, CoreDNS, a CNI bridge, the MLflow server and the project
+# image. See docs/cluster.md.
 #
 #   hack/cluster.sh build [component...]  build missing binaries (cached by version)
 #   hack/cluster.sh up                    start the cluster (idempotent)
 #   hack/cluster.sh down                  stop it and remove its state (idempotent)
 #   hack/cluster.sh status                show components; exit 0 only if all are up
-#   hack/cluster.sh env                   print exports for eval: KUBECONFIG, PATH
+#   hack/cluster.sh env                   print exports for eval: KUBECONFIG, PATH, ...
 #   hack/cluster.sh gomod                 regenerate hack/*/go.mod from versions.env
+#
+#   MODELWORKS_NODE=0 hack/cluster.sh up  control plane and kwok only (no real node,
+#                                         DNS, MLflow or image)
 set -euo pipefail
 
 HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -41,11 +46,57 @@ KWOK_NODES=${MODELWORKS_KWOK_NODES:-3}
 SERVICE_CIDR=10.96.0.0/16
 FIRST_SERVICE_IP=10.96.0.1
 KWOK_POD_CIDR=10.244.0.1/16
+KWOK_POD_NET=10.244.0.0/16
+
+# The real node (MODELWORKS_NODE=1). Its pods live on a bridge of their own; the
+# bridge's address is the node IP, where the apiserver, CoreDNS, the kubelet and
+# MLflow listen so pods reach them. Nothing else on the host is touched.
+NODE=${MODELWORKS_NODE:-1}
+NODE_SUBNET=${MODELWORKS_NODE_SUBNET:-10.42.0.0/24}
+[[ $NODE_SUBNET =~ ^([0-9]+\.[0-9]+\.[0-9]+)\.0/24$ ]] ||
+  { printf 'cluster: error: MODELWORKS_NODE_SUBNET must be a /24 like 10.42.0.0/24\n' >&2; exit 1; }
+NODE_IP=${BASH_REMATCH[1]}.1
+# shellcheck disable=SC2034 # used by render (hack/node/ templates), as is DNS_IP
+POD_RANGE_START=${BASH_REMATCH[1]}.10
+BRIDGE=mwbr0
+NODE_NAME=modelworks-node
+# shellcheck disable=SC2034
+DNS_IP=10.96.0.10
+KUBELET_PORT=${MODELWORKS_KUBELET_PORT:-16250}
+KUBELET_HEALTHZ_PORT=${MODELWORKS_KUBELET_HEALTHZ_PORT:-16248}
+KUBE_PROXY_HEALTHZ_PORT=${MODELWORKS_KUBE_PROXY_HEALTHZ_PORT:-16256}
+KUBE_PROXY_METRICS_PORT=${MODELWORKS_KUBE_PROXY_METRICS_PORT:-16249}
+COREDNS_HEALTH_PORT=${MODELWORKS_COREDNS_HEALTH_PORT:-16181}
+COREDNS_READY_PORT=${MODELWORKS_COREDNS_READY_PORT:-16182}
+MLFLOW_PORT=${MLFLOW_PORT:-15000}
+NODE_STATE=$STATE_DIR/node
+# containerd's content store and snapshots outlive `down` (an image cache, like the
+# binaries: the project image is ~1 GB); its run state, socket and containers do not.
+CONTAINERD_ROOT=${MODELWORKS_CONTAINERD_ROOT:-$CACHE_DIR/containerd}
+CONTAINERD_STATE=$NODE_STATE/containerd
+CONTAINERD_SOCK=$NODE_STATE/containerd.sock
+KUBELET_ROOT=$NODE_STATE/kubelet
+CGROUP_ROOT=modelworks
+CNI_BIN_DIR=/usr/lib/cni
+PAUSE_IMAGE=localhost/modelworks/pause:1.0
+COREDNS_BIN=$BIN_ROOT/coredns-$COREDNS_VERSION
+MODE_FILE=$STATE_DIR/mode
+MLFLOW_URI_FILE=$STATE_DIR/mlflow-uri
+FORWARD_CHAIN=MODELWORKS-FORWARD
+# Host sysctls the node changes (kubelet's kernel defaults, forwarding for the
+# bridge); saved before the first change and restored by `down`.
+HOST_SYSCTLS=(net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables
+  vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
+  kernel.keys.root_maxkeys kernel.keys.root_maxbytes)
+
+if [[ $NODE == 1 ]]; then MODE=node; API_HOST=$NODE_IP; else MODE=control-plane; API_HOST=$HOST; fi
 
 # Start order; down stops them in reverse.
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+NODE_COMPONENTS=(containerd kubelet kube-proxy coredns)
 K8S_BUILDABLE=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 UP_BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok)
+NODE_BINARIES=(kubelet kube-proxy coredns)
 
 log() { printf 'cluster: %s\n' "$*" >&2; }
 die() { printf 'cluster: error: %s\n' "$*" >&2; exit 1; }
@@ -63,17 +114,26 @@ bin_path() {
   case $1 in
     etcd) echo "$ETCD_BIN/etcd" ;;
     kwok) echo "$KWOK_BIN/kwok" ;;
+    coredns) echo "$COREDNS_BIN/coredns" ;;
+    # The pause program is cached by the hash of its source.
+    pause) echo "$BIN_ROOT/pause-$(pause_hash)/pause" ;;
     kube-apiserver | kube-controller-manager | kube-scheduler | kubectl | kubelet | kube-proxy)
       echo "$K8S_BIN/$1" ;;
-    *) die "unknown component '$1' (known: etcd kwok ${K8S_BUILDABLE[*]})" ;;
+    # From the distribution (apt), not built here.
+    containerd) echo /usr/bin/containerd ;;
+    *) die "unknown component '$1' (known: etcd kwok coredns pause ${K8S_BUILDABLE[*]})" ;;
   esac
 }
+
+pause_hash() { cat "$HACK_DIR/node/pause/go.mod" "$HACK_DIR/node/pause/main.go" | sha256sum | cut -c1-16; }
 
 # module_dir COMPONENT -> the hack/ Go module that builds it
 module_dir() {
   case $1 in
     etcd) echo "$HACK_DIR/etcd" ;;
     kwok) echo "$HACK_DIR/kwok" ;;
+    coredns) echo "$HACK_DIR/node/coredns" ;;
+    pause) echo "$HACK_DIR/node/pause" ;;
     *) echo "$HACK_DIR/k8s" ;;
   esac
 }
@@ -109,6 +169,16 @@ build_one() {
       pkg=sigs.k8s.io/kwok/cmd/kwok
       ldflags="-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}"
       ;;
+    coredns)
+      # hack/node/coredns/main.go: CoreDNS's own main with the plugins we use.
+      check_gomod "$dir" github.com/coredns/coredns "$COREDNS_VERSION"
+      pkg=.
+      ldflags="-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION"
+      ;;
+    pause)
+      pkg=.
+      ldflags="-s -w"
+      ;;
     *)
       check_gomod "$dir" k8s.io/kubernetes "$K8S_VERSION"
       pkg=k8s.io/kubernetes/cmd/$c
@@ -125,7 +195,7 @@ build_one() {
       ;;
   esac
   mkdir -p "$(dirname "$out")"
-  log "build: $c from $pkg ..."
+  log "build: $c from $([[ $pkg == . ]] && echo "${dir#"$REPO_DIR"/}" || echo "$pkg") ..."
   start=$SECONDS
   # Build to a temporary name so an interrupted build never leaves a binary that
   # later counts as cached.
@@ -138,7 +208,10 @@ build_one() {
 cmd_build() {
   local -a want=("$@") missing=()
   local c total
-  ((${#want[@]})) || want=("${UP_BINARIES[@]}")
+  if ((${#want[@]} == 0)); then
+    want=("${UP_BINARIES[@]}")
+    [[ $MODE == node ]] && want+=("${NODE_BINARIES[@]}" pause)
+  fi
   for c in "${want[@]}"; do
     bin_path "$c" >/dev/null # validates the name
     [[ -x $(bin_path "$c") ]] || missing+=("$c")
@@ -153,7 +226,7 @@ cmd_build() {
   log "build: done in $((SECONDS - total))s (${missing[*]})"
 }
 
-# Rewrites hack/{k8s,etcd,kwok}/go.mod from versions.env and tidies them.
+# Rewrites hack/{k8s,etcd,kwok,node/coredns}/go.mod from versions.env and tidies them.
 cmd_gomod() {
   go_env
   local kdir=$HACK_DIR/k8s kmod
@@ -206,8 +279,17 @@ require sigs.k8s.io/kwok $KWOK_VERSION
 
 tool sigs.k8s.io/kwok/cmd/kwok
 EOF
+  cat >"$HACK_DIR/node/coredns/go.mod" <<EOF
+// Builds CoreDNS (cluster DNS of the local node) at the version pinned in
+// hack/versions.env, with the plugins main.go imports. Generated by: hack/cluster.sh gomod.
+module modelworks.dev/hack/node/coredns
+
+go 1.24.0
+
+require github.com/coredns/coredns $COREDNS_VERSION
+EOF
   local d
-  for d in k8s etcd kwok; do
+  for d in k8s etcd kwok node/coredns; do
     rm -f "$HACK_DIR/$d/go.sum"
     log "gomod: tidying hack/$d/go.mod"
     (cd "$HACK_DIR/$d" && go mod tidy)
@@ -234,30 +316,56 @@ extendedKeyUsage=$usage"
   rm -f "$PKI_DIR/$name.csr"
 }
 
+# ensure_cert NAME CN O EXT_USAGE [SANS]: new_cert unless NAME exists with these
+# subject and SANs (recorded next to it), so `up` adds what a newer script needs to
+# an existing PKI without touching the rest.
+ensure_cert() {
+  local name=$1 spec="$2|$3|$4|${5:-}"
+  if [[ -f $PKI_DIR/$name.crt && -f $PKI_DIR/$name.key && -f $PKI_DIR/$name.spec ]] &&
+    [[ $(<"$PKI_DIR/$name.spec") == "$spec" ]]; then
+    return 0
+  fi
+  new_cert "$@"
+  printf '%s\n' "$spec" >"$PKI_DIR/$name.spec"
+  chmod 600 "$PKI_DIR/$name.key"
+}
+
 gen_pki() {
-  [[ -f $PKI_DIR/done ]] && return 0
   command -v openssl >/dev/null || die "openssl is required"
-  rm -rf "$PKI_DIR"
   mkdir -p "$PKI_DIR"
   chmod 700 "$PKI_DIR"
-  openssl ecparam -name prime256v1 -genkey -noout -out "$PKI_DIR/ca.key" 2>/dev/null
-  openssl req -x509 -new -key "$PKI_DIR/ca.key" -subj "/CN=modelworks-local-ca" -days 3650 -sha256 \
-    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
-    -out "$PKI_DIR/ca.crt" 2>/dev/null
-  new_cert apiserver kube-apiserver "" serverAuth \
-    "IP:$HOST,IP:$FIRST_SERVICE_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
-  new_cert etcd etcd "" serverAuth,clientAuth "IP:$HOST,DNS:localhost"
-  new_cert apiserver-etcd-client kube-apiserver-etcd-client "" clientAuth
-  new_cert apiserver-kubelet-client kube-apiserver-kubelet-client system:masters clientAuth
-  new_cert admin modelworks-admin system:masters clientAuth
-  new_cert kube-controller-manager system:kube-controller-manager "" clientAuth
-  new_cert kube-scheduler system:kube-scheduler "" clientAuth
+  if [[ ! -f $PKI_DIR/ca.key || ! -f $PKI_DIR/ca.crt ]]; then
+    # A new CA: every certificate signed by an older one goes.
+    rm -f "$PKI_DIR"/*.crt "$PKI_DIR"/*.key "$PKI_DIR"/*.spec "$PKI_DIR"/sa.* "$PKI_DIR/done"
+    openssl ecparam -name prime256v1 -genkey -noout -out "$PKI_DIR/ca.key" 2>/dev/null
+    openssl req -x509 -new -key "$PKI_DIR/ca.key" -subj "/CN=modelworks-local-ca" -days 3650 -sha256 \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
+      -out "$PKI_DIR/ca.crt" 2>/dev/null
+  fi
+  # The node IP is in the apiserver's SANs in both modes (pods reach it there).
+  ensure_cert apiserver kube-apiserver "" serverAuth \
+    "IP:$HOST,IP:$NODE_IP,IP:$FIRST_SERVICE_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+  ensure_cert etcd etcd "" serverAuth,clientAuth "IP:$HOST,DNS:localhost"
+  ensure_cert apiserver-etcd-client kube-apiserver-etcd-client "" clientAuth
+  ensure_cert apiserver-kubelet-client kube-apiserver-kubelet-client system:masters clientAuth
+  ensure_cert admin modelworks-admin system:masters clientAuth
+  ensure_cert kube-controller-manager system:kube-controller-manager "" clientAuth
+  ensure_cert kube-scheduler system:kube-scheduler "" clientAuth
   # kwok patches node and pod status, deletes pods and renews node leases for the
   # nodes it simulates: it gets the admin group, as kwokctl does.
-  new_cert kwok kwok-controller system:masters clientAuth
+  ensure_cert kwok kwok-controller system:masters clientAuth
+  # The real node: the kubelet's client identity (Node authorizer, NodeRestriction)
+  # and serving certificate, kube-proxy (bound to system:node-proxier by default
+  # RBAC) and CoreDNS (hack/node/addons.yaml binds system:coredns).
+  ensure_cert kubelet-client "system:node:$NODE_NAME" system:nodes clientAuth
+  ensure_cert kubelet "$NODE_NAME" "" serverAuth "IP:$NODE_IP,DNS:$NODE_NAME"
+  ensure_cert kube-proxy system:kube-proxy "" clientAuth
+  ensure_cert coredns system:coredns "" clientAuth
   # Service-account token signing key pair.
-  openssl ecparam -name prime256v1 -genkey -noout -out "$PKI_DIR/sa.key" 2>/dev/null
-  openssl ec -in "$PKI_DIR/sa.key" -pubout -out "$PKI_DIR/sa.pub" 2>/dev/null
+  if [[ ! -f $PKI_DIR/sa.key || ! -f $PKI_DIR/sa.pub ]]; then
+    openssl ecparam -name prime256v1 -genkey -noout -out "$PKI_DIR/sa.key" 2>/dev/null
+    openssl ec -in "$PKI_DIR/sa.key" -pubout -out "$PKI_DIR/sa.pub" 2>/dev/null
+  fi
   chmod 600 "$PKI_DIR"/*.key
   touch "$PKI_DIR/done"
 }
@@ -271,7 +379,7 @@ kind: Config
 clusters:
 - name: modelworks
   cluster:
-    server: https://$HOST:$APISERVER_PORT
+    server: https://$API_HOST:$APISERVER_PORT
     certificate-authority-data: $(base64 -w0 <"$PKI_DIR/ca.crt")
 users:
 - name: $user
@@ -294,23 +402,40 @@ write_kubeconfigs() {
   write_kubeconfig "$STATE_DIR/kube-controller-manager.kubeconfig" kube-controller-manager system:kube-controller-manager
   write_kubeconfig "$STATE_DIR/kube-scheduler.kubeconfig" kube-scheduler system:kube-scheduler
   write_kubeconfig "$STATE_DIR/kwok.kubeconfig" kwok kwok-controller
+  if [[ $MODE == node ]]; then
+    write_kubeconfig "$STATE_DIR/kubelet.kubeconfig" kubelet-client "system:node:$NODE_NAME"
+    write_kubeconfig "$STATE_DIR/kube-proxy.kubeconfig" kube-proxy system:kube-proxy
+    write_kubeconfig "$STATE_DIR/coredns.kubeconfig" coredns system:coredns
+  fi
 }
 
 # ---------------------------------------------------------------------------
 # processes
 
-port_of() {
+# addr_of COMPONENT -> HOST:PORT of its health (or main) endpoint, the one status shows
+addr_of() {
   case $1 in
-    etcd) echo "$ETCD_CLIENT_PORT" ;;
-    kube-apiserver) echo "$APISERVER_PORT" ;;
-    kube-controller-manager) echo "$CONTROLLER_MANAGER_PORT" ;;
-    kube-scheduler) echo "$SCHEDULER_PORT" ;;
-    kwok) echo "$KWOK_PORT" ;;
+    etcd) echo "$HOST:$ETCD_CLIENT_PORT" ;;
+    kube-apiserver) echo "$API_HOST:$APISERVER_PORT" ;;
+    kube-controller-manager) echo "$HOST:$CONTROLLER_MANAGER_PORT" ;;
+    kube-scheduler) echo "$HOST:$SCHEDULER_PORT" ;;
+    kwok) echo "$HOST:$KWOK_PORT" ;;
+    kubelet) echo "$HOST:$KUBELET_HEALTHZ_PORT" ;;
+    kube-proxy) echo "$HOST:$KUBE_PROXY_HEALTHZ_PORT" ;;
+    coredns) echo "$HOST:$COREDNS_READY_PORT" ;;
+    containerd) echo "" ;;
   esac
 }
 
-ports_of() {
-  if [[ $1 == etcd ]]; then echo "$ETCD_CLIENT_PORT $ETCD_PEER_PORT"; else port_of "$1"; fi
+# addrs_of COMPONENT -> every HOST:PORT it listens on
+addrs_of() {
+  case $1 in
+    etcd) echo "$HOST:$ETCD_CLIENT_PORT $HOST:$ETCD_PEER_PORT" ;;
+    kubelet) echo "$HOST:$KUBELET_HEALTHZ_PORT $NODE_IP:$KUBELET_PORT" ;;
+    kube-proxy) echo "$HOST:$KUBE_PROXY_HEALTHZ_PORT $HOST:$KUBE_PROXY_METRICS_PORT" ;;
+    coredns) echo "$HOST:$COREDNS_HEALTH_PORT $HOST:$COREDNS_READY_PORT $NODE_IP:53" ;;
+    *) addr_of "$1" ;;
+  esac
 }
 
 # is_ours PID COMPONENT: the process runs our binary for COMPONENT with this
@@ -320,7 +445,7 @@ is_ours() {
   [[ $pid =~ ^[0-9]+$ ]] || return 1
   exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
   exe=${exe% (deleted)}
-  [[ ${exe##*/} == "$c" && $exe == "$BIN_ROOT"/* ]] || return 1
+  [[ $exe == "$(bin_path "$c")" ]] || return 1
   cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
   [[ $cmdline == *"$STATE_DIR/"* ]]
 }
@@ -333,22 +458,32 @@ pid_of() {
   echo "$pid"
 }
 
-# port_listening PORT: something accepts TCP connections on 127.0.0.1:PORT.
+# is_local_ip IP: IP is loopback or an address of this host. Nothing here ever
+# connects anywhere else (the node IP exists only while the bridge does).
+is_local_ip() {
+  [[ $1 == 127.* ]] || ip -4 -o addr show 2>/dev/null | grep -q " inet $1/"
+}
+
+# port_listening HOST:PORT (or PORT on 127.0.0.1): something accepts TCP connections there.
 port_listening() {
-  (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null
+  local addr=$1 h p
+  [[ $addr == *:* ]] || addr=$HOST:$addr
+  h=${addr%:*} p=${addr##*:}
+  is_local_ip "$h" || return 1
+  (exec 3<>"/dev/tcp/$h/$p") 2>/dev/null
 }
 
 port_owner() {
-  ss -Hltnp "sport = :$1" 2>/dev/null | sed -n 's/.*users:((\(.*\)))$/\1/p' | head -1
+  ss -Hltnp "sport = :${1##*:}" 2>/dev/null | sed -n 's/.*users:((\(.*\)))$/\1/p' | head -1
 }
 
 # Refuse to start COMPONENT while another process owns one of its ports.
 check_ports_free() {
-  local c=$1 p owner
-  for p in $(ports_of "$c"); do
-    if port_listening "$p"; then
-      owner=$(port_owner "$p")
-      die "cannot start $c: 127.0.0.1:$p is already in use${owner:+ by $owner}. Another cluster may be running (hack/cluster.sh status), or set MODELWORKS_*_PORT (see docs/cluster.md)."
+  local c=$1 a owner
+  for a in $(addrs_of "$c"); do
+    if port_listening "$a"; then
+      owner=$(port_owner "$a")
+      die "cannot start $c: $a is already in use${owner:+ by $owner}. Another cluster may be running (hack/cluster.sh status), or set MODELWORKS_*_PORT (see docs/cluster.md)."
     fi
   done
 }
@@ -374,9 +509,20 @@ args_of() {
         --log-level=warn
       ;;
     kube-apiserver)
+      if [[ $MODE == node ]]; then
+        # Pods reach it through the kubernetes Service: it listens on and advertises
+        # the node IP, and reconciles the Service's endpoints (the default lease
+        # reconciler); it reaches kubelets by InternalIP and checks their certificates.
+        printf '%s\n' \
+          --kubelet-preferred-address-types=InternalIP,Hostname \
+          --kubelet-certificate-authority="$PKI_DIR/ca.crt"
+      else
+        # Endpoints may not hold loopback addresses: no endpoints for `kubernetes`.
+        printf '%s\n' --endpoint-reconciler-type=none
+      fi
       printf '%s\n' \
-        --bind-address="$HOST" \
-        --advertise-address="$HOST" \
+        --bind-address="$API_HOST" \
+        --advertise-address="$API_HOST" \
         --secure-port="$APISERVER_PORT" \
         --cert-dir="$STATE_DIR/kube-apiserver" \
         --etcd-servers="https://$HOST:$ETCD_CLIENT_PORT" \
@@ -393,8 +539,7 @@ args_of() {
         --service-cluster-ip-range="$SERVICE_CIDR" \
         --service-account-issuer=https://kubernetes.default.svc.cluster.local \
         --service-account-key-file="$PKI_DIR/sa.pub" \
-        --service-account-signing-key-file="$PKI_DIR/sa.key" \
-        --endpoint-reconciler-type=none
+        --service-account-signing-key-file="$PKI_DIR/sa.key"
       ;;
     kube-controller-manager)
       printf '%s\n' \
@@ -435,6 +580,24 @@ args_of() {
         --cidr="$KWOK_POD_CIDR" \
         --node-lease-duration-seconds=40
       ;;
+    containerd)
+      printf '%s\n' --config="$NODE_STATE/containerd.toml"
+      ;;
+    kubelet)
+      printf '%s\n' \
+        --config="$NODE_STATE/kubelet.yaml" \
+        --kubeconfig="$STATE_DIR/kubelet.kubeconfig" \
+        --root-dir="$KUBELET_ROOT" \
+        --hostname-override="$NODE_NAME" \
+        --node-ip="$NODE_IP" \
+        --node-labels=type=real,modelworks.dev/node-kind=real
+      ;;
+    kube-proxy)
+      printf '%s\n' --config="$NODE_STATE/kube-proxy.yaml"
+      ;;
+    coredns)
+      printf '%s\n' -conf "$NODE_STATE/Corefile"
+      ;;
   esac
 }
 
@@ -448,14 +611,19 @@ start_component() {
   check_ports_free "$c"
   bin=$(bin_path "$c")
   mapfile -t args < <(args_of "$c")
-  mkdir -p "$LOG_DIR" "$PID_DIR"
+  mkdir -p "$LOG_DIR" "$PID_DIR" "$STATE_DIR/home/$c"
   # kwok also reads ~/.kwok/kwok.yaml when it exists: give it a HOME of its own.
   # setsid detaches the process from our session and terminal; as a background
   # job of a non-interactive shell it is no group leader, so setsid execs in place
-  # and $! is the component's own pid.
-  HOME=$STATE_DIR/home/$c setsid "$bin" "${args[@]}" </dev/null >>"$LOG_DIR/$c.log" 2>&1 &
+  # and $! is the component's own pid. The node's processes run iptables, mount,
+  # runc and the containerd shim: the sbin directories are on their PATH.
+  HOME=$STATE_DIR/home/$c PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    setsid "$bin" "${args[@]}" </dev/null >>"$LOG_DIR/$c.log" 2>&1 &
   pid=$!
   echo "$pid" >"$PID_DIR/$c.pid"
+  # Until setsid has exec'd the binary, the pid is not recognisably ours yet.
+  local deadline=$((SECONDS + 5))
+  while ! is_ours "$pid" "$c" && kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.05; done
   log "up: started $c (pid $pid, log $LOG_DIR/$c.log)"
 }
 
@@ -501,15 +669,19 @@ etcd_healthy() {
 }
 
 apiserver_ready() {
-  [[ $(curl_admin "https://$HOST:$APISERVER_PORT/readyz") == ok ]]
+  is_local_ip "$API_HOST" && [[ $(curl_admin "https://$API_HOST:$APISERVER_PORT/readyz") == ok ]]
 }
 
 healthz_ok() { # PORT SCHEME
   [[ $(curl -sfk --max-time 2 "${2:-https}://$HOST:$1/healthz") == ok ]]
 }
 
+http_ok() { # URL: answers 2xx
+  curl -sf --max-time 2 -o /dev/null "$1"
+}
+
 default_sa_exists() {
-  curl_admin "https://$HOST:$APISERVER_PORT/api/v1/namespaces/default/serviceaccounts/default" >/dev/null
+  curl_admin "https://$API_HOST:$APISERVER_PORT/api/v1/namespaces/default/serviceaccounts/default" >/dev/null
 }
 
 kubectl_() { "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
@@ -557,18 +729,422 @@ nodes_ready() {
   ((ready >= n))
 }
 
+# ---------------------------------------------------------------------------
+# the real node (MODELWORKS_NODE=1)
+
+ctr_() { ctr --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
+
+pkg_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+
+# ensure_packages PKG...: apt-get install the missing ones (after one apt-get update).
+ensure_packages() {
+  local -a missing=()
+  local p
+  for p in "$@"; do pkg_installed "$p" || missing+=("$p"); done
+  ((${#missing[@]})) || return 0
+  command -v apt-get >/dev/null || die "missing packages: ${missing[*]} (no apt-get here to install them)"
+  local t0=$EPOCHREALTIME
+  log "up: apt-get install ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 || die "apt-get update failed"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 ||
+    die "apt-get install ${missing[*]} failed"
+  log "up: installed ${missing[*]} in $(elapsed "$t0")s"
+}
+
+# Debian bookworm: containerd 1.6.20, runc 1.1.5, CNI plugins 1.1.1 (/usr/lib/cni).
+NODE_PACKAGES=(containerd runc containernetworking-plugins iptables conntrack iproute2 util-linux buildah curl openssl)
+
+node_preflight() {
+  [[ $(id -u) == 0 ]] || die "the real node needs root (MODELWORKS_NODE=0 starts the control plane only)"
+  ensure_packages "${NODE_PACKAGES[@]}"
+  [[ -x $CNI_BIN_DIR/bridge && -x $CNI_BIN_DIR/host-local && -x $CNI_BIN_DIR/portmap && -x $CNI_BIN_DIR/loopback ]] ||
+    die "CNI plugins missing in $CNI_BIN_DIR (package containernetworking-plugins)"
+  # The node's addresses must be free: no other interface or route may use them.
+  local prefix=${NODE_IP%.*}.
+  if ip -4 -o addr show | awk -v b="$BRIDGE" '$2 != b { print $4 }' | grep -q "^${prefix//./\\.}"; then
+    die "$NODE_SUBNET is in use on this host ($(ip -4 -o addr show | grep -F " inet $prefix" | awk '{ print $2, $4 }' | head -1)); set MODELWORKS_NODE_SUBNET"
+  fi
+  local net
+  for net in "$NODE_SUBNET" "$SERVICE_CIDR" "$KWOK_POD_NET"; do
+    if ip -4 route show exact "$net" | grep -v -e "dev $BRIDGE" -e '^unreachable' | grep -q .; then
+      die "the host already routes $net ($(ip -4 route show exact "$net" | head -1)); the node needs it"
+    fi
+  done
+}
+
+save_sysctls() {
+  local f=$NODE_STATE/host-sysctls k v
+  [[ -f $f ]] && return 0
+  mkdir -p "$NODE_STATE"
+  for k in "${HOST_SYSCTLS[@]}"; do
+    v=$(sysctl -n "$k" 2>/dev/null) && printf '%s=%s\n' "$k" "$v"
+  done >"$f.tmp"
+  mv -f "$f.tmp" "$f"
+}
+
+restore_sysctls() {
+  local f=$NODE_STATE/host-sysctls line
+  [[ -f $f ]] || return 0
+  while read -r line; do
+    [[ -n $line ]] || continue
+    sysctl -qw "$line" >/dev/null 2>&1 || log "down: could not restore sysctl $line"
+  done <"$f"
+  rm -f "$f"
+  log "down: restored host sysctls (${HOST_SYSCTLS[*]})"
+}
+
+saved_sysctl() { sed -n "s/^$1=//p" "$NODE_STATE/host-sysctls" 2>/dev/null; }
+
+# The pods' network: a bridge whose address is the node IP, routes that keep
+# service and kwok addresses on the machine, and a FORWARD guard.
+node_network_up() {
+  save_sysctls
+  if ! ip link show dev "$BRIDGE" >/dev/null 2>&1; then
+    ip link add name "$BRIDGE" type bridge || die "could not create bridge $BRIDGE"
+    log "up: created bridge $BRIDGE ($NODE_IP/24)"
+  fi
+  ip addr replace "$NODE_IP/24" dev "$BRIDGE"
+  ip link set dev "$BRIDGE" up
+  [[ -d /proc/sys/net/bridge ]] || modprobe br_netfilter 2>/dev/null || die "br_netfilter is not available"
+  # Forwarding: pod -> ClusterIP -> pod is routed by the host (the CNI bridge
+  # plugin turns it on too); the guard below limits it to pod <-> pod.
+  sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 >/dev/null
+  # Cluster IPs from the host leave through the bridge (kube-proxy DNATs them),
+  # never through the default route; kwok's fake pod IPs go nowhere.
+  ip route replace "$SERVICE_CIDR" dev "$BRIDGE" src "$NODE_IP"
+  ip route replace unreachable "$KWOK_POD_NET"
+  forward_guard
+}
+
+# forward_guard: first rule of FORWARD. Pods talk to pods; nothing is forwarded
+# from a pod to any other address (REJECT, so clients fail fast) or to a pod from
+# outside; and when the host forwarded nothing before, it still forwards nothing else.
+forward_guard() {
+  iptables -w -N "$FORWARD_CHAIN" 2>/dev/null || iptables -w -F "$FORWARD_CHAIN"
+  iptables -w -A "$FORWARD_CHAIN" -s "$NODE_SUBNET" -d "$NODE_SUBNET" -m comment --comment "modelworks: pod to pod" -j RETURN
+  iptables -w -A "$FORWARD_CHAIN" -i "$BRIDGE" -m comment --comment "modelworks: pods reach nothing off the node" \
+    -j REJECT --reject-with icmp-admin-prohibited
+  iptables -w -A "$FORWARD_CHAIN" -o "$BRIDGE" -m comment --comment "modelworks: nothing else reaches the pods" -j DROP
+  if [[ $(saved_sysctl net.ipv4.ip_forward) == 0 ]]; then
+    iptables -w -A "$FORWARD_CHAIN" -m comment --comment "modelworks: the host forwarded nothing before" -j DROP
+  fi
+  while iptables -w -D FORWARD -j "$FORWARD_CHAIN" 2>/dev/null; do :; done
+  iptables -w -I FORWARD 1 -j "$FORWARD_CHAIN"
+}
+
+# iptables_sweep iptables|ip6tables: remove the chains the node made (KUBE-* of
+# kube-proxy and the kubelet, the CNI portmap chains of our network, our guard) and
+# every rule that jumps to them. Chains of other CNI networks are left alone.
+iptables_sweep() {
+  local cmd=$1 t dump script
+  command -v "$cmd-save" >/dev/null || return 0
+  for t in filter nat mangle raw; do
+    dump=$("$cmd-save" -t "$t" 2>/dev/null) || continue
+    script=$(awk -v table="$t" -v net="\"modelworks-pods\"" '
+      /^:/ { name = substr($1, 2); order[++n] = name; next }
+      /^-A / { rules[++r] = $0; owner[r] = $2; if (index($0, net)) mentions[$2] = 1 }
+      END {
+        for (i = 1; i <= n; i++) { c = order[i]
+          if (c ~ /^(KUBE-|MODELWORKS-)/ || (c ~ /^CNI-/ && (c in mentions))) ours[c] = 1 }
+        others = 0
+        for (i = 1; i <= n; i++) if (order[i] ~ /^CNI-DN-/ && !(order[i] in ours)) others = 1
+        if (!others) for (i = 1; i <= n; i++) if (order[i] ~ /^CNI-HOSTPORT-/) ours[order[i]] = 1
+        any = 0
+        for (c in ours) any = 1
+        if (!any) exit
+        print "*" table
+        for (j = 1; j <= r; j++) {
+          if (owner[j] in ours) continue
+          k = split(rules[j], f, " "); tgt = ""
+          for (i = 1; i < k; i++) if (f[i] == "-j" || f[i] == "-g") tgt = f[i + 1]
+          if (tgt in ours) print "-D " substr(rules[j], 4)
+        }
+        for (c in ours) print "-F " c
+        for (c in ours) print "-X " c
+        print "COMMIT"
+      }' <<<"$dump")
+    [[ -n $script ]] || continue
+    "$cmd-restore" -w --noflush <<<"$script" || log "down: $cmd-restore failed for table $t"
+  done
+}
+
+node_network_down() {
+  local v
+  if [[ -x $(bin_path kube-proxy) ]] && iptables-save 2>/dev/null | grep -q '^:KUBE-'; then
+    "$(bin_path kube-proxy)" --cleanup >>"$LOG_DIR/kube-proxy-cleanup.log" 2>&1 || true
+    rm -f "$LOG_DIR/kube-proxy-cleanup.log"
+  fi
+  iptables_sweep iptables
+  iptables_sweep ip6tables
+  if ip link show dev "$BRIDGE" >/dev/null 2>&1; then
+    for v in $(ip -o link show master "$BRIDGE" | awk -F': ' '{ print $2 }' | cut -d@ -f1); do
+      ip link delete "$v" 2>/dev/null || true
+    done
+    ip link delete "$BRIDGE"
+    log "down: deleted bridge $BRIDGE (and its routes)"
+  fi
+  if ip -4 route show exact "$KWOK_POD_NET" | grep -q '^unreachable'; then
+    ip route delete unreachable "$KWOK_POD_NET"
+  fi
+  restore_sysctls
+}
+
+# cgroup hierarchies mounted on this host (v1: one per controller; v2: one).
+cgroup_mounts() { findmnt -rn -t cgroup,cgroup2 -o TARGET 2>/dev/null; }
+
+# The kubelet's cgroupRoot (/modelworks): it must exist before the kubelet starts.
+cgroup_root_up() {
+  local h
+  if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then
+    mkdir -p "/sys/fs/cgroup/$CGROUP_ROOT"
+    sed 's/\([^ ]\+\)/+\1/g' "/sys/fs/cgroup/$CGROUP_ROOT/cgroup.controllers" \
+      >"/sys/fs/cgroup/$CGROUP_ROOT/cgroup.subtree_control" 2>/dev/null || true
+    return 0
+  fi
+  for h in $(cgroup_mounts); do
+    mkdir -p "$h/$CGROUP_ROOT"
+    if [[ -f $h/cpuset.cpus ]]; then
+      [[ -n $(<"$h/$CGROUP_ROOT/cpuset.cpus") ]] || cat "$h/cpuset.cpus" >"$h/$CGROUP_ROOT/cpuset.cpus"
+      [[ -n $(<"$h/$CGROUP_ROOT/cpuset.mems") ]] || cat "$h/cpuset.mems" >"$h/$CGROUP_ROOT/cpuset.mems"
+    fi
+  done
+}
+
+# Every process left in the pods' cgroups.
+cgroup_pids() {
+  local h
+  for h in $(cgroup_mounts); do
+    [[ -d $h/$CGROUP_ROOT ]] && find "$h/$CGROUP_ROOT" -name cgroup.procs -exec cat {} + 2>/dev/null
+  done | sort -un
+}
+
+cgroup_root_down() {
+  local h _ left
+  for _ in 1 2 3 4 5; do
+    left=0
+    for h in $(cgroup_mounts); do
+      [[ -d $h/$CGROUP_ROOT ]] || continue
+      find "$h/$CGROUP_ROOT" -depth -type d -exec rmdir {} + 2>/dev/null || true
+      [[ -d $h/$CGROUP_ROOT ]] && left=1
+    done
+    ((left)) || return 0
+    sleep 0.5
+  done
+  log "down: warning: some cgroups under /$CGROUP_ROOT are still in use"
+}
+
+# mounts_under DIR...: mount points at or under DIRs, deepest first.
+mounts_under() {
+  local d
+  for d in "$@"; do
+    awk -v d="$d/" 'index($5 "/", d) == 1 { print $5 }' /proc/self/mountinfo
+  done | awk '{ print length($0), $0 }' | sort -rn | cut -d' ' -f2- | uniq
+}
+
+unmount_under() {
+  local _ m
+  for _ in 1 2 3 4 5; do
+    [[ -n $(mounts_under "$@") ]] || return 0
+    while read -r m; do
+      umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+    done < <(mounts_under "$@")
+  done
+  [[ -z $(mounts_under "$@") ]] || die "down: could not unmount: $(mounts_under "$@" | tr '\n' ' ')"
+}
+
+render() { # TEMPLATE (in hack/node/) OUT
+  local out=$2 v
+  local -a expr=()
+  # shellcheck disable=SC2034 # read through ${!v}
+  local POD_CIDR=$NODE_SUBNET RUNC
+  # shellcheck disable=SC2034
+  RUNC=$(command -v runc || echo /usr/sbin/runc)
+  for v in NODE_IP NODE_NAME POD_CIDR POD_RANGE_START BRIDGE DNS_IP STATE_DIR NODE_STATE PKI_DIR \
+    CONTAINERD_ROOT CONTAINERD_STATE CONTAINERD_SOCK PAUSE_IMAGE CNI_BIN_DIR RUNC KUBELET_PORT \
+    KUBELET_HEALTHZ_PORT KUBE_PROXY_HEALTHZ_PORT KUBE_PROXY_METRICS_PORT COREDNS_HEALTH_PORT COREDNS_READY_PORT; do
+    expr+=(-e "s|@$v@|${!v}|g")
+  done
+  sed "${expr[@]}" "$HACK_DIR/node/$1" >"$out.tmp"
+  if grep -q '@[A-Z_]*@' "$out.tmp"; then
+    die "render $1: unknown placeholders: $(grep -o '@[A-Z_]*@' "$out.tmp" | sort -u | tr '\n' ' ')"
+  fi
+  mv -f "$out.tmp" "$out"
+}
+
+node_configs() {
+  mkdir -p "$NODE_STATE"/{cni/net.d,cni/ipam,certs.d/_default,pod-logs,volume-plugins} \
+    "$CONTAINERD_STATE" "$CONTAINERD_ROOT" "$KUBELET_ROOT"
+  render containerd.toml "$NODE_STATE/containerd.toml"
+  render kubelet.yaml "$NODE_STATE/kubelet.yaml"
+  render kube-proxy.yaml "$NODE_STATE/kube-proxy.yaml"
+  render Corefile "$NODE_STATE/Corefile"
+  render cni.conflist "$NODE_STATE/cni/net.d/10-modelworks.conflist"
+  render addons.yaml "$NODE_STATE/addons.yaml"
+  cp "$HACK_DIR/node/registry-hosts.toml" "$NODE_STATE/certs.d/_default/hosts.toml"
+}
+
+containerd_ready() {
+  [[ -S $CONTAINERD_SOCK ]] && ctr --address "$CONTAINERD_SOCK" plugins ls 2>/dev/null |
+    awk '$2 == "cri" && $NF == "ok" { found = 1 } END { exit !found }'
+}
+
+# The pause image: hack/node/pause built by Go, packaged `buildah from scratch`,
+# imported into containerd (k8s.io) and pinned. Rebuilt when its source changes.
+pause_image() {
+  local hash have ctr tmp t0=$EPOCHREALTIME
+  hash=$(pause_hash)
+  have=$(ctr_ images ls "name==$PAUSE_IMAGE" 2>/dev/null | awk 'NR > 1 { print $NF }' | tr ',' '\n' |
+    sed -n 's,^dev.modelworks/pause-source=,,p')
+  if [[ $have == "$hash" ]]; then
+    log "up: pause image $PAUSE_IMAGE is loaded"
+    return 0
+  fi
+  if [[ $(buildah inspect --type image --format '{{index .OCIv1.Config.Labels "dev.modelworks.pause-source"}}' \
+    "$PAUSE_IMAGE" 2>/dev/null) != "$hash" ]]; then
+    ctr=$(buildah from --pull=never scratch)
+    buildah copy --quiet "$ctr" "$(bin_path pause)" /pause >/dev/null
+    buildah config --entrypoint '["/pause"]' --user 65535:65535 --os linux --arch "$(dpkg --print-architecture)" \
+      --label "dev.modelworks.pause-source=$hash" --created-by "hack/cluster.sh (hack/node/pause)" "$ctr"
+    buildah commit --quiet --rm "$ctr" "$PAUSE_IMAGE" >/dev/null
+  fi
+  tmp=$(mktemp -u "$NODE_STATE/.pause.XXXXXX.tar")
+  buildah push --quiet "$PAUSE_IMAGE" "docker-archive:$tmp:$PAUSE_IMAGE" >/dev/null
+  ctr_ images import --snapshotter overlayfs "$tmp" >/dev/null || { rm -f "$tmp"; die "could not import $PAUSE_IMAGE"; }
+  rm -f "$tmp"
+  ctr_ images label "$PAUSE_IMAGE" "dev.modelworks/pause-source=$hash" io.cri-containerd.pinned=pinned >/dev/null
+  log "up: pause image $PAUSE_IMAGE built and loaded in $(elapsed "$t0")s"
+}
+
+node_condition() { # CONDITION -> status of the real node's condition
+  kubectl_ get node "$NODE_NAME" -o jsonpath="{.status.conditions[?(@.type==\"$1\")].status}" 2>/dev/null
+}
+node_registered() { kubectl_ get node "$NODE_NAME" >/dev/null 2>&1; }
+node_ready() { [[ $(node_condition Ready) == True ]]; }
+
+node_up() {
+  local c
+  for c in "${NODE_COMPONENTS[@]}"; do
+    pid_of "$c" >/dev/null || check_ports_free "$c"
+  done
+  node_configs
+  cgroup_root_up
+  start_component containerd
+  wait_for containerd 30 "containerd (CRI) on $CONTAINERD_SOCK" containerd_ready
+  pause_image
+  start_component kubelet
+  wait_for kubelet 60 "node $NODE_NAME registered" node_registered
+  kubectl_ apply -f "$NODE_STATE/addons.yaml" >/dev/null || fail_component kube-apiserver "applying hack/node/addons.yaml failed"
+  start_component kube-proxy
+  start_component coredns
+  wait_for kubelet 30 "kubelet /healthz" http_ok "http://$HOST:$KUBELET_HEALTHZ_PORT/healthz"
+  wait_for kubelet 120 "node $NODE_NAME Ready" node_ready
+  wait_for kube-proxy 60 "kube-proxy /healthz" http_ok "http://$HOST:$KUBE_PROXY_HEALTHZ_PORT/healthz"
+  wait_for coredns 60 "CoreDNS /ready" http_ok "http://$HOST:$COREDNS_READY_PORT/ready"
+  # kube-proxy put its own jumps at the top of FORWARD: ours goes first again.
+  forward_guard
+}
+
+mlflow_() {
+  MLFLOW_HOST=$NODE_IP MLFLOW_PORT=$MLFLOW_PORT MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true "$HACK_DIR/mlflow.sh" "$@"
+}
+
+# MLflow on the node IP, where pods and the host reach it. Its Host-header check
+# (--allowed-hosts) admits exactly the addresses it is reached by.
+mlflow_up() {
+  [[ -x $REPO_DIR/.venv/bin/mlflow ]] || "$HACK_DIR/bootstrap.sh"
+  MLFLOW_ALLOWED_HOSTS=${MLFLOW_ALLOWED_HOSTS:-$NODE_IP:$MLFLOW_PORT,$NODE_IP} mlflow_ up ||
+    die "hack/mlflow.sh up failed (log: $LOG_DIR/mlflow.log)"
+  mlflow_ uri >"$MLFLOW_URI_FILE"
+}
+
+# The project image (hack/image.sh: debootstrap base, buildah bud, load into the
+# node's containerd). image.sh rebuilds only when its inputs changed.
+image_up() {
+  local t0=$EPOCHREALTIME ref
+  CONTAINERD_ADDRESS=$CONTAINERD_SOCK "$HACK_DIR/image.sh" all ||
+    die "hack/image.sh all failed: the node has no project image (MODELWORKS_NODE=0 skips the node)"
+  ref=$("$HACK_DIR/image.sh" name)
+  ctr_ images ls -q "name==$ref" | grep -q . || die "$ref is not in the node's containerd after hack/image.sh all"
+  log "up: project image $ref on the node ($(elapsed "$t0")s)"
+}
+
+# Stop every pod container through containerd (the kubelet is gone by then), then
+# whatever is left: shims of our socket, processes in the pods' cgroups, mounts.
+node_teardown() {
+  local id p exe
+  local -a pids
+  if containerd_ready; then
+    for id in $(ctr_ tasks ls -q 2>/dev/null); do
+      ctr_ tasks delete --force "$id" >/dev/null 2>&1 || true
+    done
+    for id in $(ctr_ containers ls -q 2>/dev/null); do
+      ctr_ containers delete "$id" >/dev/null 2>&1 || true
+    done
+  fi
+  mapfile -t pids < <({ pid_of containerd || true; stray_pids containerd; } | sort -u)
+  ((${#pids[@]} == 0)) || stop_pids containerd "${pids[@]}"
+  for p in $(pgrep -f -- "-address $CONTAINERD_SOCK" || true); do
+    exe=$(readlink "/proc/$p/exe" 2>/dev/null) || continue
+    if [[ ${exe##*/} == containerd-shim* ]]; then kill -KILL "$p" 2>/dev/null || true; fi
+  done
+  mapfile -t pids < <(cgroup_pids)
+  if ((${#pids[@]})); then
+    log "down: killing ${#pids[@]} processes left in /$CGROUP_ROOT cgroups"
+    kill -KILL "${pids[@]}" 2>/dev/null || true
+    sleep 0.5
+  fi
+  unmount_under "$NODE_STATE" "$CONTAINERD_ROOT"
+  cgroup_root_down
+}
+
+# ---------------------------------------------------------------------------
+# commands
+
+# The mode the state in .cluster was made with: node, control-plane (also a
+# cluster started before the node existed), or nothing.
+saved_mode() {
+  local c
+  if [[ -f $MODE_FILE ]]; then
+    cat "$MODE_FILE"
+    return 0
+  fi
+  for c in "${COMPONENTS[@]}"; do
+    if pid_of "$c" >/dev/null || [[ -f $PID_DIR/$c.pid ]]; then
+      echo control-plane
+      return 0
+    fi
+  done
+}
+
+# use_saved_mode: status, env and down follow the mode the cluster was started in.
+use_saved_mode() {
+  local m
+  m=$(saved_mode)
+  case $m in
+    node) MODE=node API_HOST=$NODE_IP ;;
+    control-plane) MODE=control-plane API_HOST=$HOST ;;
+  esac
+}
+
 cmd_up() {
-  local t0=$EPOCHREALTIME c
+  local t0=$EPOCHREALTIME c saved
+  saved=$(saved_mode)
+  if [[ -n $saved && $saved != "$MODE" ]]; then
+    die "the cluster in $STATE_DIR runs as '$saved' but this is MODELWORKS_NODE=$NODE ('$MODE'): run hack/cluster.sh down first"
+  fi
+  [[ $MODE == node ]] && node_preflight
   cmd_build
   # Refuse before touching anything when another process owns one of our ports.
   for c in "${COMPONENTS[@]}"; do
     pid_of "$c" >/dev/null || check_ports_free "$c"
   done
   mkdir -p "$STATE_DIR" "$LOG_DIR" "$PID_DIR"
+  echo "$MODE" >"$MODE_FILE"
+  # The apiserver binds the node IP: the bridge comes first.
+  [[ $MODE == node ]] && node_network_up
   gen_pki
   write_kubeconfigs
   cp "$HACK_DIR/kwok/stages.yaml" "$STATE_DIR/kwok-stages.yaml"
-  for c in "${COMPONENTS[@]}"; do mkdir -p "$STATE_DIR/home/$c"; done
 
   start_component etcd
   wait_for etcd 30 "etcd /health" etcd_healthy
@@ -583,7 +1159,14 @@ cmd_up() {
   wait_for kube-controller-manager 60 "the default ServiceAccount (made by kube-controller-manager)" default_sa_exists
   node_manifests | kubectl_ apply -f - >/dev/null || fail_component kube-apiserver "creating the kwok nodes failed"
   wait_for kwok 60 "$KWOK_NODES kwok nodes to be Ready" nodes_ready "$KWOK_NODES"
-  log "up: cluster ready in $(elapsed "$t0")s (API https://$HOST:$APISERVER_PORT)"
+  log "up: control plane ready after $(elapsed "$t0")s (API https://$API_HOST:$APISERVER_PORT)"
+  if [[ $MODE == node ]]; then
+    node_up
+    log "up: node $NODE_NAME ready after $(elapsed "$t0")s"
+    mlflow_up
+    image_up
+  fi
+  log "up: cluster ready in $(elapsed "$t0")s (API https://$API_HOST:$APISERVER_PORT, mode $MODE)"
   log "up: use it with: eval \"\$(hack/cluster.sh env)\"   or   export KUBECONFIG=$KUBECONFIG_FILE"
 }
 
@@ -624,62 +1207,108 @@ stop_pids() { # COMPONENT PIDS...
   log "down: $c stopped after $(elapsed "$t0")s"
 }
 
+stop_component() {
+  local c=$1
+  local -a pids
+  mapfile -t pids < <({ pid_of "$c" || true; stray_pids "$c"; } | sort -u)
+  ((${#pids[@]} == 0)) || stop_pids "$c" "${pids[@]}"
+}
+
 # The state that belongs to the cluster. <repo>/.cluster is shared with other
 # tools (hack/mlflow.sh keeps mlflow/ and its own logs and pid file there), so down
 # removes only these and then the directories that are left empty.
 own_state() {
   local c
-  printf '%s\n' "$PKI_DIR" "$STATE_DIR/etcd" "$STATE_DIR/home" "$KUBECONFIG_FILE" "$STATE_DIR/kwok-stages.yaml"
-  for c in "${COMPONENTS[@]}"; do
+  printf '%s\n' "$PKI_DIR" "$STATE_DIR/etcd" "$STATE_DIR/home" "$KUBECONFIG_FILE" "$STATE_DIR/kwok-stages.yaml" \
+    "$NODE_STATE" "$MODE_FILE" "$MLFLOW_URI_FILE"
+  for c in "${COMPONENTS[@]}" "${NODE_COMPONENTS[@]}"; do
     printf '%s\n' "$LOG_DIR/$c.log" "$PID_DIR/$c.pid" "$STATE_DIR/$c" "$STATE_DIR/$c.kubeconfig"
   done
 }
 
+# Anything of the node left on the host (even without state files).
+node_leftovers() {
+  ip link show dev "$BRIDGE" >/dev/null 2>&1 ||
+    iptables -w -n -L "$FORWARD_CHAIN" >/dev/null 2>&1 ||
+    [[ -n $(mounts_under "$NODE_STATE") ]] ||
+    [[ -n $(cgroup_pids) ]]
+}
+
 cmd_down() {
   local t0=$EPOCHREALTIME i c f found=0
-  local -a pids
   while read -r f; do [[ -e $f ]] && found=1; done < <(own_state)
-  if ((!found)); then
+  if ((!found)) && ! node_leftovers; then
     log "down: nothing to do (no cluster state in $STATE_DIR)"
     return 0
   fi
-  # kwok, scheduler and controller-manager first, then the apiserver, then etcd.
+  # The node first: MLflow, the node agents, the pods and containerd; then kwok,
+  # scheduler and controller-manager, the apiserver, etcd; then the network.
+  if [[ -f $PID_DIR/mlflow.pid ]]; then
+    MLFLOW_PORT=$MLFLOW_PORT "$HACK_DIR/mlflow.sh" down || log "down: hack/mlflow.sh down failed"
+  fi
+  for c in coredns kube-proxy kubelet; do stop_component "$c"; done
+  node_teardown
   for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
-    c=${COMPONENTS[i]}
-    mapfile -t pids < <({ pid_of "$c" || true; stray_pids "$c"; } | sort -u)
-    ((${#pids[@]})) || continue
-    stop_pids "$c" "${pids[@]}"
+    stop_component "${COMPONENTS[i]}"
   done
-  for c in "${COMPONENTS[@]}"; do
+  for c in "${COMPONENTS[@]}" "${NODE_COMPONENTS[@]}"; do
     [[ -z $(stray_pids "$c") ]] || die "down: $c is still running; state kept in $STATE_DIR"
   done
-  own_state | xargs -d '\n' rm -rf --
+  # Only when this cluster had a node: KUBE-* chains of another Kubernetes on the
+  # host are not ours.
+  if [[ -d $NODE_STATE ]] || ip link show dev "$BRIDGE" >/dev/null 2>&1 ||
+    iptables -w -n -L "$FORWARD_CHAIN" >/dev/null 2>&1; then
+    node_network_down
+  fi
+  [[ -z $(mounts_under "$STATE_DIR") ]] || die "down: mounts left under $STATE_DIR; state kept"
+  own_state | xargs -d '\n' rm -rf --one-file-system --
   rmdir "$LOG_DIR" "$PID_DIR" "$STATE_DIR" 2>/dev/null || true
   log "down: stopped the cluster and removed its state in $(elapsed "$t0")s"
 }
 
+status_line() { # COMPONENT CHECK...: prints the line, returns the check's result
+  local c=$1 pid alive=no addr rc=0
+  shift
+  if pid=$(pid_of "$c"); then alive=yes; else pid=-; rc=1; fi
+  addr=$(addr_of "$c")
+  if [[ $c == containerd ]]; then
+    if containerd_ready; then addr="$CONTAINERD_SOCK (CRI ok)"; else addr="$CONTAINERD_SOCK (not answering)"; rc=1; fi
+  elif port_listening "$addr"; then
+    addr="$addr (listening)"
+  else
+    addr="$addr (closed)"
+    rc=1
+  fi
+  printf '%-24s %-8s %-6s %s\n' "$c" "$pid" "$alive" "$addr"
+  return "$rc"
+}
+
 cmd_status() {
-  local c pid alive port ok=0 ready
-  if [[ ! -d $STATE_DIR ]]; then
-    log "status: not running (no $STATE_DIR)"
+  local c ok=0 ready node
+  if [[ ! -d $STATE_DIR || -z $(saved_mode) ]]; then
+    log "status: not running (no cluster state in $STATE_DIR)"
     return 1
   fi
-  printf '%-24s %-8s %-6s %s\n' COMPONENT PID ALIVE PORT
-  for c in "${COMPONENTS[@]}"; do
-    alive=no
-    port=$(port_of "$c")
-    if pid=$(pid_of "$c"); then
-      alive=yes
+  printf '%-24s %-8s %-6s %s\n' COMPONENT PID ALIVE ADDRESS
+  for c in "${COMPONENTS[@]}"; do status_line "$c" || ok=1; done
+  if [[ $MODE == node ]]; then
+    for c in "${NODE_COMPONENTS[@]}"; do status_line "$c" || ok=1; done
+  fi
+  if [[ -f $PKI_DIR/admin.crt ]] && apiserver_ready; then ready=yes; else ready=no; ok=1; fi
+  printf 'apiserver ready: %s (https://%s:%s)\nkubeconfig: %s\nmode: %s\n' "$ready" "$API_HOST" "$APISERVER_PORT" \
+    "$KUBECONFIG_FILE" "$MODE"
+  if [[ $MODE == node ]]; then
+    node=no
+    [[ $ready == yes ]] && node_ready && node=yes
+    [[ $node == yes ]] || ok=1
+    printf 'node %s Ready: %s\n' "$NODE_NAME" "$node"
+    if is_local_ip "$NODE_IP" && mlflow_ status >/dev/null 2>&1; then
+      printf 'mlflow: %s\n' "$(cat "$MLFLOW_URI_FILE" 2>/dev/null || mlflow_ uri)"
     else
-      pid=-
-      [[ -f $PID_DIR/$c.pid ]] && pid="$(<"$PID_DIR/$c.pid")"
+      printf 'mlflow: not running\n'
       ok=1
     fi
-    if port_listening "$port"; then port="$HOST:$port (listening)"; else port="$HOST:$port (closed)"; ok=1; fi
-    printf '%-24s %-8s %-6s %s\n' "$c" "$pid" "$alive" "$port"
-  done
-  if [[ -f $PKI_DIR/admin.crt ]] && apiserver_ready; then ready=yes; else ready=no; ok=1; fi
-  printf 'apiserver ready: %s (https://%s:%s)\nkubeconfig: %s\n' "$ready" "$HOST" "$APISERVER_PORT" "$KUBECONFIG_FILE"
+  fi
   return "$ok"
 }
 
@@ -687,10 +1316,17 @@ cmd_env() {
   printf 'export KUBECONFIG=%q\n' "$KUBECONFIG_FILE"
   # shellcheck disable=SC2016 # $PATH is for the caller's shell to expand
   printf 'export PATH=%q:%q:%q:"$PATH"\n' "$K8S_BIN" "$ETCD_BIN" "$KWOK_BIN"
+  if [[ $MODE == node ]]; then
+    printf 'export CONTAINERD_ADDRESS=%q\n' "$CONTAINERD_SOCK"
+    printf 'export CONTAINER_RUNTIME_ENDPOINT=%q\n' "unix://$CONTAINERD_SOCK"
+  fi
+  if [[ -f $MLFLOW_URI_FILE ]]; then
+    printf 'export MODELWORKS_MLFLOW_TRACKING_URI=%q\n' "$(<"$MLFLOW_URI_FILE")"
+  fi
 }
 
 usage() {
-  sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
 }
 
 main() {
@@ -699,9 +1335,9 @@ main() {
   case $cmd in
     build) cmd_build "$@" ;;
     up) cmd_up ;;
-    down) cmd_down ;;
-    status) cmd_status ;;
-    env) cmd_env ;;
+    down) use_saved_mode; cmd_down ;;
+    status) use_saved_mode; cmd_status ;;
+    env) use_saved_mode; cmd_env ;;
     gomod) cmd_gomod ;;
     help | -h | --help) usage ;;
     *) usage >&2; die "unknown command '$cmd'" ;;
