@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+# An operator does not phone home (and MLflow 3's usage telemetry can fail requests).
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 SOURCE_TAG = "modelworks.dev/source"
 T = TypeVar("T")

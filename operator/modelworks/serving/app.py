@@ -26,6 +26,7 @@ from modelworks.drift.profile import PROFILE_FILE, Profile
 from modelworks.serving import metrics
 
 log = logging.getLogger("modelworks.serve")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # a model server does not phone home
 MODEL_URI_ENV = "MODELWORKS_MODEL_URI"
 RETRY_SECONDS = 30.0
 
