@@ -104,8 +104,13 @@ def _slug(text: str) -> str:
 
 
 @pytest.fixture
-def ns(cluster: Cluster, real_node: Node, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh namespace that enforces Pod Security "restricted", deleted afterwards."""
+def ns(
+    cluster: Cluster, crds: Cluster, real_node: Node, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    """A fresh namespace that enforces Pod Security "restricted", deleted afterwards.
+
+    The Modelworks CRDs are installed first (``crds``): the e2e tier may run alone.
+    """
     name = f"e2e-{_slug(request.node.name)}-{uuid.uuid4().hex[:5]}"
     cluster.apply(
         {
