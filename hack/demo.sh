@@ -74,7 +74,7 @@ if [[ -n ${MODELWORKS_MLFLOW_TRACKING_URI:-} ]]; then
   say "training churn-train for real (progress from its MLflow run; up to 10 min)"
   deadline=$((SECONDS + 600))
   while :; do
-    read -r phase pct reason < <(kubectl get -n "$ns" tj/churn-train -o jsonpath='{.status.phase} {.status.progress.percent} {.status.conditions[?(@.type=="Succeeded")].reason}{"\n"}')
+    IFS='|' read -r phase pct reason < <(kubectl get -n "$ns" tj/churn-train -o jsonpath='{.status.phase}|{.status.progress.percent}|{.status.conditions[?(@.type=="Succeeded")].reason}{"\n"}')
     printf '\r    phase=%-10s progress=%5s%%  %-30s' "${phase:-?}" "${pct:-0}" "${reason:-}" >&2
     [[ $phase == Succeeded || $phase == Failed ]] && break
     (( SECONDS < deadline )) || { echo >&2; say "still not finished; see: kubectl describe tj churn-train -n $ns"; break; }

@@ -513,6 +513,9 @@ def test_oom_message_names_the_pod_and_the_limit() -> None:
         (job(("SuccessCriteriaMet", "")), "Succeeded"),
         (job(("FailureTarget", "DeadlineExceeded")), "Failed"),
         (job(("Suspended", "JobSuspended")), "Suspended"),
+        # every index succeeded, before the Job controller adds Complete
+        ({"spec": {"completions": 2}, "status": {"succeeded": 2, "active": 0}}, "Succeeded"),
+        ({"spec": {"completions": 2}, "status": {"succeeded": 1, "active": 1}}, "Active"),
     ],
 )
 def test_job_state(job_obj: dict[str, Any] | None, state: str) -> None:

@@ -119,6 +119,10 @@ def job_state(job: Mapping[str, Any] | None) -> tuple[str, str, str]:
         c = conditions.get(conds, type_)
         if c and c.get("status") == "True":
             return "Succeeded", "Completed", ""
+    # Every index succeeded: the Job controller adds Complete a moment later.
+    completions = (job.get("spec") or {}).get("completions")
+    if completions and int((job.get("status") or {}).get("succeeded") or 0) >= int(completions):
+        return "Succeeded", "Completed", ""
     c = conditions.get(conds, "Suspended")
     if c and c.get("status") == "True":
         return "Suspended", "Suspended", ""
