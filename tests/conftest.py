@@ -11,7 +11,14 @@ import pytest
 from kubernetes import client, config
 
 from modelworks.clients.kube import Kube
-from tests.support import ROOT, Cluster, MlflowServer, cluster_session, eventually, mlflow_server
+from tests.support import (
+    ROOT,
+    Cluster,
+    MlflowServer,
+    cluster_session,
+    create_namespace,
+    mlflow_server,
+)
 
 CRDS = ROOT / "crds"
 
@@ -38,13 +45,7 @@ def namespace(crds: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace for one test, deleted afterwards (without waiting)."""
     slug = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-")
     name = f"t-{slug}-{uuid.uuid4().hex[:5]}"
-    crds.kubectl("create", "namespace", name)
-    eventually(
-        lambda: crds.get("serviceaccount", "default", name),
-        timeout=30,
-        what=f"the default ServiceAccount in {name}",
-    )
-    yield name
+    yield create_namespace(crds, name)
     crds.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 

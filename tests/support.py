@@ -94,6 +94,18 @@ class Cluster:
         return proc.returncode == 0 and proc.stdout.strip() == "ok"
 
 
+def create_namespace(cluster: Cluster, name: str, labels: dict[str, str] | None = None) -> str:
+    """Create a namespace and wait for its default ServiceAccount (the controller-manager's)."""
+    meta: dict[str, Any] = {"name": name, "labels": labels or {}}
+    cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": meta})
+    eventually(
+        lambda: cluster.get("serviceaccount", "default", name),
+        timeout=30,
+        what=f"the default ServiceAccount in {name}",
+    )
+    return name
+
+
 def _cluster_env() -> dict[str, str]:
     """The variables ``hack/cluster.sh env`` exports (KUBECONFIG, PATH with our kubectl)."""
     out = subprocess.run(

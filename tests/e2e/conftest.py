@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import ROOT, Cluster, eventually
+from tests.support import ROOT, Cluster, create_namespace, eventually
 
 KWOK_TAINT = "kwok.x-k8s.io/node"
 MLFLOW_URI_FILE = ROOT / ".cluster" / "mlflow-uri"
@@ -112,24 +112,11 @@ def ns(
     The Modelworks CRDs are installed first (``crds``): the e2e tier may run alone.
     """
     name = f"e2e-{_slug(request.node.name)}-{uuid.uuid4().hex[:5]}"
-    cluster.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": {
-                "name": name,
-                "labels": {
-                    "pod-security.kubernetes.io/enforce": "restricted",
-                    "pod-security.kubernetes.io/enforce-version": "latest",
-                },
-            },
-        }
-    )
-    eventually(
-        lambda: cluster.get("serviceaccount", "default", name),
-        timeout=30,
-        what=f"the default ServiceAccount in {name}",
-    )
+    restricted = {
+        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/enforce-version": "latest",
+    }
+    create_namespace(cluster, name, restricted)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 

@@ -164,18 +164,6 @@ class Kube:
             content_type="application/apply-patch+yaml",
         )
 
-    def apply_status(self, obj: Mapping[str, Any]) -> dict[str, Any]:
-        """Server-side apply of the status subresource (used by tests and batch jobs)."""
-        res = resource_of(obj["apiVersion"], obj["kind"])
-        meta = obj["metadata"]
-        return self._call(
-            "PATCH",
-            res.path(meta.get("namespace"), meta["name"], "status"),
-            body=dict(obj),
-            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
-            content_type="application/apply-patch+yaml",
-        )
-
     def delete(
         self,
         api_version: str,

@@ -182,7 +182,7 @@ def run(settings: Settings) -> None:
     runtime = Runtime(
         settings=settings,
         kube=Kube.from_environment(),
-        registry=Registry(settings.mlflow_tracking_uri),
+        registry=Registry(settings.mlflow_tracking_uri, settings.mlflow_ui_url),
     )
     register(runtime, registry)
     kopf.configure(
