@@ -219,7 +219,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "suspend": False,
         "model": {"name": "churn", "artifactPath": "model"},
     },
-    MD: {"rollbackPolicy": "PinLastGood", "workers": 1},
+    MD: {"workers": 1},
     DM: {
         "method": "psi",
         "driftShare": 0.5,

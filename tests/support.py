@@ -180,7 +180,7 @@ class Operator:
         ) as r:
             return r.read().decode()  # type: ignore[no-any-return]
 
-    def metric(self, name: str, **labels: str) -> float:
+    def metric(self, name: str, /, **labels: str) -> float:
         """Sum of the samples of ``name`` whose labels include ``labels``."""
         total = 0.0
         for line in self.metrics().splitlines():

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 Conditions = list[dict[str, Any]]
 EventType = Literal["Normal", "Warning"]
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event to post about the object being reconciled."""
+
+    reason: str
+    message: str
+    type: EventType = "Normal"
 
 
 def get(conditions: Iterable[Mapping[str, Any]] | None, type_: str) -> dict[str, Any] | None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, Metric
@@ -46,6 +47,32 @@ BUILD_INFO = Gauge(
     ["version"],
     registry=REGISTRY,
 )
+
+CONDITION = Gauge(
+    "modelworks_condition",
+    "Every object's conditions: 1 True, 0 False, -1 Unknown (alerts select on type).",
+    ["kind", "namespace", "name", "type"],
+    registry=REGISTRY,
+)
+_CONDITION_VALUE = {"True": 1.0, "False": 0.0}
+
+
+def observe_conditions(
+    kind: str, meta: Mapping[str, Any], conditions: Iterable[Mapping[str, Any]] | None
+) -> None:
+    """Mirror an object's conditions into ``modelworks_condition``."""
+    for cond in conditions or ():
+        value = _CONDITION_VALUE.get(str(cond.get("status")), -1.0)
+        CONDITION.labels(kind, meta.get("namespace", ""), meta.get("name", ""), cond["type"]).set(
+            value
+        )
+
+
+def forget_conditions(kind: str, meta: Mapping[str, Any]) -> None:
+    """Drop a deleted object's series."""
+    key = (kind, meta.get("namespace", ""), meta.get("name", ""))
+    for labels in [k for k in CONDITION._metrics if tuple(k[:3]) == key]:
+        CONDITION.remove(*labels)
 
 
 def serve(port: int) -> None:

@@ -22,6 +22,7 @@ class Settings:
     image: str = "modelworks:0.1.0"
     image_pull_policy: str = "IfNotPresent"
     peering: str = ""  # empty: standalone (no peering objects needed)
+    peering_priority: int = 0  # 0: a random priority, so exactly one replica is active
     log_format: str = "plain"
     log_level: str = "INFO"
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -39,6 +40,7 @@ class Settings:
         MODELWORKS_IMAGE               image for model servers and batch jobs
         MODELWORKS_IMAGE_PULL_POLICY   pull policy of that image (IfNotPresent)
         MODELWORKS_PEERING             kopf peering name for active/standby replicas
+        MODELWORKS_PEERING_PRIORITY    this replica's priority (default: random, so one wins)
         MODELWORKS_LOG_FORMAT          plain or json
         MODELWORKS_LOG_LEVEL           DEBUG, INFO, WARNING, ERROR
         """
@@ -83,6 +85,7 @@ class Settings:
             image=get("IMAGE", "modelworks:0.1.0"),
             image_pull_policy=pull,
             peering=get("PEERING"),
+            peering_priority=int(number("PEERING_PRIORITY", 0)),
             log_format=log_format,
             log_level=log_level,
         )

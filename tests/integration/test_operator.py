@@ -13,9 +13,10 @@ from tests.support import ROOT, Cluster, MlflowServer, eventually, run_operator
 
 pytestmark = pytest.mark.integration
 SAMPLES = ROOT / "manifests" / "samples"
+# (kind, name, summary condition, its reason before anything is trained)
 OBJECTS = [
-    ("modeldeployment", "churn", "Ready"),
-    ("driftmonitor", "churn-drift", "Ready"),
+    ("modeldeployment", "churn", "Ready", "AliasNotFound"),
+    ("driftmonitor", "churn-drift", "Ready", "NotImplemented"),
 ]
 
 
@@ -49,7 +50,7 @@ def test_operator_writes_status_on_every_kind(
         tj = crds.get("tj", "churn-train", namespace)
         assert tj is not None and tj["status"]["phase"] == "Suspended"
         assert summary(tj, "Succeeded")["reason"] == "Suspended"  # type: ignore[index]
-        for kind, name, cond in OBJECTS:
+        for kind, name, cond, reason in OBJECTS:
             # What an admin (or a CI pipeline) would type:
             crds.kubectl(
                 "wait",
@@ -64,9 +65,11 @@ def test_operator_writes_status_on_every_kind(
             status = obj["status"]
             assert status["observedGeneration"] == obj["metadata"]["generation"]
             c = summary(obj, cond)
-            assert c is not None and c["reason"] == "NotImplemented"
+            assert c is not None and c["reason"] == reason, c
             assert c["observedGeneration"] == obj["metadata"]["generation"]
             assert "kopf" not in status
+            # No finalizer: objects stay deletable while the operator is down or uninstalled.
+            assert not obj["metadata"].get("finalizers"), obj["metadata"]
             # kopf's bookkeeping lives in annotations under our prefix, nowhere else
             for key in obj["metadata"].get("annotations") or {}:
                 assert not key.startswith("kopf.zalando.org"), key
@@ -97,13 +100,11 @@ def test_operator_writes_status_on_every_kind(
             timeout=30,
             what="reconciles to be counted",
         )
-        watched = [*OBJECTS, ("trainingjob", "churn-train", "Succeeded")]
-        before = {
-            n: crds.get(k, n, namespace)["metadata"]["resourceVersion"] for k, n, _ in watched
-        }  # type: ignore[index]
+        watched = [(k, n) for k, n, _, _ in OBJECTS] + [("trainingjob", "churn-train")]
+        before = {n: crds.get(k, n, namespace)["metadata"]["resourceVersion"] for k, n in watched}  # type: ignore[index]
         passes = op.metric("modelworks_reconcile_total")
         time.sleep(12)  # observation window: two resync ticks at least
-        after = {n: crds.get(k, n, namespace)["metadata"]["resourceVersion"] for k, n, _ in watched}  # type: ignore[index]
+        after = {n: crds.get(k, n, namespace)["metadata"]["resourceVersion"] for k, n in watched}  # type: ignore[index]
         assert after == before, "an idle object was written"
         assert op.metric("modelworks_reconcile_total") >= passes + 3, "resync passes did not run"
         assert op.metric("modelworks_build_info") == 1

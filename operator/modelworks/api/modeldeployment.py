@@ -179,11 +179,6 @@ class ModelDeploymentSpec(ApiModel):
         default=None, max_length=128, json_schema_extra=list_map("name")
     )
     rollout: Rollout | None = None
-    rollback_policy: Literal["PinLastGood", "FollowAlias"] = Field(
-        default="PinLastGood",
-        description="After an automatic rollback: keep the last good version until the spec "
-        "or the alias changes (PinLastGood), or retry the alias's version on every move (FollowAlias).",
-    )
     service: ServiceSpec | None = None
     workers: int = Field(default=1, ge=1, le=64, description="Server worker processes per pod.")
     pod_template: PodOverrides | None = None
@@ -207,17 +202,30 @@ class HistoryEntry(StatusModel):
 
 
 class CanaryStatus(StatusModel):
+    """The canary in flight: its version, step (1-based), weight and what analysis saw."""
+
     version: str | None = None
     step: int | None = None
     weight: int | None = None
     step_started: str | None = None
+    replicas: int | None = None
+    ready_replicas: int | None = None
+    requests: int | None = None
+    error_rate: float | None = None
+    latency_ratio: float | None = None
+    message: str | None = None
 
 
 class RollbackInfo(StatusModel):
+    """The last automatic rollback. While the target still resolves to ``fromVersion`` and
+    the spec is unchanged (``observedGeneration``), the last good version stays pinned."""
+
     reason: str
+    message: str | None = None
     from_version: str
     to_version: str | None = None
     at: str
+    observed_generation: int | None = None
 
 
 class ModelDeploymentStatus(StatusModel):

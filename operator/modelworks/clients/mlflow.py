@@ -189,6 +189,21 @@ class Registry:
             raise
         return _version_info(mv)
 
+    def get_version(self, name: str, version: str) -> VersionInfo | None:
+        """Version ``version`` of model ``name``, or None when either does not exist."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            mv = self._call(lambda: self.client.get_model_version(name, version))
+        except MlflowException as exc:
+            if str(getattr(exc, "error_code", "")) in (
+                "RESOURCE_DOES_NOT_EXIST",
+                "INVALID_PARAMETER_VALUE",
+            ):
+                return None
+            raise
+        return _version_info(mv)
+
     def alias_metrics(self, name: str, alias: str) -> dict[str, float] | None:
         """The metrics of the run behind the version that holds ``alias``; None if none does."""
         mv = self.version_by_alias(name, alias)
@@ -274,6 +289,39 @@ class Registry:
         current = self.version_by_alias(name, alias)
         if current is None or current.version != version:
             self._call(lambda: self.client.set_registered_model_alias(name, alias, version))
+
+    # --- artifacts -----------------------------------------------------------------
+
+    def json_artifact(self, run_id: str, path: str) -> Any | None:
+        """A JSON artifact of a run (a reference profile, say), or None when it has none."""
+        import json
+        import tempfile
+        from pathlib import Path
+
+        from mlflow.exceptions import MlflowException
+
+        def download(tmp: str) -> str | None:
+            try:
+                return str(self.client.download_artifacts(run_id, path, tmp))
+            except FileNotFoundError:  # not an outage: the run has no such artifact
+                return None
+
+        with tempfile.TemporaryDirectory(prefix="modelworks-") as tmp:
+            try:
+                local = self._call(lambda: download(tmp))
+            except MlflowException as exc:
+                if str(getattr(exc, "error_code", "")) in (
+                    "RESOURCE_DOES_NOT_EXIST",
+                    "INVALID_PARAMETER_VALUE",
+                ):
+                    return None
+                raise
+            if local is None:
+                return None
+            try:
+                return json.loads(Path(local).read_text())
+            except (OSError, ValueError):
+                return None
 
 
 def _param_text(value: Any) -> str:

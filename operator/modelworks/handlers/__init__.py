@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import functools
 import logging
+import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,12 +21,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+from kopf._core.intents import handlers as kopf_handlers
 
 from modelworks import __version__, metrics
 from modelworks.api import GROUP, KINDS, VERSION, Kind
 from modelworks.clients.kube import Kube
 from modelworks.clients.mlflow import Registry
 from modelworks.reconcilers import driftmonitor, modeldeployment, trainingjob
+from modelworks.reconcilers.modeldeployment import ServerConfig
 from modelworks.reconcilers.outcome import Outcome
 from modelworks.settings import Settings
 
@@ -46,6 +50,15 @@ class Runtime:
     kube: Kube
     registry: Registry
     due: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def server(self) -> ServerConfig:
+        """What pods the operator starts need to know: the image and MLflow's address."""
+        return ServerConfig(
+            image=self.settings.image,
+            pull_policy=self.settings.image_pull_policy,
+            tracking_uri=self.settings.mlflow_tracking_uri,
+        )
 
 
 def now_rfc3339() -> str:
@@ -74,7 +87,9 @@ def _pass(rt: Runtime, kind: Kind, body: kopf.Body, patch: kopf.Patch) -> None:
     uid = obj["metadata"]["uid"]
     started = time.monotonic()
     try:
-        outcome = RECONCILERS[kind.kind](obj, kube=rt.kube, registry=rt.registry, now=now_rfc3339())
+        outcome = RECONCILERS[kind.kind](
+            obj, kube=rt.kube, registry=rt.registry, now=now_rfc3339(), server=rt.server
+        )
     except Exception as exc:
         metrics.RECONCILES.labels(kind.kind, "error").inc()
         metrics.RECONCILE_ERRORS.labels(kind.kind, type(exc).__name__).inc()
@@ -83,6 +98,7 @@ def _pass(rt: Runtime, kind: Kind, body: kopf.Body, patch: kopf.Patch) -> None:
     finally:
         metrics.RECONCILE_SECONDS.labels(kind.kind).observe(time.monotonic() - started)
     metrics.RECONCILES.labels(kind.kind, outcome.result).inc()
+    metrics.observe_conditions(kind.kind, obj["metadata"], outcome.status.get("conditions"))
     changes = status_patch(obj.get("status") or {}, outcome.status)
     if changes:
         patch.status.update(changes)
@@ -100,19 +116,23 @@ def register(rt: Runtime, registry: kopf.OperatorRegistry) -> None:
     """Wire every kind's handlers into ``registry``."""
     for kind in KINDS:
         _register_kind(rt, registry, kind)
+    _no_finalizers_for_timers(registry)
 
-    @kopf.on.event(
-        "batch",
-        "v1",
-        "jobs",
-        labels={"app.kubernetes.io/managed-by": "modelworks"},
-        registry=registry,
-    )
     def _child_changed(body: kopf.Body, **_: Any) -> None:
         """A child changed: its owner is due now (the next tick runs it; no API call here)."""
         for ref in body.get("metadata", {}).get("ownerReferences") or []:
             if ref.get("controller"):
                 rt.due[ref["uid"]] = 0.0
+
+    for group, version, plural in (("batch", "v1", "jobs"), ("apps", "v1", "deployments")):
+        kopf.on.event(
+            group,
+            version,
+            plural,
+            id=f"wake-owner-of-{plural}",
+            labels={"app.kubernetes.io/managed-by": "modelworks"},
+            registry=registry,
+        )(_child_changed)
 
     @kopf.on.login(registry=registry)
     def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -136,6 +156,10 @@ def register(rt: Runtime, registry: kopf.OperatorRegistry) -> None:
         settings.execution.max_workers = 8
         if not rt.settings.peering:
             settings.peering.standalone = True
+        else:
+            # kopf pauses every replica when two share the highest priority: a distinct
+            # (random unless set) priority per replica lets one work and the others stand by.
+            settings.peering.priority = rt.settings.peering_priority or random.randint(1, 2**30)
         metrics.BUILD_INFO.labels(__version__).set(1)
         metrics.expose_requests(
             "modelworks_kube_requests",
@@ -171,9 +195,28 @@ def _register_kind(rt: Runtime, registry: kopf.OperatorRegistry, kind: Kind) -> 
             None, functools.partial(context.run, _pass, rt, kind, body, patch)
         )
 
-    @kopf.on.delete(*resource, id="forget", registry=registry, optional=True)
-    def forget(uid: str, **_: Any) -> None:
-        rt.due.pop(uid, None)
+    @kopf.on.event(*resource, id="forget", registry=registry)
+    def forget(type: str | None, uid: str, meta: kopf.Meta, **_: Any) -> None:
+        if type == "DELETED":
+            rt.due.pop(uid, None)
+            metrics.forget_conditions(kind.kind, meta)
+
+
+def _no_finalizers_for_timers(registry: kopf.OperatorRegistry) -> None:
+    """kopf puts a finalizer on every object a timer watches, so that the timer stops first.
+
+    Our tick keeps no state and every pass is idempotent, so an object deleted mid-tick
+    loses nothing; a finalizer, though, would make every Modelworks object undeletable
+    while the operator is down or uninstalled (and namespaces stuck in Terminating).
+    Without it kopf also removes the finalizer an earlier version put on objects.
+    """
+    spawning = registry._spawning
+    spawning._handlers = [
+        dataclasses.replace(h, requires_finalizer=False)
+        if isinstance(h, kopf_handlers.TimerHandler)
+        else h
+        for h in spawning._handlers
+    ]
 
 
 def run(settings: Settings) -> None:

@@ -13,7 +13,9 @@ from modelworks.reconcilers.outcome import Outcome
 from modelworks.status.common import not_implemented
 
 
-def reconcile(obj: Mapping[str, Any], *, kube: Kube, registry: Registry, now: str) -> Outcome:
+def reconcile(
+    obj: Mapping[str, Any], *, kube: Kube, registry: Registry, now: str, **_: Any
+) -> Outcome:
     _spec, refused = validate(DRIFT_MONITOR, obj, now)
     if refused is not None:
         return refused

@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
+from modelworks.conditions import Event
 
-@dataclass(frozen=True)
-class Event:
-    """A Kubernetes Event about the object being reconciled."""
-
-    reason: str
-    message: str
-    type: Literal["Normal", "Warning"] = "Normal"
+__all__ = ["Event", "Outcome"]
 
 
 @dataclass(frozen=True)

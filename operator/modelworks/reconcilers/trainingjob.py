@@ -40,7 +40,9 @@ ACTIVE_POLL = 10.0  # seconds between passes while a run is in progress
 RETRY = 20.0  # after MLflow did not answer
 
 
-def reconcile(obj: Mapping[str, Any], *, kube: Kube, registry: Registry, now: str) -> Outcome:
+def reconcile(
+    obj: Mapping[str, Any], *, kube: Kube, registry: Registry, now: str, **_: Any
+) -> Outcome:
     parsed, refused = validate(TRAINING_JOB, obj, now)
     if refused is not None:
         return refused

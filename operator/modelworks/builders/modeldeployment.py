@@ -1,0 +1,303 @@
+"""ModelDeployment spec -> the serving Deployments, Service, HPA and PDB. Pure.
+
+Names are deterministic: the stable Deployment, the Service, the HPA and the PDB are
+all called after the object; the canary Deployment adds ``-canary``. Both Deployments'
+pods carry the same ``modelworks.dev/modeldeployment`` and ``component=server`` labels,
+so the one Service sends traffic to both in proportion to their ready replicas (a
+canary without a service mesh). Each Deployment selects its own pods by ``track``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from modelworks.api.modeldeployment import ModelDeploymentSpec
+from modelworks.builders.common import (
+    apply_pod_overrides,
+    env_entries,
+    owner_reference,
+    restricted_container_security,
+    restricted_pod_security,
+    standard_labels,
+)
+
+CONTAINER = "server"
+COMPONENT = "server"
+PORT = 8080
+TRACK_LABEL = "modelworks.dev/track"
+VERSION_LABEL = "modelworks.dev/model-version"
+HASH_ANNOTATION = "modelworks.dev/desired-hash"
+Track = Literal["stable", "canary"]
+DEFAULT_RESOURCES: dict[str, Any] = {
+    # A scikit-learn model plus MLflow's scoring app idles at ~250 MiB; CPU requests are
+    # what the HPA's utilisation target is a percentage of.
+    "requests": {"cpu": "100m", "memory": "384Mi"},
+    "limits": {"memory": "1Gi"},
+}
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """What the operator knows that the spec does not: its default image, MLflow's address."""
+
+    image: str
+    pull_policy: str
+    tracking_uri: str
+
+
+def owner_label(obj: Mapping[str, Any]) -> str:
+    return str(obj["metadata"]["name"])
+
+
+def deployment_name(obj: Mapping[str, Any], track: Track) -> str:
+    name = owner_label(obj)
+    return name if track == "stable" else f"{name}-canary"
+
+
+def model_uri(spec: ModelDeploymentSpec, version: str) -> str:
+    """Pods serve a pinned version, never the alias: a rollout is an explicit change."""
+    return f"models:/{spec.model.name}/{version}"
+
+
+def selector(obj: Mapping[str, Any], track: Track | None = None) -> dict[str, str]:
+    labels = {
+        "modelworks.dev/modeldeployment": owner_label(obj),
+        "app.kubernetes.io/component": COMPONENT,
+    }
+    if track is not None:
+        labels[TRACK_LABEL] = track
+    return labels
+
+
+def url(obj: Mapping[str, Any], spec: ModelDeploymentSpec) -> str:
+    """The in-cluster address of the Service."""
+    port = spec.service.port if spec.service else 80
+    host = f"{owner_label(obj)}.{obj['metadata']['namespace']}.svc.cluster.local"
+    return f"http://{host}" if port == 80 else f"http://{host}:{port}"
+
+
+def fixed_replicas(spec: ModelDeploymentSpec) -> int | None:
+    """The replica count the operator sets, or None when an HPA owns it."""
+    if spec.autoscaling is not None:
+        return None
+    return 1 if spec.replicas is None else spec.replicas
+
+
+def _hashed(obj: dict[str, Any]) -> dict[str, Any]:
+    """Record a digest of the desired object on it, so an unchanged child is not re-applied."""
+    digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+    obj["metadata"].setdefault("annotations", {})[HASH_ANNOTATION] = digest
+    return obj
+
+
+def desired_hash(obj: Mapping[str, Any] | None) -> str | None:
+    if obj is None:
+        return None
+    return ((obj.get("metadata") or {}).get("annotations") or {}).get(HASH_ANNOTATION)
+
+
+def build_deployment(
+    obj: Mapping[str, Any],
+    spec: ModelDeploymentSpec,
+    config: ServerConfig,
+    *,
+    version: str,
+    track: Track,
+    replicas: int | None,
+) -> dict[str, Any]:
+    """A Deployment of model servers for ``version``; ``replicas`` None leaves it to the HPA."""
+    ns = obj["metadata"]["namespace"]
+    pod_labels = {**selector(obj, track), VERSION_LABEL: version}
+    for key, value in standard_labels(obj, COMPONENT).items():
+        if key.startswith(("app.kubernetes.io/", "modelworks.dev/")):
+            pod_labels.setdefault(key, value)
+    env = [
+        {"name": "MLFLOW_TRACKING_URI", "value": config.tracking_uri},
+        {"name": "MLFLOW_DISABLE_TELEMETRY", "value": "true"},
+        {"name": "MODELWORKS_MODEL_URI", "value": model_uri(spec, version)},
+        *env_entries(spec.env),
+    ]
+    probe = {"httpGet": {"path": "/ping", "port": "http"}}
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": spec.image or config.image,
+        "imagePullPolicy": spec.image_pull_policy or config.pull_policy,
+        "args": [
+            "serve",
+            "--model-uri",
+            model_uri(spec, version),
+            "--port",
+            str(PORT),
+            "--workers",
+            str(spec.workers),
+        ],
+        "env": env,
+        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+        "resources": spec.resources.wire() if spec.resources else DEFAULT_RESOURCES,
+        # Loading downloads the model from MLflow: give it minutes before liveness counts.
+        "startupProbe": {**probe, "periodSeconds": 5, "failureThreshold": 60},
+        "readinessProbe": {**probe, "periodSeconds": 5, "failureThreshold": 2},
+        # /version answers while the process lives, loaded or not: a model that cannot
+        # load is not ready (and is rolled back), not restarted in a loop.
+        "livenessProbe": {
+            "httpGet": {"path": "/version", "port": "http"},
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
+        "securityContext": {**restricted_container_security(), "readOnlyRootFilesystem": True},
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    pod: dict[str, Any] = {
+        "metadata": {
+            "labels": pod_labels,
+            "annotations": {
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(PORT),
+                "prometheus.io/path": "/metrics",
+            },
+        },
+        "spec": {
+            "containers": [container],
+            "securityContext": restricted_pod_security(),
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            # Uvicorn drains in-flight requests on SIGTERM (25 s by default).
+            "terminationGracePeriodSeconds": 30,
+            "volumes": [{"name": "tmp", "emptyDir": {}}],
+        },
+    }
+    apply_pod_overrides(pod, spec.pod_template, CONTAINER)
+    if spec.pod_template is not None and spec.pod_template.volumes:
+        pod["spec"]["volumes"] = [{"name": "tmp", "emptyDir": {}}, *spec.pod_template.volumes]
+    if spec.pod_template is not None and spec.pod_template.volume_mounts:
+        container["volumeMounts"] = [
+            {"name": "tmp", "mountPath": "/tmp"},
+            *(dict(m) for m in spec.pod_template.volume_mounts),
+        ]
+    rollout = spec.rollout
+    deployment_spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector(obj, track)},
+        "template": pod,
+        "revisionHistoryLimit": 3,
+        "progressDeadlineSeconds": rollout.progress_deadline_seconds if rollout else 600,
+        # The old version keeps answering until the new one is ready.
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"},
+        },
+    }
+    if replicas is not None:
+        deployment_spec["replicas"] = replicas
+    labels = {**standard_labels(obj, COMPONENT), TRACK_LABEL: track, VERSION_LABEL: version}
+    return _hashed(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": deployment_name(obj, track),
+                "namespace": ns,
+                "labels": labels,
+                "ownerReferences": [owner_reference(obj)],
+            },
+            "spec": deployment_spec,
+        }
+    )
+
+
+def build_service(obj: Mapping[str, Any], spec: ModelDeploymentSpec) -> dict[str, Any]:
+    """One Service for both tracks: traffic splits by ready pods."""
+    service = spec.service
+    return _hashed(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": owner_label(obj),
+                "namespace": obj["metadata"]["namespace"],
+                "labels": standard_labels(obj, COMPONENT),
+                "ownerReferences": [owner_reference(obj)],
+            },
+            "spec": {
+                "type": service.type if service else "ClusterIP",
+                "selector": selector(obj),
+                "ports": [
+                    {
+                        "name": "http",
+                        "port": service.port if service else 80,
+                        "targetPort": "http",
+                        "protocol": "TCP",
+                    }
+                ],
+            },
+        }
+    )
+
+
+def build_hpa(obj: Mapping[str, Any], spec: ModelDeploymentSpec) -> dict[str, Any] | None:
+    """An autoscaling/v2 HPA on the stable Deployment (None with fixed replicas)."""
+    scaling = spec.autoscaling
+    if scaling is None:
+        return None
+    metrics: list[dict[str, Any]] = []
+    for resource, target in (
+        ("cpu", scaling.target_cpu_utilization),
+        ("memory", scaling.target_memory_utilization),
+    ):
+        if target is not None:
+            metrics.append(
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": resource,
+                        "target": {"type": "Utilization", "averageUtilization": target},
+                    },
+                }
+            )
+    body: dict[str, Any] = {
+        "scaleTargetRef": {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": deployment_name(obj, "stable"),
+        },
+        "minReplicas": scaling.min_replicas,
+        "maxReplicas": scaling.max_replicas,
+    }
+    if metrics:
+        body["metrics"] = metrics
+    return _hashed(
+        {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {
+                "name": owner_label(obj),
+                "namespace": obj["metadata"]["namespace"],
+                "labels": standard_labels(obj, COMPONENT),
+                "ownerReferences": [owner_reference(obj)],
+            },
+            "spec": body,
+        }
+    )
+
+
+def build_pdb(obj: Mapping[str, Any], spec: ModelDeploymentSpec) -> dict[str, Any] | None:
+    """A PodDisruptionBudget (one pod at a time) when at least two replicas always run."""
+    floor = spec.autoscaling.min_replicas if spec.autoscaling else (fixed_replicas(spec) or 0)
+    if floor < 2:
+        return None
+    return _hashed(
+        {
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": {
+                "name": owner_label(obj),
+                "namespace": obj["metadata"]["namespace"],
+                "labels": standard_labels(obj, COMPONENT),
+                "ownerReferences": [owner_reference(obj)],
+            },
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(obj, "stable")}},
+        }
+    )
