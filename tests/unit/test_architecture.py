@@ -29,7 +29,7 @@ NETWORK = {
     "prometheus_client",
     "subprocess",
 }
-PURE = {"api", "conditions", "builders", "status", "drift"}
+PURE = {"api", "conditions", "builders", "status", "drift", "apidocs"}
 
 # For each layer, the modelworks layers it may import.
 ALLOWED: dict[str, set[str]] = {
@@ -54,6 +54,7 @@ ALLOWED: dict[str, set[str]] = {
     "settings": set(),
     "metrics": set(),
     "crdgen": {"api"},
+    "apidocs": {"api"},
     "cli": {"api", "crdgen", "handlers", "settings", "__init__", "serving", "clients"},
     "__main__": {"cli"},
     "__init__": set(),

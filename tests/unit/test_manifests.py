@@ -1,0 +1,672 @@
+"""The kustomize manifests: they build, and they say what the operator needs and no more.
+
+Every kustomization under manifests/ is built with ``kubectl kustomize`` (the kubectl the
+local cluster builds, ~/.cache/modelworks/bin/k8s-*/kubectl, or one on PATH; without one
+the build tests skip locally and fail under CI or MODELWORKS_REQUIRE_NODE=1). The rest
+reads the YAML sources: RBAC without wildcards and with a comment on every rule, the
+operator and MLflow Deployments within Pod Security "restricted", environment variables
+the operator knows, and labels, ports and names that line up across the files.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from modelworks.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+MANIFESTS = ROOT / "manifests"
+DEFAULT = MANIFESTS / "default"
+MLFLOW = MANIFESTS / "mlflow"
+MONITORING = MANIFESTS / "monitoring"
+KUSTOMIZATIONS = sorted(p.parent for p in MANIFESTS.rglob("kustomization.yaml"))
+GROUP = "modelworks.dev"
+PLURALS = ("trainingjobs", "modeldeployments", "driftmonitors")
+NAMESPACE = "modelworks-system"
+
+
+def _truthy(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def kubectl() -> str:
+    """The kubectl to build with; skips (or fails where one is required) without one."""
+    cache = Path(os.environ.get("MODELWORKS_CACHE", Path.home() / ".cache" / "modelworks"))
+    built = sorted((cache / "bin").glob("k8s-*/kubectl"))
+    found = str(built[-1]) if built else shutil.which("kubectl")
+    if found:
+        return found
+    message = "no kubectl: `make cluster-up` builds one into ~/.cache/modelworks/bin"
+    if _truthy("CI") or _truthy("MODELWORKS_REQUIRE_NODE"):
+        pytest.fail(message + " (CI or MODELWORKS_REQUIRE_NODE requires it)")
+    pytest.skip(message)
+
+
+@functools.cache
+def _build(directory: Path, binary: str) -> tuple[dict[str, Any], ...]:
+    proc = subprocess.run(
+        [binary, "kustomize", str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, f"kubectl kustomize {directory}: {proc.stderr.strip()}"
+    return tuple(d for d in yaml.safe_load_all(proc.stdout) if d)
+
+
+def build(directory: Path) -> list[dict[str, Any]]:
+    return list(_build(directory, kubectl()))
+
+
+def sources(directory: Path) -> list[dict[str, Any]]:
+    """The documents of the YAML files a kustomization lists, without kubectl."""
+    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    docs: list[dict[str, Any]] = []
+    for name in kustomization.get("resources", []):
+        docs += [d for d in yaml.safe_load_all((directory / name).read_text()) if d]
+    return docs
+
+
+def one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [
+        d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)
+    ]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+# --- every kustomization builds ----------------------------------------------------
+
+
+def test_the_expected_kustomizations_exist() -> None:
+    names = {str(p.relative_to(MANIFESTS)) for p in KUSTOMIZATIONS}
+    assert {"default", "mlflow", "monitoring"} <= names
+
+
+@pytest.mark.parametrize("directory", KUSTOMIZATIONS, ids=lambda p: str(p.relative_to(MANIFESTS)))
+def test_kustomization_builds(directory: Path) -> None:
+    docs = build(directory)
+    assert docs, f"{directory} builds to nothing"
+    for doc in docs:
+        assert doc.get("apiVersion") and doc.get("kind") and doc["metadata"].get("name"), doc
+
+
+def test_default_builds_the_operator_install() -> None:
+    docs = build(DEFAULT)
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert {
+        ("Namespace", NAMESPACE),
+        ("ServiceAccount", "modelworks-operator"),
+        ("ClusterRole", "modelworks-operator"),
+        ("ClusterRoleBinding", "modelworks-operator"),
+        ("ClusterRole", "modelworks-viewer"),
+        ("ClusterRole", "modelworks-editor"),
+        ("Deployment", "modelworks-operator"),
+        ("Service", "modelworks-operator-metrics"),
+        ("CustomResourceDefinition", "clusterkopfpeerings.kopf.dev"),
+        ("ClusterKopfPeering", "modelworks"),
+    } <= kinds
+    # The Modelworks CRDs are applied on their own (kubectl apply -f crds/), never from here.
+    crds = [d for d in docs if d["kind"] == "CustomResourceDefinition"]
+    assert all(d["spec"]["group"] != GROUP for d in crds)
+    namespaced = [d for d in docs if d["kind"] in ("Deployment", "Service", "ServiceAccount")]
+    assert all(d["metadata"].get("namespace") == NAMESPACE for d in namespaced)
+
+
+def test_mlflow_and_monitoring_build_into_the_operator_namespace() -> None:
+    for directory in (MLFLOW, MONITORING):
+        for doc in build(directory):
+            assert doc["metadata"].get("namespace") == NAMESPACE, (directory.name, doc["kind"])
+
+
+# --- field names: no typo survives (kubectl kustomize does not check them) ----------
+
+
+def unknown_fields(value: Any, type_name: str, path: str = "") -> list[str]:
+    """Keys of ``value`` that the Kubernetes model ``type_name`` (client-python) lacks."""
+    from kubernetes import client
+
+    match = re.fullmatch(r"(List|Dict)\[(?:str, )?(.+)\]", type_name)
+    if match:
+        items = value if match.group(1) == "List" else list((value or {}).values())
+        return [
+            p
+            for i, v in enumerate(items)
+            for p in unknown_fields(v, match.group(2), f"{path}[{i}]")
+        ]
+    model = getattr(client, type_name, None)
+    if model is None or not isinstance(value, dict):
+        return []  # a scalar, or int-or-string, or free-form
+    by_json = {json_name: attr for attr, json_name in model.attribute_map.items()}
+    problems = []
+    for key, sub in value.items():
+        if key not in by_json:
+            problems.append(f"{path}.{key}")
+        else:
+            problems += unknown_fields(sub, model.openapi_types[by_json[key]], f"{path}.{key}")
+    return problems
+
+
+CORE_MODELS = {
+    "Namespace": "V1Namespace",
+    "ServiceAccount": "V1ServiceAccount",
+    "ClusterRole": "V1ClusterRole",
+    "ClusterRoleBinding": "V1ClusterRoleBinding",
+    "Role": "V1Role",
+    "RoleBinding": "V1RoleBinding",
+    "Deployment": "V1Deployment",
+    "Service": "V1Service",
+    "PersistentVolumeClaim": "V1PersistentVolumeClaim",
+    "ConfigMap": "V1ConfigMap",
+    "CustomResourceDefinition": "V1CustomResourceDefinition",
+}
+
+
+def test_unknown_field_check_catches_typos() -> None:
+    typo = {
+        "spec": {"template": {"spec": {"containers": [{"name": "c", "imagePullPolicyy": "x"}]}}}
+    }
+    assert unknown_fields(typo, "V1Deployment") == [
+        ".spec.template.spec.containers[0].imagePullPolicyy"
+    ]
+
+
+@pytest.mark.parametrize("directory", [DEFAULT, MLFLOW, MONITORING], ids=lambda p: p.name)
+def test_built_objects_have_no_unknown_fields(directory: Path) -> None:
+    for doc in sources(directory) if directory != MONITORING else build(directory):
+        model = CORE_MODELS.get(doc["kind"])
+        if model is not None:
+            assert unknown_fields(doc, model) == [], f"{doc['kind']} {doc['metadata']['name']}"
+
+
+# --- RBAC ---------------------------------------------------------------------------
+
+RBAC_KINDS = ("ClusterRole", "Role")
+# Verbs that let a subject grow its own rights or act as someone else: never.
+DANGEROUS = {"escalate", "bind", "impersonate", "*"}
+
+# What the operator's ClusterRole grants, resource by resource. A change here is a change
+# of the operator's privileges: it should come with a reason in rbac.yaml.
+OPERATOR_GRANTS: dict[tuple[str, str], set[str]] = {
+    **{(GROUP, p): {"get", "list", "watch", "patch"} for p in PLURALS},
+    (GROUP, "trainingjobs"): {"get", "list", "watch", "patch", "create"},
+    **{(GROUP, f"{p}/status"): {"patch"} for p in PLURALS},
+    **{(GROUP, f"{p}/finalizers"): {"update"} for p in PLURALS},
+    ("batch", "jobs"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("", "services"): {"get", "list", "create", "patch", "delete"},
+    ("", "pods"): {"list", "delete"},
+    ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("autoscaling", "horizontalpodautoscalers"): {"get", "list", "create", "patch", "delete"},
+    ("policy", "poddisruptionbudgets"): {"get", "list", "create", "patch", "delete"},
+    ("", "events"): {"create"},
+    ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
+    ("kopf.dev", "clusterkopfpeerings"): {"list", "watch", "patch"},
+}
+
+
+def rbac_documents() -> list[tuple[Path, str, dict[str, Any]]]:
+    """(file, source text of the document, parsed document) for every Role and ClusterRole."""
+    out = []
+    for path in sorted(DEFAULT.glob("*.yaml")):
+        for text in re.split(r"^---\s*$", path.read_text(), flags=re.M):
+            doc = yaml.safe_load(text)
+            if isinstance(doc, dict) and doc.get("kind") in RBAC_KINDS:
+                out.append((path, text, doc))
+    return out
+
+
+def test_rbac_sources_are_found() -> None:
+    names = {doc["metadata"]["name"] for _, _, doc in rbac_documents()}
+    assert {"modelworks-operator", "modelworks-viewer", "modelworks-editor"} <= names
+
+
+@pytest.mark.parametrize("item", rbac_documents(), ids=lambda i: i[2]["metadata"]["name"])
+def test_rbac_has_no_wildcards(item: tuple[Path, str, dict[str, Any]]) -> None:
+    _, _, doc = item
+    for rule in doc["rules"]:
+        assert "nonResourceURLs" not in rule, rule
+        for key in ("apiGroups", "resources", "verbs", "resourceNames"):
+            values = rule.get(key, [])
+            assert all("*" not in str(v) for v in values), f"wildcard in {key}: {rule}"
+        assert not set(rule["verbs"]) & DANGEROUS, rule
+        assert "secrets" not in rule.get("resources", []), "no role here needs Secrets"
+
+
+@pytest.mark.parametrize("item", rbac_documents(), ids=lambda i: i[2]["metadata"]["name"])
+def test_every_rbac_rule_says_why(item: tuple[Path, str, dict[str, Any]]) -> None:
+    path, text, doc = item
+    lines = text.splitlines()
+    starts = [i for i, line in enumerate(lines) if re.match(r"^\s*- apiGroups:", line)]
+    assert len(starts) == len(doc["rules"]), (
+        f"{path.name} {doc['metadata']['name']}: write every rule as `- apiGroups: ...`"
+    )
+    for i in starts:
+        before = [line.strip() for line in lines[:i] if line.strip()]
+        assert before and before[-1].startswith("#"), (
+            f"{path.name}: the rule at `{lines[i].strip()}` needs a comment saying why"
+        )
+
+
+def test_operator_grants_exactly_what_it_needs() -> None:
+    role = one([d for _, _, d in rbac_documents()], "ClusterRole", "modelworks-operator")
+    grants: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                grants.setdefault((group, resource), set()).update(rule["verbs"])
+    assert grants == OPERATOR_GRANTS
+    # Peering: write access to our own peering object only.
+    patch_rules = [
+        r
+        for r in role["rules"]
+        if "clusterkopfpeerings" in r["resources"] and "patch" in r["verbs"]
+    ]
+    assert [r.get("resourceNames") for r in patch_rules] == [["modelworks"]]
+
+
+def kopf_resources() -> dict[str, set[tuple[str, str]]]:
+    """(group, plural) of every resource the operator's kopf handlers follow, by handler kind."""
+    import kopf
+
+    from modelworks import handlers
+
+    runtime = handlers.Runtime(settings=Settings(), kube=None, registry=None)  # type: ignore[arg-type]
+    registry = kopf.OperatorRegistry()
+    handlers.register(runtime, registry)
+    out: dict[str, set[tuple[str, str]]] = {}
+    for attr in ("_watching", "_changing", "_spawning", "_indexing", "_webhooks"):
+        for handler in getattr(registry, attr).get_all_handlers():
+            selector = handler.selector
+            plural = selector.plural or selector.any_name
+            out.setdefault(attr, set()).add((selector.group or "", plural))
+    return out
+
+
+def test_operator_may_watch_what_its_handlers_follow() -> None:
+    """kopf lists and watches every resource a handler is registered for, cluster-wide, and
+    patches the objects it reconciles (its annotations, their status)."""
+    followed = kopf_resources()
+    for resources in followed.values():
+        for group, plural in resources:
+            assert {"list", "watch"} <= OPERATOR_GRANTS.get((group, plural), set()), (
+                f"the operator watches {plural}.{group} but may not list and watch it"
+            )
+    for group, plural in followed.get("_changing", set()) | followed.get("_spawning", set()):
+        assert "patch" in OPERATOR_GRANTS[(group, plural)], plural
+        assert "patch" in OPERATOR_GRANTS[(group, f"{plural}/status")], plural
+    assert {(GROUP, p) for p in PLURALS} <= followed["_changing"]
+
+
+def test_binding_ties_the_role_to_the_service_account() -> None:
+    docs = sources(DEFAULT)
+    binding = one(docs, "ClusterRoleBinding", "modelworks-operator")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": "modelworks-operator",
+    }
+    account = one(docs, "ServiceAccount", "modelworks-operator")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "modelworks-operator", "namespace": NAMESPACE}
+    ]
+    assert account["metadata"]["namespace"] == NAMESPACE
+    pod = one(docs, "Deployment", "modelworks-operator")["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "modelworks-operator"
+
+
+def _grants(role: dict[str, Any]) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for rule in role["rules"]:
+        if GROUP in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                out.setdefault(resource, set()).update(rule["verbs"])
+    return out
+
+
+def test_viewer_and_editor_roles_cover_every_kind() -> None:
+    docs = sources(DEFAULT)
+    viewer = one(docs, "ClusterRole", "modelworks-viewer")
+    editor = one(docs, "ClusterRole", "modelworks-editor")
+    assert viewer["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    labels = editor["metadata"]["labels"]
+    assert labels["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert labels["rbac.authorization.k8s.io/aggregate-to-admin"] == "true"
+    read = {"get", "list", "watch"}
+    write = {"create", "update", "patch", "delete", "deletecollection"}
+    seen, edits = _grants(viewer), _grants(editor)
+    for plural in PLURALS:
+        assert seen[plural] == read and seen[f"{plural}/status"] == read, plural
+        assert edits[plural] == read | write, plural
+        assert f"{plural}/status" not in edits, "status belongs to the operator"
+
+
+# --- Pod Security Standard "restricted" ---------------------------------------------
+
+ALLOWED_VOLUMES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
+
+
+def restricted_violations(pod: dict[str, Any]) -> list[str]:
+    """What keeps a pod spec from the Pod Security Standard "restricted" (latest)."""
+    problems = []
+    psc = pod.get("securityContext") or {}
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(key):
+            problems.append(f"{key} is set")
+    for volume in pod.get("volumes") or []:
+        kinds = set(volume) - {"name"}
+        if not kinds <= ALLOWED_VOLUMES:
+            problems.append(f"volume {volume['name']} is {kinds - ALLOWED_VOLUMES}")
+    if psc.get("sysctls"):
+        problems.append("pod sysctls")
+    containers = (pod.get("initContainers") or []) + pod["containers"]
+    for c in containers:
+        sc = c.get("securityContext") or {}
+        name = c["name"]
+        if sc.get("privileged"):
+            problems.append(f"{name}: privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{name}: allowPrivilegeEscalation must be false")
+        caps = sc.get("capabilities") or {}
+        if "ALL" not in (caps.get("drop") or []):
+            problems.append(f"{name}: capabilities must drop ALL")
+        if set(caps.get("add") or []) - {"NET_BIND_SERVICE"}:
+            problems.append(f"{name}: adds capabilities {caps['add']}")
+        if sc.get("runAsNonRoot", psc.get("runAsNonRoot")) is not True:
+            problems.append(f"{name}: runAsNonRoot must be true")
+        if sc.get("runAsUser", psc.get("runAsUser")) == 0:
+            problems.append(f"{name}: runs as UID 0")
+        seccomp = (sc.get("seccompProfile") or psc.get("seccompProfile") or {}).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            problems.append(f"{name}: seccompProfile must be RuntimeDefault or Localhost")
+        if any(p.get("hostPort") for p in c.get("ports") or []):
+            problems.append(f"{name}: hostPort")
+        if sc.get("procMount", "Default") != "Default":
+            problems.append(f"{name}: procMount")
+    return problems
+
+
+def test_restricted_checker_catches_violations() -> None:
+    bad = {
+        "hostNetwork": True,
+        "volumes": [{"name": "h", "hostPath": {"path": "/"}}],
+        "containers": [
+            {
+                "name": "c",
+                "securityContext": {"privileged": True, "capabilities": {"add": ["SYS_ADMIN"]}},
+                "ports": [{"containerPort": 80, "hostPort": 80}],
+            }
+        ],
+    }
+    assert len(restricted_violations(bad)) >= 8
+
+
+def deployments() -> list[tuple[str, dict[str, Any]]]:
+    return [
+        ("operator", one(sources(DEFAULT), "Deployment", "modelworks-operator")),
+        ("mlflow", one(sources(MLFLOW), "Deployment", "mlflow")),
+    ]
+
+
+@pytest.mark.parametrize("item", deployments(), ids=lambda i: i[0])
+def test_deployments_meet_pod_security_restricted(item: tuple[str, dict[str, Any]]) -> None:
+    _, deployment = item
+    pod = deployment["spec"]["template"]["spec"]
+    assert restricted_violations(pod) == []
+    for c in pod["containers"]:
+        sc = c["securityContext"]
+        assert sc.get("readOnlyRootFilesystem") is True, c["name"]
+        mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts") or []}
+        assert "/tmp" in mounts, f"{c['name']}: HOME=/tmp needs a writable emptyDir"
+        tmp = next(v for v in pod["volumes"] if v["name"] == mounts["/tmp"])
+        assert "emptyDir" in tmp
+        resources = c["resources"]
+        assert {"cpu", "memory"} <= set(resources["requests"]), c["name"]
+        assert "memory" in resources["limits"], c["name"]
+        assert c["image"] == "modelworks:0.1.0" and c["imagePullPolicy"] == "IfNotPresent"
+
+
+def test_namespace_enforces_restricted() -> None:
+    ns = one(sources(DEFAULT), "Namespace", NAMESPACE)
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+# --- the operator Deployment --------------------------------------------------------
+
+
+def operator_container() -> dict[str, Any]:
+    deployment = one(sources(DEFAULT), "Deployment", "modelworks-operator")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def operator_env() -> dict[str, str]:
+    return {e["name"]: e["value"] for e in operator_container()["env"]}
+
+
+def known_variables() -> set[str]:
+    """The variables Settings.from_env documents (and reads: checked below)."""
+    doc = Settings.from_env.__doc__ or ""
+    names = set(re.findall(r"^\s*(MODELWORKS_[A-Z_]+)\s", doc, flags=re.M))
+    assert len(names) >= 10, "Settings.from_env's docstring lists the variables"
+    return names
+
+
+def test_operator_sets_only_variables_settings_knows() -> None:
+    env = operator_env()
+    unknown = set(env) - known_variables()
+    assert not unknown, f"Settings.from_env does not know {sorted(unknown)}"
+    # ... and really reads: from_env looks each one up (get/number/port of its suffix).
+    source = (ROOT / "operator" / "modelworks" / "settings.py").read_text()
+    for name in env:
+        suffix = name.removeprefix("MODELWORKS_")
+        assert re.search(rf'\b(get|number|port)\("{suffix}"', source), f"{name} is never read"
+
+
+def test_operator_settings_parse() -> None:
+    settings = Settings.from_env(operator_env())
+    container = operator_container()
+    assert settings.peering == "modelworks"
+    assert settings.log_format == "json"
+    assert settings.image == container["image"]
+    assert settings.image_pull_policy == container["imagePullPolicy"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"health": settings.health_port, "metrics": settings.metrics_port}
+    probe = container["livenessProbe"]["httpGet"]
+    assert probe["path"] == "/healthz" and ports[probe["port"]] == 8080
+
+
+def test_operator_points_at_the_mlflow_service() -> None:
+    service = one(sources(MLFLOW), "Service", "mlflow")
+    port = service["spec"]["ports"][0]["port"]
+    namespace = yaml.safe_load((MLFLOW / "kustomization.yaml").read_text())["namespace"]
+    host = f"{service['metadata']['name']}.{namespace}.svc"
+    assert Settings.from_env(operator_env()).mlflow_tracking_uri == f"http://{host}:{port}"
+    # MLflow's Host-header check lets that name through.
+    (container,) = one(sources(MLFLOW), "Deployment", "mlflow")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    args = container["args"]
+    allowed = args[args.index("--allowed-hosts") + 1].split(",")
+    assert f"{host}:{port}" in allowed
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["MLFLOW_DISABLE_TELEMETRY"] == "true"
+    assert args[args.index("--backend-store-uri") + 1].startswith("sqlite:////data/")
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert "/data" in mounts
+
+
+def test_peering_object_matches_the_operator() -> None:
+    docs = sources(DEFAULT)
+    peering = one(docs, "ClusterKopfPeering")
+    assert peering["metadata"]["name"] == operator_env()["MODELWORKS_PEERING"]
+    crd = one(docs, "CustomResourceDefinition", "clusterkopfpeerings.kopf.dev")
+    assert crd["spec"]["scope"] == "Cluster" and crd["spec"]["group"] == "kopf.dev"
+    deployment = one(docs, "Deployment", "modelworks-operator")
+    assert deployment["spec"]["replicas"] == 1
+
+
+def test_metrics_service_selects_the_operator() -> None:
+    docs = sources(DEFAULT)
+    service = one(docs, "Service", "modelworks-operator-metrics")
+    deployment = one(docs, "Deployment", "modelworks-operator")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    (port,) = service["spec"]["ports"]
+    assert (port["name"], port["port"], port["targetPort"]) == ("metrics", 8081, "metrics")
+
+
+# --- monitoring -----------------------------------------------------------------------
+
+OPERATOR_METRICS = {
+    "modelworks_reconcile_total",
+    "modelworks_reconcile_duration_seconds",
+    "modelworks_reconcile_errors_total",
+    "modelworks_status_writes_total",
+    "modelworks_events_total",
+    "modelworks_build_info",
+    "modelworks_kube_requests_total",
+    "modelworks_condition",
+    "modelworks_drift_score",
+    "modelworks_drift_threshold",
+    "modelworks_drift_feature_drifted",
+    "modelworks_drift_share",
+    "modelworks_drift_window_samples",
+    "modelworks_drift_detected",
+    "modelworks_retrains_total",
+}
+SERVING_METRICS = {
+    "modelworks_serving_requests_total",
+    "modelworks_serving_request_duration_seconds",
+    "modelworks_serving_rows_total",
+    "modelworks_feature_bucket_total",
+    "modelworks_feature_missing_total",
+    "modelworks_serving_model_loaded",
+}
+HISTOGRAMS = {
+    "modelworks_reconcile_duration_seconds",
+    "modelworks_serving_request_duration_seconds",
+}
+
+
+def metric_names(expr: str) -> set[str]:
+    names = set(re.findall(r"\b(modelworks_[a-z_]+)", expr))
+    out = set()
+    for name in names:
+        base = re.sub(r"_(bucket|count|sum)$", "", name)
+        out.add(base if base in HISTOGRAMS else name)
+    return out
+
+
+def test_serving_metric_names_match_the_model_server() -> None:
+    source = (ROOT / "operator" / "modelworks" / "serving" / "metrics.py").read_text()
+    assert set(re.findall(r'"(modelworks_[a-z_]+)"', source)) == SERVING_METRICS
+
+
+def test_service_monitor_scrapes_the_operator() -> None:
+    monitor = one(sources(MONITORING), "ServiceMonitor")
+    service = one(sources(DEFAULT), "Service", "modelworks-operator-metrics")
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == "metrics"
+    # The object series carry the object's namespace: it must not become exported_namespace.
+    assert endpoint["honorLabels"] is True
+
+
+def test_pod_monitor_scrapes_the_model_servers() -> None:
+    monitor = one(sources(MONITORING), "PodMonitor")
+    serving_labels = {
+        "app.kubernetes.io/name": "modeldeployment",
+        "app.kubernetes.io/component": "server",
+        "app.kubernetes.io/managed-by": "modelworks",
+    }
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= serving_labels.items()
+    assert monitor["spec"]["namespaceSelector"] == {"any": True}
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert (endpoint["port"], endpoint["path"]) == ("http", "/metrics")
+
+
+def alerts() -> dict[str, dict[str, Any]]:
+    rule = one(sources(MONITORING), "PrometheusRule")
+    return {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r}
+
+
+def test_alerts_cover_the_failure_modes() -> None:
+    rules = alerts()
+    assert {
+        "ModelworksOperatorDown",
+        "ModelworksReconcileErrors",
+        "ModelDeploymentDegraded",
+        "ModelDeploymentRolloutStuck",
+        "ModelDriftDetected",
+        "TrainingJobFailed",
+        "ModelServerHighErrorRate",
+        "ModelServerHighLatency",
+    } <= set(rules)
+    degraded = rules["ModelDeploymentDegraded"]
+    assert 'modelworks_condition{kind="ModelDeployment", type="Degraded"} == 1' in degraded["expr"]
+    assert degraded["for"] == "5m"
+    stuck = rules["ModelDeploymentRolloutStuck"]
+    assert 'type="Progressing"} == 1' in stuck["expr"] and stuck["for"] == "30m"
+    for name, rule in rules.items():
+        assert rule["labels"]["severity"] in ("warning", "critical"), name
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"], name
+        assert metric_names(rule["expr"]) <= OPERATOR_METRICS | SERVING_METRICS, name
+
+
+def dashboard() -> dict[str, Any]:
+    return json.loads((MONITORING / "dashboards" / "modelworks.json").read_text())
+
+
+def test_dashboard_panels_use_known_metrics() -> None:
+    board = dashboard()
+    assert board["uid"] == "modelworks" and board["title"]
+    used: set[str] = set()
+    ids = [p["id"] for p in board["panels"]]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    for panel in board["panels"]:
+        for target in panel.get("targets", []):
+            assert target["expr"] and target["refId"], panel["title"]
+            assert target["datasource"]["uid"] == "${datasource}", panel["title"]
+            used |= metric_names(target["expr"])
+    assert used <= OPERATOR_METRICS | SERVING_METRICS, used - OPERATOR_METRICS - SERVING_METRICS
+    # Reconciles, errors, drift per feature, drifted share, serving RPS/latency/errors.
+    assert {
+        "modelworks_reconcile_total",
+        "modelworks_reconcile_errors_total",
+        "modelworks_drift_score",
+        "modelworks_drift_share",
+        "modelworks_serving_requests_total",
+        "modelworks_serving_request_duration_seconds",
+    } <= used
+
+
+def test_dashboard_configmap_is_generated_from_the_json() -> None:
+    kustomization = yaml.safe_load((MONITORING / "kustomization.yaml").read_text())
+    (generator,) = kustomization["configMapGenerator"]
+    assert generator["files"] == ["dashboards/modelworks.json"]
+    assert generator["options"]["labels"] == {"grafana_dashboard": "1"}
+    built = one(build(MONITORING), "ConfigMap", generator["name"])
+    assert built["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(built["data"]["modelworks.json"]) == dashboard()
