@@ -25,6 +25,10 @@ stop() {
     say "stopped the demo operator (pid $pid)"
   fi
   rm -f "$pidfile"
+  if [[ -f $state/pids/port-forward.pid ]]; then
+    kill "$(cat "$state/pids/port-forward.pid")" 2>/dev/null || true
+    rm -f "$state/pids/port-forward.pid"
+  fi
 }
 
 if [[ ${1:-} == stop ]]; then stop; exit 0; fi
@@ -70,20 +74,96 @@ for obj in trainingjob/churn-train modeldeployment/churn driftmonitor/churn-drif
   done
 done
 
-if [[ -n ${MODELWORKS_MLFLOW_TRACKING_URI:-} ]]; then
-  say "training churn-train for real (progress from its MLflow run; up to 10 min)"
-  deadline=$((SECONDS + 600))
+jsonpath() { kubectl get -n "$ns" "$1" -o "jsonpath=$2" 2>/dev/null || true; }
+
+# follow_training TJ: a progress line from the run's metrics until the phase is final.
+follow_training() {
+  local tj=$1 deadline=$((SECONDS + 600)) phase pct reason
   while :; do
-    IFS='|' read -r phase pct reason < <(kubectl get -n "$ns" tj/churn-train -o jsonpath='{.status.phase}|{.status.progress.percent}|{.status.conditions[?(@.type=="Succeeded")].reason}{"\n"}')
-    printf '\r    phase=%-10s progress=%5s%%  %-30s' "${phase:-?}" "${pct:-0}" "${reason:-}" >&2
+    IFS='|' read -r phase pct reason < <(jsonpath "tj/$tj" '{.status.phase}|{.status.progress.percent}|{.status.conditions[?(@.type=="Succeeded")].reason}{"\n"}')
+    printf '\r    %s: phase=%-10s progress=%5s%%  %-30s' "$tj" "${phase:-?}" "${pct:-0}" "${reason:-}" >&2
     [[ $phase == Succeeded || $phase == Failed ]] && break
-    (( SECONDS < deadline )) || { echo >&2; say "still not finished; see: kubectl describe tj churn-train -n $ns"; break; }
+    (( SECONDS < deadline )) || { echo >&2; say "still not finished; see: kubectl describe tj $tj -n $ns"; return 1; }
     sleep 2
   done
   echo >&2
-  kubectl get -n "$ns" tj/churn-train -o jsonpath='{range .status.conditions[*]}    {.type}={.status} {.reason}: {.message}{"\n"}{end}' >&2
-else
+  kubectl get -n "$ns" "tj/$tj" -o jsonpath='{range .status.conditions[*]}    {.type}={.status} {.reason}: {.message}{"\n"}{end}' >&2
+  [[ $phase == Succeeded ]]
+}
+
+# wait_for WHAT SECONDS CMD...: poll CMD (true when done) with a deadline.
+wait_for() {
+  local what=$1 limit=$2; shift 2
+  local deadline=$((SECONDS + limit))
+  until "$@"; do
+    (( SECONDS < deadline )) || { say "gave up waiting for $what after ${limit}s"; return 1; }
+    sleep 2
+  done
+}
+
+serving_version() { jsonpath mdep/churn '{.status.stableVersion}'; }
+mdep_ready() { [[ $(jsonpath mdep/churn '{.status.conditions[?(@.type=="Ready")].status}') == True ]]; }
+
+# The URL of the churn Service from here: its ClusterIP (the local cluster routes it),
+# else a port-forward (kind and other clusters).
+service_url() {
+  local ip; ip=$(jsonpath svc/churn '{.spec.clusterIP}')
+  if [[ -n $ip ]] && curl -fsS -m 2 "http://$ip/ping" >/dev/null 2>&1; then echo "http://$ip"; return; fi
+  if [[ ! -f $state/pids/port-forward.pid ]] || ! kill -0 "$(cat "$state/pids/port-forward.pid")" 2>/dev/null; then
+    nohup kubectl port-forward -n "$ns" svc/churn 18090:80 >"$state/logs/port-forward.log" 2>&1 &
+    echo $! >"$state/pids/port-forward.pid"
+    sleep 2
+  fi
+  echo "http://127.0.0.1:18090"
+}
+
+if [[ -z ${MODELWORKS_MLFLOW_TRACKING_URI:-} ]]; then
   say "no MLflow server configured (MODELWORKS_MLFLOW_TRACKING_URI): training waits on it"
+else
+  say "1/5 train: churn-train runs for real (progress from its MLflow run)"
+  follow_training churn-train || exit 1
+
+  say "2/5 register and serve: ModelDeployment churn follows the alias champion"
+  wait_for "the ModelDeployment to be Ready" 300 mdep_ready || { kubectl describe mdep churn -n "$ns" | tail -20 >&2; exit 1; }
+  url=$(service_url)
+  say "    version $(serving_version) serves at $(jsonpath mdep/churn '{.status.url}') (from here: $url)"
+
+  say "3/5 predict: POST $url/invocations"
+  curl -fsS -H 'Content-Type: application/json' "$url/invocations" -d '{"dataframe_split": {"columns": ["tenure_months","monthly_charges","support_calls","age","contract","payment_method"], "data": [[2, 99.0, 5, 30, "month-to-month", "check"], [60, 40.0, 0, 52, "two-year", "card"]]}}' >&2
+  echo >&2
+
+  if [[ -n $(jsonpath dmon/churn-drift '{.status.lastRetrain.trainingJob}') ]]; then
+    say "4/5 drift: an earlier run already closed the loop ($(jsonpath dmon/churn-drift '{.status.lastRetrain.trainingJob}'); cooldown $(jsonpath dmon/churn-drift '{.spec.retrain.cooldown}')); skipping"
+  else
+    # The samples check every minute over ten minutes; the demo has less patience.
+    kubectl patch -n "$ns" dmon/churn-drift --type=merge \
+      -p '{"spec":{"interval":"15s","window":"30s"}}' >/dev/null
+    kubectl patch -n "$ns" mdep/churn --type=merge \
+      -p '{"spec":{"rollout":{"steps":[{"weight":25,"pauseSeconds":15},{"weight":50,"pauseSeconds":15}]}}}' >/dev/null
+    say "4/5 drift: 30 s of traffic like the training data, then a changed customer base (two features shifted)"
+    "$repo/.venv/bin/python" "$repo/hack/traffic.py" "$url/invocations" --seconds 30 >&2
+    "$repo/.venv/bin/python" "$repo/hack/traffic.py" "$url/invocations" --seconds 240 --shift >"$state/logs/traffic.log" 2>&1 &
+    traffic=$!
+    deadline=$((SECONDS + 240))
+    while :; do
+      IFS='|' read -r verdict share drifted retrain < <(jsonpath dmon/churn-drift '{.status.verdict}|{.status.driftedShare}|{.status.features[?(@.drifted==true)].name}|{.status.lastRetrain.trainingJob}{"\n"}')
+      printf '\r    verdict=%-16s drifted share=%-6s features=%-40s' "${verdict:-?}" "${share:-}" "${drifted:-}" >&2
+      [[ -n $retrain ]] && break
+      (( SECONDS < deadline )) || { echo >&2; say "no retraining yet; see: kubectl describe dmon churn-drift -n $ns"; break; }
+      sleep 3
+    done
+    echo >&2
+    if [[ -n ${retrain:-} ]]; then
+      say "5/5 retrain: DriftMonitor started TrainingJob $retrain; the new version rolls out through the canary"
+      before=$(serving_version)
+      if follow_training "$retrain"; then
+        wait_for "the new version to roll out" 300 bash -c "[[ \$(kubectl get -n $ns mdep/churn -o jsonpath='{.status.stableVersion}') != '$before' ]]" &&
+          say "    the loop closed: version $(serving_version) serves (was $before)"
+      fi
+    fi
+    kill "$traffic" 2>/dev/null || true
+  fi
+  kubectl get -n "$ns" mdep/churn -o jsonpath='{range .status.history[*]}    version {.version} since {.since}: {.reason}{"\n"}{end}' >&2
 fi
 
 kubectl get modelworks -n "$ns"
@@ -93,6 +173,9 @@ Where to look:
   export KUBECONFIG=${KUBECONFIG}
   kubectl get modelworks -n $ns            # all three kinds, with their printer columns
   kubectl describe tj churn-train -n $ns   # conditions and Events
+  kubectl get mdep churn -n $ns -o yaml    # resolved version, history, canary, rollback
+  kubectl get dmon churn-drift -n $ns -o yaml   # per-feature scores
+  .venv/bin/python -m modelworks status -n $ns  # lineage: training -> version -> serving -> drift
   MLflow UI: ${MODELWORKS_MLFLOW_TRACKING_URI:-(none)}
   curl -s http://127.0.0.1:${MODELWORKS_METRICS_PORT:-18081}/metrics | grep ^modelworks_
   tail -f $logfile

@@ -208,6 +208,12 @@ INVALID: list[Case] = [
         "spec.retrain.template.replicas",
     ),
     Case("dm-quantile", DM, {"calibration": {"quantile": 1.5}}, "spec.calibration.quantile"),
+    Case(
+        "dm-live-dataset-reference",
+        DM,
+        {"reference": {"datasetUri": "runs:/abc/ref.csv"}},
+        "spec.reference.datasetUri",
+    ),
 ]
 
 # Minimal objects and the defaults the API server must fill in.

@@ -6,8 +6,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from modelworks import __version__, crdgen
+from modelworks import __version__, crdgen, humans
+
+if TYPE_CHECKING:
+    from modelworks.clients.kube import Kube
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -68,6 +72,208 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _drift(args: argparse.Namespace) -> int:
+    from modelworks import batch
+
+    return batch.main(args.reference, args.reference_kind, args.current, args.config)
+
+
+# --- helpers for people: status and watch ------------------------------------------------
+
+SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+MODELWORKS_KINDS = ("TrainingJob", "ModelDeployment", "DriftMonitor")
+
+
+def _default_namespace() -> str:
+    """The namespace kubectl would use: the pod's own in a cluster, else the context's."""
+    import os
+
+    import yaml
+
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and SA_NAMESPACE.is_file():
+        return SA_NAMESPACE.read_text().strip() or "default"
+    paths = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
+    current: str | None = None
+    contexts: dict[str, Any] = {}
+    for path in paths or [str(Path.home() / ".kube" / "config")]:
+        try:
+            doc = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        current = current or doc.get("current-context")
+        for ctx in doc.get("contexts") or []:
+            contexts.setdefault(ctx.get("name"), ctx.get("context") or {})
+    return str((contexts.get(current or "") or {}).get("namespace") or "default")
+
+
+def _kube() -> Kube:
+    from modelworks.clients.kube import Kube
+
+    return Kube.from_environment()
+
+
+def _list_all(kube: Kube, kind: str, namespace: str | None) -> list[dict[str, Any]]:
+    """Every object of a Modelworks kind; none when its CRD is not installed."""
+    from modelworks.api import API_VERSION
+    from modelworks.clients.kube import KubeError
+
+    try:
+        return kube.list(API_VERSION, kind, namespace)
+    except KubeError as exc:
+        if exc.status == 404:
+            return []
+        raise
+
+
+def _tracking_uri() -> str:
+    import os
+
+    return (
+        os.environ.get("MODELWORKS_MLFLOW_TRACKING_URI")
+        or os.environ.get("MLFLOW_TRACKING_URI")
+        or ""
+    ).strip()
+
+
+def _registry_facts(
+    uri: str, versions: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Per version: its run id, aliases and key metrics, read from MLflow. Read-only."""
+    from modelworks.clients.mlflow import Registry
+
+    registry = Registry(uri)
+    facts: dict[tuple[str, str], dict[str, Any]] = {}
+    runs: dict[str, dict[str, float]] = {}
+    for model, version in versions:
+        try:
+            info = registry.get_version(model, version)
+            if info is None:
+                continue
+            if info.run_id and info.run_id not in runs:
+                runs[info.run_id] = registry.get_run(info.run_id).metrics
+        except Exception as exc:  # an outage or a permission: the table is still useful
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            print(
+                f"modelworks: MLflow at {uri} did not answer ({first}); "
+                "showing the cluster's view only",
+                file=sys.stderr,
+            )
+            break
+        facts[(model, version)] = {
+            "runId": info.run_id,
+            "aliases": list(info.aliases),
+            "metrics": dict(humans.key_metrics(runs.get(info.run_id or ""), limit=3)),
+        }
+    return facts
+
+
+def _status_cmd(args: argparse.Namespace) -> int:
+    import json
+    import shutil
+    from datetime import UTC, datetime
+
+    from modelworks.clients.kube import KubeError
+
+    namespace = None if args.all_namespaces else (args.namespace or _default_namespace())
+    try:
+        kube = _kube()
+        tjs, mdeps, dmons = (_list_all(kube, kind, namespace) for kind in MODELWORKS_KINDS)
+    except KubeError as exc:
+        print(f"modelworks: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # no kubeconfig, an unreachable server
+        print(f"modelworks: cannot reach the cluster: {exc}", file=sys.stderr)
+        return 1
+    tree = humans.lineage(tjs, mdeps, dmons)
+    uri = "" if args.no_mlflow else _tracking_uri()
+    if uri and humans.model_versions(tree):
+        facts = _registry_facts(uri, humans.model_versions(tree))
+        tree = humans.lineage(tjs, mdeps, dmons, registry=facts)
+    if args.output == "json":
+        print(json.dumps({"namespace": namespace, **tree}, indent=2))
+        return 0
+    if not (tjs or mdeps or dmons):
+        where = "any namespace" if namespace is None else f"namespace {namespace}"
+        print(f"No Modelworks objects in {where}.", file=sys.stderr)
+        return 0
+    width = args.width or max(80, shutil.get_terminal_size((120, 24)).columns)
+    sys.stdout.write(
+        humans.status_table(tree, now=datetime.now(UTC), width=width, namespaces=namespace is None)
+    )
+    return 0
+
+
+def _watch_cmd(args: argparse.Namespace) -> int:
+    import time
+
+    from modelworks.api import API_VERSION
+    from modelworks.clients.kube import KubeError
+
+    namespace = args.namespace or _default_namespace()
+    if args.interval <= 0 or (args.timeout is not None and args.timeout < 0):
+        print("modelworks: --interval must be positive, --timeout not negative", file=sys.stderr)
+        return 1
+    try:
+        kube = _kube()
+        obj = kube.get(API_VERSION, "TrainingJob", namespace, args.name)
+    except KubeError as exc:
+        print(f"modelworks: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # no kubeconfig, an unreachable server
+        print(f"modelworks: cannot reach the cluster: {exc}", file=sys.stderr)
+        return 1
+    if obj is None:
+        print(
+            f"modelworks: trainingjob {args.name} not found in namespace {namespace}",
+            file=sys.stderr,
+        )
+        return 1
+    out = sys.stdout
+    tty = out.isatty()
+    start = time.monotonic()
+    deadline = None if args.timeout is None else start + args.timeout
+    shown = ""
+    while True:
+        line = humans.watch_line(obj)
+        if tty:
+            import shutil
+
+            elapsed = f"  {int(time.monotonic() - start)}s"
+            columns = shutil.get_terminal_size((120, 24)).columns
+            out.write("\r" + humans.clip(line + elapsed, columns - 1) + "\x1b[K")
+            out.flush()
+        elif line != shown:
+            print(line, flush=True)
+        shown = line
+        code = humans.finished(obj)
+        if code is not None:
+            if tty:
+                out.write("\n")
+            print("\n".join(humans.outcome_lines(obj, name=args.name)), flush=True)
+            return code
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
+            if tty:
+                out.write("\n")
+            print("\n".join(humans.timeout_lines(obj, args.timeout)), flush=True)
+            return 2
+        time.sleep(
+            args.interval if deadline is None else max(0.0, min(args.interval, deadline - now))
+        )
+        try:
+            found = kube.get(API_VERSION, "TrainingJob", namespace, args.name)
+        except Exception as exc:  # a blip of the API server: keep the last state, try again
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            print(("\n" if tty else "") + f"modelworks: {first} (retrying)", file=sys.stderr)
+            continue
+        if found is None:
+            if tty:
+                out.write("\n")
+            print("\n".join(humans.outcome_lines(None, name=args.name)), flush=True)
+            return 1
+        obj = found
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="modelworks", description=__doc__)
     p.add_argument("--version", action="version", version=f"modelworks {__version__}")
@@ -87,6 +293,47 @@ def parser() -> argparse.ArgumentParser:
         "--drain-seconds", type=int, default=25, help="grace for in-flight requests on SIGTERM"
     )
     serve.set_defaults(func=_serve)
+    drift = sub.add_parser(
+        "drift",
+        help="a batch drift check (what a DriftMonitor's Job runs): "
+        "prints the result and writes it to the termination message",
+    )
+    drift.add_argument("--reference", required=True, help="dataset or profile URI")
+    drift.add_argument("--reference-kind", choices=["dataset", "profile"], default="dataset")
+    drift.add_argument("--current", required=True, help="dataset URI (CSV or Parquet)")
+    drift.add_argument("--config", default="{}", help="the monitor's drift settings, as JSON")
+    drift.set_defaults(func=_drift)
+    status = sub.add_parser(
+        "status",
+        help="all Modelworks objects with their lineage: "
+        "TrainingJob -> model version -> ModelDeployment -> DriftMonitor",
+    )
+    scope = status.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", help="default: the kubeconfig context's namespace")
+    scope.add_argument("-A", "--all-namespaces", action="store_true")
+    status.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    status.add_argument(
+        "--no-mlflow",
+        action="store_true",
+        help="do not ask MLflow for run ids, metrics and aliases "
+        "(asked when MODELWORKS_MLFLOW_TRACKING_URI or MLFLOW_TRACKING_URI is set)",
+    )
+    status.add_argument("--width", type=int, help="table width (default: the terminal's)")
+    status.set_defaults(func=_status_cmd)
+    watch = sub.add_parser(
+        "watch",
+        help="follow a TrainingJob until it ends: exit 0 succeeded, 1 failed, 2 timed out",
+    )
+    watch.add_argument("kind", choices=["trainingjob", "trainingjobs", "tj"])
+    watch.add_argument("name")
+    watch.add_argument("-n", "--namespace", help="default: the kubeconfig context's namespace")
+    watch.add_argument(
+        "--timeout", type=float, metavar="SECONDS", help="give up after this long (exit 2)"
+    )
+    watch.add_argument(
+        "--interval", type=float, default=2.0, metavar="SECONDS", help="poll interval (2)"
+    )
+    watch.set_defaults(func=_watch_cmd)
     crds = sub.add_parser("crds", help="print the CRDs generated from the API models")
     group = crds.add_mutually_exclusive_group()
     group.add_argument("--write", metavar="DIR", help="write them into DIR instead")

@@ -75,6 +75,99 @@ def forget_conditions(kind: str, meta: Mapping[str, Any]) -> None:
         CONDITION.remove(*labels)
 
 
+_MONITOR = ["namespace", "monitor"]
+DRIFT_SCORE = Gauge(
+    "modelworks_drift_score",
+    "Each monitored feature's drift score in the last window (a p-value for ks and chi2).",
+    [*_MONITOR, "feature", "method"],
+    registry=REGISTRY,
+)
+DRIFT_THRESHOLD = Gauge(
+    "modelworks_drift_threshold",
+    "The threshold each feature's score is compared with.",
+    [*_MONITOR, "feature", "method"],
+    registry=REGISTRY,
+)
+DRIFT_FEATURE = Gauge(
+    "modelworks_drift_feature_drifted",
+    "1 when the feature drifted in the last window.",
+    [*_MONITOR, "feature"],
+    registry=REGISTRY,
+)
+DRIFT_SHARE = Gauge(
+    "modelworks_drift_share",
+    "Share of the scored features that drifted.",
+    _MONITOR,
+    registry=REGISTRY,
+)
+DRIFT_SAMPLES = Gauge(
+    "modelworks_drift_window_samples",
+    "Rows in the last window.",
+    _MONITOR,
+    registry=REGISTRY,
+)
+DRIFT_DETECTED = Gauge(
+    "modelworks_drift_detected",
+    "1 while drift is declared (after consecutiveWindows drifting windows).",
+    _MONITOR,
+    registry=REGISTRY,
+)
+RETRAINS = Counter(
+    "modelworks_retrains",
+    "TrainingJobs a DriftMonitor started.",
+    _MONITOR,
+    registry=REGISTRY,
+)
+_DRIFT_FAMILIES = (
+    DRIFT_SCORE,
+    DRIFT_THRESHOLD,
+    DRIFT_FEATURE,
+    DRIFT_SHARE,
+    DRIFT_SAMPLES,
+    DRIFT_DETECTED,
+)
+
+
+def observe_drift(meta: Mapping[str, Any], old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+    """Mirror a DriftMonitor's status into the drift gauges (and count new retrainings)."""
+    ns, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
+    started = int(new.get("retrainCount") or 0) - int(old.get("retrainCount") or 0)
+    if started > 0:
+        RETRAINS.labels(ns, name).inc(started)
+    if new.get("lastCheckTime") == old.get("lastCheckTime") and old.get("lastCheckTime"):
+        return  # no new window
+    _forget_drift(ns, name, keep_totals=True)
+    for feature in new.get("features") or []:
+        labels = (ns, name, str(feature["name"]))
+        method = str(feature.get("method", ""))
+        if feature.get("score") is not None:
+            DRIFT_SCORE.labels(*labels, method).set(float(feature["score"]))
+        if feature.get("threshold") is not None:
+            DRIFT_THRESHOLD.labels(*labels, method).set(float(feature["threshold"]))
+        if feature.get("drifted") is not None:
+            DRIFT_FEATURE.labels(*labels).set(1.0 if feature["drifted"] else 0.0)
+    if new.get("driftedShare") is not None:
+        DRIFT_SHARE.labels(ns, name).set(float(new["driftedShare"]))
+    DRIFT_SAMPLES.labels(ns, name).set(float(new.get("samples") or 0))
+    drifting = any(
+        c.get("type") == "DriftDetected" and c.get("status") == "True"
+        for c in new.get("conditions") or []
+    )
+    DRIFT_DETECTED.labels(ns, name).set(1.0 if drifting else 0.0)
+
+
+def _forget_drift(ns: str, name: str, keep_totals: bool = False) -> None:
+    families = _DRIFT_FAMILIES + (() if keep_totals else (RETRAINS,))
+    for family in families:
+        for labels in [k for k in family._metrics if tuple(k[:2]) == (ns, name)]:
+            family.remove(*labels)
+
+
+def forget_drift(meta: Mapping[str, Any]) -> None:
+    """Drop a deleted monitor's series."""
+    _forget_drift(str(meta.get("namespace", "")), str(meta.get("name", "")))
+
+
 def serve(port: int) -> None:
     """Expose /metrics on ``port`` (0: do not)."""
     if port:

@@ -16,7 +16,7 @@ SAMPLES = ROOT / "manifests" / "samples"
 # (kind, name, summary condition, its reason before anything is trained)
 OBJECTS = [
     ("modeldeployment", "churn", "Ready", "AliasNotFound"),
-    ("driftmonitor", "churn-drift", "Ready", "NotImplemented"),
+    ("driftmonitor", "churn-drift", "Ready", "TargetNotServing"),
 ]
 
 

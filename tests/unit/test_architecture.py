@@ -29,14 +29,14 @@ NETWORK = {
     "prometheus_client",
     "subprocess",
 }
-PURE = {"api", "conditions", "builders", "status", "drift", "apidocs"}
+PURE = {"api", "conditions", "builders", "status", "drift", "apidocs", "humans"}
 
 # For each layer, the modelworks layers it may import.
 ALLOWED: dict[str, set[str]] = {
     "api": {"api"},
     "conditions": set(),
     "builders": {"api", "conditions", "builders"},
-    "status": {"api", "conditions", "status"},
+    "status": {"api", "conditions", "status", "drift"},
     "drift": {"drift"},
     "clients": {"api", "clients"},
     "reconcilers": {"api", "conditions", "builders", "status", "drift", "clients", "reconcilers"},
@@ -54,8 +54,20 @@ ALLOWED: dict[str, set[str]] = {
     "settings": set(),
     "metrics": set(),
     "crdgen": {"api"},
+    "batch": {"api", "drift", "status", "clients"},
     "apidocs": {"api"},
-    "cli": {"api", "crdgen", "handlers", "settings", "__init__", "serving", "clients"},
+    "humans": {"api", "conditions"},
+    "cli": {
+        "api",
+        "crdgen",
+        "handlers",
+        "settings",
+        "__init__",
+        "serving",
+        "clients",
+        "batch",
+        "humans",
+    },
     "__main__": {"cli"},
     "__init__": set(),
 }

@@ -57,7 +57,10 @@ class Reference(ApiModel):
     )
 
     profile_uri: str | None = Field(
-        default=None, max_length=2048, description="A reference profile (JSON)."
+        default=None,
+        max_length=2048,
+        description="A reference profile (JSON), as an MLflow artifact URI (runs:/<run id>/<path>) "
+        "or a file path in the batch Job.",
     )
     dataset_uri: str | None = Field(
         default=None, max_length=2048, description="A reference dataset (CSV or Parquet)."
@@ -133,6 +136,16 @@ class DriftMonitorSpec(ApiModel):
             reason="FieldValueRequired",
         ),
         Rule(
+            cel="!has(self.target) || !has(self.reference) || !has(self.reference.datasetUri)",
+            message="live mode compares with a reference profile (profileUri, or the one logged "
+            "with the served version); datasetUri is for batch mode",
+            check=lambda s: (
+                s.target is None or s.reference is None or s.reference.dataset_uri is None
+            ),
+            field=".reference.datasetUri",
+            reason="FieldValueForbidden",
+        ),
+        Rule(
             cel="!(self.method in ['ks', 'chi2']) || !has(self.threshold) || self.threshold <= 1.0",
             message="for ks and chi2 the threshold is a p-value and must be at most 1",
             check=lambda s: (
@@ -174,12 +187,6 @@ class DriftMonitorSpec(ApiModel):
     min_samples: int = Field(
         default=100, ge=1, description="Fewer samples in a window: no verdict."
     )
-    prometheus_url: str | None = Field(
-        default=None,
-        max_length=2048,
-        pattern=r"^https?://",
-        description="Read the histograms from Prometheus instead of the pods.",
-    )
     retrain: Retrain | None = None
     suspend: bool = False
 
@@ -194,6 +201,9 @@ class FeatureScore(StatusModel):
     threshold: float | None = None
     drifted: bool | None = None
     samples: int | None = None
+    missing: int | None = None
+    approximate: bool | None = None
+    note: str | None = None
 
 
 class RetrainRecord(StatusModel):
@@ -216,6 +226,10 @@ class DriftMonitorStatus(StatusModel):
     features: list[FeatureScore] | None = None
     last_retrain: RetrainRecord | None = None
     retrain_count: int | None = None
+    next_scheduled_retrain: str | None = None
+    window_start: str | None = None
+    check_job: str | None = None
+    pods: int | None = None
 
 
 class DriftMonitor(ApiModel):

@@ -50,6 +50,9 @@ class Runtime:
     kube: Kube
     registry: Registry
     due: dict[str, float] = field(default_factory=dict)
+    # What a reconciler keeps between passes of one object (uid -> its own dict): the
+    # DriftMonitor's counter snapshots. Lost on restart by design; status holds the rest.
+    memory: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def server(self) -> ServerConfig:
@@ -88,7 +91,12 @@ def _pass(rt: Runtime, kind: Kind, body: kopf.Body, patch: kopf.Patch) -> None:
     started = time.monotonic()
     try:
         outcome = RECONCILERS[kind.kind](
-            obj, kube=rt.kube, registry=rt.registry, now=now_rfc3339(), server=rt.server
+            obj,
+            kube=rt.kube,
+            registry=rt.registry,
+            now=now_rfc3339(),
+            server=rt.server,
+            memory=rt.memory.setdefault(uid, {}),
         )
     except Exception as exc:
         metrics.RECONCILES.labels(kind.kind, "error").inc()
@@ -99,6 +107,8 @@ def _pass(rt: Runtime, kind: Kind, body: kopf.Body, patch: kopf.Patch) -> None:
         metrics.RECONCILE_SECONDS.labels(kind.kind).observe(time.monotonic() - started)
     metrics.RECONCILES.labels(kind.kind, outcome.result).inc()
     metrics.observe_conditions(kind.kind, obj["metadata"], outcome.status.get("conditions"))
+    if kind.kind == "DriftMonitor":
+        metrics.observe_drift(obj["metadata"], obj.get("status") or {}, outcome.status)
     changes = status_patch(obj.get("status") or {}, outcome.status)
     if changes:
         patch.status.update(changes)
@@ -199,7 +209,10 @@ def _register_kind(rt: Runtime, registry: kopf.OperatorRegistry, kind: Kind) -> 
     def forget(type: str | None, uid: str, meta: kopf.Meta, **_: Any) -> None:
         if type == "DELETED":
             rt.due.pop(uid, None)
+            rt.memory.pop(uid, None)
             metrics.forget_conditions(kind.kind, meta)
+            if kind.kind == "DriftMonitor":
+                metrics.forget_drift(meta)
 
 
 def _no_finalizers_for_timers(registry: kopf.OperatorRegistry) -> None:

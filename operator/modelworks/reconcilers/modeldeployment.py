@@ -50,7 +50,13 @@ SERVING_PREFIXES = (REQUESTS, LATENCY_BUCKET)
 
 
 def reconcile(
-    obj: Mapping[str, Any], *, kube: Kube, registry: Registry, now: str, server: ServerConfig
+    obj: Mapping[str, Any],
+    *,
+    kube: Kube,
+    registry: Registry,
+    now: str,
+    server: ServerConfig,
+    **_: Any,
 ) -> Outcome:
     parsed, refused = validate(MODEL_DEPLOYMENT, obj, now)
     if refused is not None:

@@ -1,0 +1,190 @@
+"""DriftMonitor spec -> the retraining TrainingJob and the batch-check Job. Pure."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from modelworks.api import API_VERSION
+from modelworks.api.driftmonitor import DriftMonitorSpec
+from modelworks.api.trainingjob import MAX_NAME_LENGTH as TJ_MAX_NAME
+from modelworks.builders.common import (
+    owner_reference,
+    restricted_container_security,
+    restricted_pod_security,
+    standard_labels,
+)
+
+MONITOR_LABEL = "modelworks.dev/drift-monitor"
+RETRAIN_OF_LABEL = "modelworks.dev/retrain-of"
+TRIGGER_ANNOTATION = "modelworks.dev/retrain-trigger"
+EVIDENCE_ANNOTATION = "modelworks.dev/drift-evidence"
+BATCH_CONTAINER = "check"
+EVIDENCE_LIMIT = 4000  # bytes of JSON kept in the annotation
+
+
+def retrain_name(monitor: str, number: int) -> str:
+    """``<monitor>-r<n>``, shortened with a digest when it would not fit a TrainingJob name."""
+    suffix = f"-r{number}"
+    if len(monitor) + len(suffix) <= TJ_MAX_NAME:
+        return monitor + suffix
+    digest = hashlib.sha256(monitor.encode()).hexdigest()[:5]
+    keep = TJ_MAX_NAME - len(suffix) - len(digest) - 1
+    return f"{monitor[:keep].rstrip('-')}-{digest}{suffix}"
+
+
+def evidence_text(evidence: Mapping[str, Any]) -> str:
+    """The drift evidence as compact JSON, features cut to fit an annotation."""
+    data = dict(evidence)
+    features = list(data.get("features") or [])
+    while True:
+        text = json.dumps({**data, "features": features}, sort_keys=True, separators=(",", ":"))
+        if len(text) <= EVIDENCE_LIMIT or not features:
+            return text
+        features = features[: len(features) // 2]
+        data["featuresTruncated"] = True
+
+
+def build_retrain(
+    monitor: Mapping[str, Any],
+    training_spec: Mapping[str, Any],
+    *,
+    number: int,
+    trigger: str,
+    evidence: Mapping[str, Any],
+    source: str | None,
+) -> dict[str, Any]:
+    """A new TrainingJob from ``training_spec`` (a stored spec or the monitor's template).
+
+    Not owned by the monitor: a model trained because of drift outlives the monitor. The
+    lineage is in labels (which monitor, which TrainingJob it copies) and annotations
+    (why: drift or schedule, and the evidence), which the TrainingJob also puts on its
+    MLflow run and model version.
+    """
+    meta = monitor["metadata"]
+    spec = json.loads(json.dumps(dict(training_spec)))  # a deep, plain copy
+    spec["suspend"] = False
+    env = [e for e in spec.get("env") or [] if e.get("name") not in _TRIGGER_ENV]
+    env += [
+        {"name": "MODELWORKS_RETRAIN_TRIGGER", "value": trigger},
+        {"name": "MODELWORKS_DRIFT_MONITOR", "value": f"{meta['namespace']}/{meta['name']}"},
+    ]
+    spec["env"] = env
+    labels = {
+        k: v
+        for k, v in standard_labels(monitor, "retraining").items()
+        if not k.startswith("modelworks.dev/")
+    }
+    labels["app.kubernetes.io/name"] = "trainingjob"
+    labels[MONITOR_LABEL] = meta["name"]
+    if source:
+        labels[RETRAIN_OF_LABEL] = source
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "TrainingJob",
+        "metadata": {
+            "name": retrain_name(meta["name"], number),
+            "namespace": meta["namespace"],
+            "labels": labels,
+            "annotations": {
+                TRIGGER_ANNOTATION: trigger,
+                EVIDENCE_ANNOTATION: evidence_text(evidence),
+            },
+        },
+        "spec": spec,
+    }
+
+
+_TRIGGER_ENV = ("MODELWORKS_RETRAIN_TRIGGER", "MODELWORKS_DRIFT_MONITOR")
+
+
+def batch_job_name(monitor: Mapping[str, Any], key: str) -> str:
+    return f"{monitor['metadata']['name']}-check-{key}"
+
+
+def batch_config(spec: DriftMonitorSpec) -> dict[str, Any]:
+    """What the batch check needs from the spec, as JSON for its command line."""
+    return spec.model_dump(
+        by_alias=True,
+        mode="json",
+        exclude_none=True,
+        include={
+            "method",
+            "threshold",
+            "features",
+            "calibration",
+            "correction",
+            "drift_share",
+            "min_samples",
+        },
+    )
+
+
+def build_batch_job(
+    monitor: Mapping[str, Any],
+    spec: DriftMonitorSpec,
+    *,
+    key: str,
+    image: str,
+    pull_policy: str,
+    tracking_uri: str,
+) -> dict[str, Any]:
+    """A Job that compares the current dataset with the reference and reports through its
+    termination message (read back by the operator)."""
+    assert spec.batch is not None and spec.reference is not None
+    meta = monitor["metadata"]
+    reference = spec.reference.dataset_uri or spec.reference.profile_uri or ""
+    kind = "dataset" if spec.reference.dataset_uri else "profile"
+    labels = {**standard_labels(monitor, "drift-check"), "modelworks.dev/check-key": key}
+    container = {
+        "name": BATCH_CONTAINER,
+        "image": image,
+        "imagePullPolicy": pull_policy,
+        "args": [
+            "drift",
+            "--reference",
+            reference,
+            "--reference-kind",
+            kind,
+            "--current",
+            spec.batch.current_uri,
+            "--config",
+            json.dumps(batch_config(spec), sort_keys=True, separators=(",", ":")),
+        ],
+        "env": [
+            {"name": "MLFLOW_TRACKING_URI", "value": tracking_uri},
+            {"name": "MLFLOW_DISABLE_TELEMETRY", "value": "true"},
+        ],
+        "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
+        "securityContext": {**restricted_container_security(), "readOnlyRootFilesystem": True},
+        "terminationMessagePolicy": "File",
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": batch_job_name(monitor, key),
+            "namespace": meta["namespace"],
+            "labels": labels,
+            "ownerReferences": [owner_reference(monitor)],
+        },
+        "spec": {
+            "backoffLimit": 1,
+            "ttlSecondsAfterFinished": 3600,
+            "activeDeadlineSeconds": 1800,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [container],
+                    "securityContext": restricted_pod_security(),
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                },
+            },
+        },
+    }

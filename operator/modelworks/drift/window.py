@@ -1,0 +1,115 @@
+"""Live drift windows: per-pod cumulative bucket counters -> counts over the last window. Pure.
+
+The model server counts every scored row into the reference profile's buckets
+(``modelworks_feature_bucket_total{feature,bucket}``, and ``..._missing_total``). Those are
+counters since the pod started. The DriftMonitor takes a snapshot of every serving pod
+at each check and scores the difference between now and the last snapshot taken at
+least one window ago. A pod that is new since then counts in full; a pod whose counters
+went down restarted, and counts in full from its restart. With no snapshot old enough
+(the first check, or after an operator restart) the window is everything the pods
+have counted since they started, and the result says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from modelworks.drift.profile import Profile, bucket_labels
+
+BUCKETS = "modelworks_feature_bucket_total"
+MISSING = "modelworks_feature_missing_total"
+
+# feature -> (per-bucket counts aligned with the profile, missing)
+FeatureCounts = Mapping[str, tuple[tuple[int, ...], int]]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What every serving pod had counted at ``at`` (seconds, any monotonic clock)."""
+
+    at: float
+    pods: Mapping[str, FeatureCounts]  # pod uid -> counts
+
+
+@dataclass(frozen=True)
+class Window:
+    counts: FeatureCounts
+    since: float | None  # the baseline snapshot's time; None: since the pods started
+    pods: int
+    restarted: int  # pods counted in full because their counters went down
+
+
+def pod_counts(
+    samples: Iterable[tuple[str, Mapping[str, str], float]], profile: Profile, version: str
+) -> dict[str, tuple[tuple[int, ...], int]]:
+    """One pod's counters for the features of ``profile`` (served ``version`` only)."""
+    index = {f.name: {b: i for i, b in enumerate(bucket_labels(f))} for f in profile.features}
+    counts = {f.name: [0] * len(bucket_labels(f)) for f in profile.features}
+    missing = dict.fromkeys(index, 0)
+    for name, labels, value in samples:
+        if labels.get("version", version) != version:
+            continue
+        feature = labels.get("feature", "")
+        if feature not in index:
+            continue
+        if name == BUCKETS:
+            slot = index[feature].get(labels.get("bucket", ""))
+            if slot is not None:
+                counts[feature][slot] += int(value)
+        elif name == MISSING:
+            missing[feature] += int(value)
+    return {f: (tuple(c), missing[f]) for f, c in counts.items()}
+
+
+def _minus(
+    now: tuple[tuple[int, ...], int], before: tuple[tuple[int, ...], int]
+) -> tuple[tuple[int, ...], int] | None:
+    """``now - before``, or None when any counter went down (the pod restarted)."""
+    if len(now[0]) != len(before[0]):
+        return None
+    diff = tuple(a - b for a, b in zip(now[0], before[0], strict=True))
+    missing = now[1] - before[1]
+    if missing < 0 or any(d < 0 for d in diff):
+        return None
+    return diff, missing
+
+
+def baseline_for(history: Sequence[Snapshot], at: float, window: float) -> Snapshot | None:
+    """The latest snapshot taken at least ``window`` before ``at``."""
+    older = [s for s in history if s.at <= at - window]
+    return max(older, key=lambda s: s.at) if older else None
+
+
+def window_counts(current: Snapshot, history: Sequence[Snapshot], window: float) -> Window:
+    """The counts over the last ``window`` seconds, summed over the pods."""
+    base = baseline_for(history, current.at, window)
+    totals: dict[str, tuple[list[int], int]] = {}
+    restarted = 0
+    for uid, features in current.pods.items():
+        before = base.pods.get(uid) if base is not None else None
+        pod_restarted = False
+        for feature, now in features.items():
+            delta = now
+            if before is not None and feature in before:
+                diff = _minus(now, before[feature])
+                if diff is None:
+                    pod_restarted = True
+                else:
+                    delta = diff
+            acc = totals.setdefault(feature, ([0] * len(now[0]), 0))
+            if len(acc[0]) != len(delta[0]):
+                continue  # a pod serving with other bucket edges: not comparable
+            for i, c in enumerate(delta[0]):
+                acc[0][i] += c
+            totals[feature] = (acc[0], acc[1] + delta[1])
+        restarted += pod_restarted
+    counts = {f: (tuple(c), m) for f, (c, m) in totals.items()}
+    return Window(counts, base.at if base else None, len(current.pods), restarted)
+
+
+def prune(history: Sequence[Snapshot], at: float, window: float) -> list[Snapshot]:
+    """Keep what later windows can still use: the newest snapshot older than a window, and
+    everything after it."""
+    keep_from = baseline_for(history, at, window)
+    return [s for s in history if keep_from is None or s.at >= keep_from.at]

@@ -1,0 +1,168 @@
+"""DriftMonitor against a real API server and a real MLflow server.
+
+kwok pods run no model server, so live windows here are empty (InsufficientData); the
+scores themselves are the e2e tier's job. This tier checks what the monitor reads and
+reports: its target, the reference profile logged with the served version, when it is
+due, and the conditions and Events of each case.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from mlflow import MlflowClient
+
+from modelworks.api.common import API_VERSION
+from modelworks.clients.kube import Kube
+from modelworks.clients.mlflow import Registry
+from modelworks.drift.profile import PROFILE_FILE, build_profile
+from modelworks.reconcilers.driftmonitor import reconcile
+from modelworks.reconcilers.modeldeployment import ServerConfig
+from tests.integration.test_modeldeployment import register
+from tests.support import Cluster, MlflowServer
+
+pytestmark = pytest.mark.integration
+NOW = "2026-01-01T00:00:00Z"
+
+
+def monitor(name: str, target: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "DriftMonitor",
+        "metadata": {"name": name},
+        "spec": {"target": {"modelDeployment": {"name": target}}, "interval": "1m", **spec},
+    }
+
+
+def serving(crds: Cluster, ns: str, name: str, model: str, version: str) -> None:
+    """A ModelDeployment whose status says it serves ``version`` (no operator runs here)."""
+    crds.apply(
+        {
+            "apiVersion": API_VERSION,
+            "kind": "ModelDeployment",
+            "metadata": {"name": name},
+            "spec": {"model": {"name": model, "version": version}},
+        },
+        "-n",
+        ns,
+    )
+    crds.kubectl(
+        "patch",
+        "mdep",
+        name,
+        "-n",
+        ns,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": {"stableVersion": version, "phase": "Available"}}),
+    )
+
+
+def one_pass(
+    crds: Cluster, kube: Kube, mlflow: MlflowServer, ns: str, name: str, now: str = NOW
+) -> Any:
+    obj = crds.get("dmon", name, ns)
+    assert obj is not None
+    return reconcile(
+        obj,
+        kube=kube,
+        registry=Registry(mlflow.uri),
+        now=now,
+        server=ServerConfig("modelworks:0.1.0", "IfNotPresent", mlflow.uri),
+        memory={},
+    )
+
+
+def ready(out: Any) -> dict[str, Any]:
+    return next(c for c in out.status["conditions"] if c["type"] == "Ready")
+
+
+def test_target_missing_then_not_serving(
+    crds: Cluster, kube: Kube, mlflow: MlflowServer, namespace: str
+) -> None:
+    crds.apply(monitor("watch", "absent"), "-n", namespace)
+    out = one_pass(crds, kube, mlflow, namespace, "watch")
+    assert ready(out)["reason"] == "TargetNotFound" and out.status["phase"] == "Pending"
+    assert [e.reason for e in out.events] == ["TargetNotFound"]
+    assert out.requeue_after == 30.0
+
+    crds.apply(
+        {
+            "apiVersion": API_VERSION,
+            "kind": "ModelDeployment",
+            "metadata": {"name": "absent"},
+            "spec": {"model": {"name": "m", "alias": "champion"}},
+        },
+        "-n",
+        namespace,
+    )
+    out = one_pass(crds, kube, mlflow, namespace, "watch")
+    assert ready(out)["reason"] == "TargetNotServing"
+
+
+def test_served_version_without_a_profile(
+    crds: Cluster, kube: Kube, mlflow: MlflowServer, namespace: str
+) -> None:
+    model = f"m-{namespace}"
+    version = register(mlflow.uri, model)  # a model with no reference profile logged
+    serving(crds, namespace, "srv", model, version)
+    crds.apply(monitor("watch", "srv"), "-n", namespace)
+    out = one_pass(crds, kube, mlflow, namespace, "watch")
+    assert ready(out)["reason"] == "NoReferenceProfile"
+    assert PROFILE_FILE in ready(out)["message"]
+
+
+def test_profile_of_the_served_version_and_an_empty_window(
+    crds: Cluster, kube: Kube, mlflow: MlflowServer, namespace: str
+) -> None:
+    model = f"m-{namespace}"
+    version = register(mlflow.uri, model)
+    run_id = MlflowClient(mlflow.uri).get_model_version(model, version).run_id
+    import numpy as np
+
+    profile = build_profile({"x": np.arange(1000.0), "c": np.array(["a", "b"] * 500)})
+    MlflowClient(mlflow.uri).log_dict(run_id, profile.to_json(), PROFILE_FILE)
+    serving(crds, namespace, "srv", model, version)
+    crds.apply(monitor("watch", "srv", minSamples=10), "-n", namespace)
+
+    out = one_pass(crds, kube, mlflow, namespace, "watch")
+    st = out.status
+    assert st["servedVersion"] == version and st["pods"] == 0
+    assert st["verdict"] == "InsufficientData"
+    assert {f["name"] for f in st["features"]} == {"x", "c"}
+    assert ready(out)["status"] == "True" and ready(out)["reason"] == "InsufficientData"
+    assert st["lastCheckTime"] == NOW and st["nextCheckTime"] == "2026-01-01T00:01:00Z"
+    assert out.requeue_after == 60.0
+
+    # Written back, the next pass before nextCheckTime makes no API or MLflow call.
+    crds.kubectl(
+        "patch",
+        "dmon",
+        "watch",
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": st}),
+    )
+    before = dict(kube.requests)
+    early = one_pass(crds, kube, mlflow, namespace, "watch", now="2026-01-01T00:00:30Z")
+    assert dict(kube.requests) == before
+    assert early.requeue_after == 30.0
+    assert early.status == crds.get("dmon", "watch", namespace)["status"]  # type: ignore[index]
+
+
+def test_live_reference_must_come_from_mlflow(
+    crds: Cluster, kube: Kube, mlflow: MlflowServer, namespace: str
+) -> None:
+    model = f"m-{namespace}"
+    serving(crds, namespace, "srv", model, "1")
+    crds.apply(
+        monitor("watch", "srv", reference={"profileUri": "/data/profile.json"}), "-n", namespace
+    )
+    out = one_pass(crds, kube, mlflow, namespace, "watch")
+    assert ready(out)["reason"] == "InvalidReference" and out.status["phase"] == "Failed"

@@ -1,0 +1,493 @@
+"""DriftMonitor pure layers: counter windows, cron, retrain plans, status, builders, batch check."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from modelworks import batch, conditions
+from modelworks.api.driftmonitor import DriftMonitorSpec
+from modelworks.builders.driftmonitor import (
+    EVIDENCE_ANNOTATION,
+    MONITOR_LABEL,
+    build_batch_job,
+    build_retrain,
+    evidence_text,
+    retrain_name,
+)
+from modelworks.drift.profile import FeatureProfile, Profile, bucket_labels, build_profile
+from modelworks.drift.window import Snapshot, pod_counts, prune, window_counts
+from modelworks.status.driftmonitor import (
+    CheckFacts,
+    RetrainPlan,
+    compact,
+    compute,
+    due,
+    plan_retrain,
+)
+from modelworks.status.schedule import Cron
+
+NOW = "2026-01-01T12:00:00Z"
+LIVE = {"target": {"modelDeployment": {"name": "churn"}}}
+
+
+def dmon(
+    spec: dict[str, Any], status: dict[str, Any] | None = None, generation: int = 1
+) -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "apiVersion": "modelworks.dev/v1alpha1",
+        "kind": "DriftMonitor",
+        "metadata": {
+            "name": "churn-drift",
+            "namespace": "ml",
+            "uid": "u-9",
+            "generation": generation,
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+        },
+        "spec": spec,
+    }
+    if status is not None:
+        obj["status"] = status
+    return obj
+
+
+def parse(spec: dict[str, Any]) -> DriftMonitorSpec:
+    return DriftMonitorSpec.model_validate(spec)
+
+
+# --- windows over counters -----------------------------------------------------------
+
+FEATURE = FeatureProfile("x", "numeric", (10, 10, 10), edges=(1.0, 2.0))
+PROFILE = Profile((FEATURE,), rows=30)
+
+
+def counts(*c: int, missing: int = 0) -> dict[str, tuple[tuple[int, ...], int]]:
+    return {"x": (tuple(c), missing)}
+
+
+@pytest.mark.parametrize(
+    ("history", "current", "expected", "since", "restarted"),
+    [
+        # no snapshot old enough: everything since the pods started
+        ([], {"a": counts(5, 5, 5)}, (5, 5, 5), None, 0),
+        # the increase since the snapshot a window ago
+        ([Snapshot(0, {"a": counts(1, 2, 3)})], {"a": counts(5, 5, 5)}, (4, 3, 2), 0.0, 0),
+        # a pod new since then counts in full
+        (
+            [Snapshot(0, {"a": counts(1, 1, 1)})],
+            {"a": counts(2, 2, 2), "b": counts(1, 0, 0)},
+            (2, 1, 1),
+            0.0,
+            0,
+        ),
+        # a pod whose counters went down restarted: counted from its restart
+        ([Snapshot(0, {"a": counts(9, 9, 9)})], {"a": counts(1, 2, 3)}, (1, 2, 3), 0.0, 1),
+        # the newest snapshot at least a window old is the baseline
+        (
+            [
+                Snapshot(0, {"a": counts(1, 1, 1)}),
+                Snapshot(40, {"a": counts(2, 2, 2)}),
+                Snapshot(90, {"a": counts(3, 3, 3)}),
+            ],
+            {"a": counts(4, 4, 4)},
+            (2, 2, 2),
+            40.0,
+            0,
+        ),
+    ],
+)
+def test_window_counts(
+    history: list[Snapshot],
+    current: dict[str, Any],
+    expected: tuple[int, ...],
+    since: float | None,
+    restarted: int,
+) -> None:
+    w = window_counts(Snapshot(100, current), history, window=60)
+    assert w.counts["x"][0] == expected
+    assert w.since == since
+    assert w.restarted == restarted
+
+
+def test_prune_keeps_the_baseline_and_newer() -> None:
+    history = [Snapshot(t, {}) for t in (0, 30, 50, 90)]
+    assert [s.at for s in prune(history, 100, 60)] == [30, 50, 90]
+    assert [s.at for s in prune(history[-1:], 100, 60)] == [90]
+
+
+def test_pod_counts_read_the_server_counters() -> None:
+    labels = bucket_labels(FEATURE)
+    samples = [
+        (
+            "modelworks_feature_bucket_total",
+            {"version": "3", "feature": "x", "bucket": labels[0]},
+            4.0,
+        ),
+        (
+            "modelworks_feature_bucket_total",
+            {"version": "3", "feature": "x", "bucket": labels[2]},
+            6.0,
+        ),
+        (
+            "modelworks_feature_bucket_total",
+            {"version": "2", "feature": "x", "bucket": labels[2]},
+            99.0,
+        ),
+        ("modelworks_feature_missing_total", {"version": "3", "feature": "x"}, 2.0),
+        ("modelworks_feature_bucket_total", {"version": "3", "feature": "y", "bucket": "1.0"}, 5.0),
+    ]
+    assert pod_counts(samples, PROFILE, "3") == {"x": ((4, 0, 6), 2)}
+
+
+# --- cron ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("schedule", "after", "expected"),
+    [
+        ("@hourly", "2026-01-01T12:00:00", "2026-01-01T13:00:00"),
+        ("@daily", "2026-01-01T12:00:00", "2026-01-02T00:00:00"),
+        ("*/15 * * * *", "2026-01-01T12:07:30", "2026-01-01T12:15:00"),
+        ("0 3 * * mon", "2026-01-01T12:00:00", "2026-01-05T03:00:00"),  # 1 Jan 2026 is a Thursday
+        ("30 2 1 * *", "2026-01-15T00:00:00", "2026-02-01T02:30:00"),
+        ("0 0 1 1 *", "2026-06-01T00:00:00", "2027-01-01T00:00:00"),
+        ("0 9 13 * 5", "2026-01-01T00:00:00", "2026-01-02T09:00:00"),  # the 13th OR a Friday
+    ],
+)
+def test_cron_next(schedule: str, after: str, expected: str) -> None:
+    t = datetime.fromisoformat(after).replace(tzinfo=UTC)
+    assert Cron.parse(schedule).next_after(t) == datetime.fromisoformat(expected).replace(
+        tzinfo=UTC
+    )
+
+
+@pytest.mark.parametrize(
+    "bad", ["* * * *", "61 * * * *", "*/0 * * * *", "a * * * *", "5-1 * * * *"]
+)
+def test_cron_refuses(bad: str) -> None:
+    with pytest.raises(ValueError):
+        Cron.parse(bad)
+
+
+# --- when to check, when to retrain --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "generation", "expected"),
+    [
+        ({}, 1, 0.0),
+        ({"observedGeneration": 1, "nextCheckTime": "2026-01-01T12:01:00Z"}, 1, 60.0),
+        ({"observedGeneration": 1, "nextCheckTime": "2026-01-01T11:59:00Z"}, 1, -60.0),
+        ({"observedGeneration": 1, "nextCheckTime": "2026-01-01T12:01:00Z"}, 2, 0.0),
+    ],
+)
+def test_due(status: dict[str, Any], generation: int, expected: float) -> None:
+    assert due(status, generation, NOW) == expected
+
+
+RETRAIN = {**LIVE, "retrain": {"fromTrainingJob": {"name": "churn-train"}, "cooldown": "1h"}}
+
+
+@pytest.mark.parametrize(
+    ("spec", "old", "declared", "active", "trigger", "why"),
+    [
+        (RETRAIN, {}, True, 0, "drift", ""),
+        (RETRAIN, {}, False, 0, None, ""),
+        (RETRAIN, {"lastRetrain": {"at": "2026-01-01T11:30:00Z"}}, True, 0, None, "cooldown"),
+        (RETRAIN, {"lastRetrain": {"at": "2026-01-01T10:30:00Z"}}, True, 0, "drift", ""),
+        (RETRAIN, {}, True, 1, None, "maxConcurrent"),
+        ({**RETRAIN, "retrain": {**RETRAIN["retrain"], "onDrift": False}}, {}, True, 0, None, ""),
+        (
+            {**RETRAIN, "retrain": {**RETRAIN["retrain"], "onDrift": False, "schedule": "@hourly"}},
+            {"nextScheduledRetrain": "2026-01-01T12:00:00Z"},
+            False,
+            0,
+            "schedule",
+            "",
+        ),
+        ({**LIVE}, {}, True, 0, None, ""),
+    ],
+)
+def test_plan_retrain(
+    spec: dict[str, Any],
+    old: dict[str, Any],
+    declared: bool,
+    active: int,
+    trigger: str | None,
+    why: str,
+) -> None:
+    plan = plan_retrain(
+        parse(spec), old, declared=declared, active=active, created="2026-01-01T00:00:00Z", now=NOW
+    )
+    assert plan.trigger == trigger
+    assert why in plan.reason
+
+
+def test_schedule_advances_after_firing() -> None:
+    spec = parse(
+        {**LIVE, "retrain": {"template": {"image": "t:1"}, "schedule": "@hourly", "onDrift": False}}
+    )
+    first = plan_retrain(
+        spec, {}, declared=False, active=0, created="2026-01-01T11:20:00Z", now=NOW
+    )
+    assert first.trigger == "schedule" and first.next_scheduled == "2026-01-01T13:00:00Z"
+    later = plan_retrain(
+        spec,
+        {"nextScheduledRetrain": first.next_scheduled},
+        declared=False,
+        active=0,
+        created="x",
+        now=NOW,
+    )
+    assert later.trigger is None
+
+
+# --- status --------------------------------------------------------------------------
+
+
+def check(verdict: str, drifted: tuple[str, ...] = ()) -> dict[str, Any]:
+    features = [
+        {
+            "name": n,
+            "method": "psi",
+            "score": 0.5 if n in drifted else 0.01,
+            "threshold": 0.2,
+            "drifted": n in drifted,
+            "samples": 500,
+        }
+        for n in ("a", "b", "c", "d")
+    ]
+    return {
+        "verdict": verdict,
+        "driftedShare": len(drifted) / 4,
+        "samples": 500,
+        "features": features,
+    }
+
+
+def run(
+    spec: dict[str, Any], facts: CheckFacts, status: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    out, events = compute(dmon(spec, status), parse(spec), facts, NOW)
+    return out, [e.reason for e in events]
+
+
+def test_no_drift_window() -> None:
+    status, events = run(
+        LIVE,
+        CheckFacts(
+            check=check("NoDrift"), served_version="3", pods=2, next_check="2026-01-01T12:05:00Z"
+        ),
+    )
+    assert status["phase"] == "Monitoring" and status["verdict"] == "NoDrift"
+    assert status["servedVersion"] == "3" and status["pods"] == 2
+    assert status["lastCheckTime"] == NOW and status["nextCheckTime"] == "2026-01-01T12:05:00Z"
+    ready = conditions.get(status["conditions"], "Ready")
+    assert ready is not None and ready["status"] == "True" and ready["reason"] == "Monitoring"
+    drift = conditions.get(status["conditions"], "DriftDetected")
+    assert drift is not None and drift["status"] == "False" and drift["reason"] == "NoDrift"
+    assert events == []
+
+
+def test_drift_is_declared_after_consecutive_windows_and_resolves() -> None:
+    spec = {**LIVE, "consecutiveWindows": 2}
+    first, events = run(spec, CheckFacts(check=check("Drift", ("a", "b"))))
+    assert first["phase"] == "Monitoring" and first["consecutiveDriftWindows"] == 1
+    assert conditions.get(first["conditions"], "DriftDetected")["reason"] == "DriftPending"  # type: ignore[index]
+    assert events == []
+    second, events = run(spec, CheckFacts(check=check("Drift", ("a", "b"))), status=first)
+    assert second["phase"] == "Drifting"
+    drift = conditions.get(second["conditions"], "DriftDetected")
+    assert drift is not None and drift["status"] == "True" and "a, b" in drift["message"]
+    assert events == ["DriftDetected"]
+    third, events = run(spec, CheckFacts(check=check("Drift", ("a", "b"))), status=second)
+    assert events == [] and third["consecutiveDriftWindows"] == 3
+    calm, events = run(spec, CheckFacts(check=check("NoDrift")), status=third)
+    assert calm["phase"] == "Monitoring" and calm["consecutiveDriftWindows"] == 0
+    assert events == ["DriftResolved"]
+
+
+def test_insufficient_data_neither_declares_nor_resets() -> None:
+    spec = {**LIVE, "consecutiveWindows": 2}
+    first, _ = run(spec, CheckFacts(check=check("Drift", ("a", "b"))))
+    thin, _ = run(spec, CheckFacts(check={**check("InsufficientData"), "samples": 3}), status=first)
+    assert thin["consecutiveDriftWindows"] == 1
+    assert conditions.get(thin["conditions"], "Ready")["reason"] == "InsufficientData"  # type: ignore[index]
+
+
+def test_problem_and_retrain_are_reported() -> None:
+    status, events = run(LIVE, CheckFacts(problem=("TargetNotFound", "no churn")))
+    assert status["phase"] == "Pending"
+    assert conditions.get(status["conditions"], "Ready")["reason"] == "TargetNotFound"  # type: ignore[index]
+    started, events = run(
+        RETRAIN,
+        CheckFacts(
+            check=check("Drift", ("a", "b", "c")),
+            retrain=RetrainPlan("drift"),
+            retrained="churn-drift-r1",
+        ),
+        status={"retrainCount": 0},
+    )
+    assert started["retrainCount"] == 1
+    assert started["lastRetrain"]["trainingJob"] == "churn-drift-r1"
+    assert started["lastRetrain"]["reason"].startswith("drift")
+    assert "RetrainStarted" in events and "DriftDetected" in events
+
+
+def test_suspended() -> None:
+    status, _ = run({**LIVE, "suspend": True}, CheckFacts(), status={"nextCheckTime": NOW})
+    assert status["phase"] == "Suspended" and "nextCheckTime" not in status
+
+
+def test_compact_keeps_drifted_features_first() -> None:
+    many = {
+        "verdict": "Drift",
+        "samples": 10,
+        "features": [
+            {"name": f"f{i:03d}", "method": "psi", "score": 0.1, "drifted": i < 3, "note": "x" * 50}
+            for i in range(200)
+        ],
+    }
+    small = compact(many, limit=1000)
+    assert len(json.dumps(small, separators=(",", ":"))) <= 1000
+    assert small["truncated"] is True
+    assert [f["name"] for f in small["features"][:3]] == ["f000", "f001", "f002"]
+    assert compact(check("NoDrift")) == check("NoDrift")
+
+
+# --- builders ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("monitor", "n", "expected"),
+    [("churn-drift", 1, "churn-drift-r1"), ("m" * 48, 12, None)],
+)
+def test_retrain_name(monitor: str, n: int, expected: str | None) -> None:
+    name = retrain_name(monitor, n)
+    assert len(name) <= 48 and name.endswith(f"-r{n}")
+    if expected:
+        assert name == expected
+    assert retrain_name(monitor, n) == name
+
+
+def test_build_retrain_copies_the_spec_with_lineage() -> None:
+    source = {
+        "image": "t:1",
+        "suspend": True,
+        "env": [{"name": "A", "value": "1"}],
+        "model": {"name": "churn"},
+    }
+    tj = build_retrain(
+        dmon(RETRAIN),
+        source,
+        number=2,
+        trigger="drift",
+        evidence={"features": [{"name": "a", "score": 0.5}]},
+        source="churn-train",
+    )
+    assert tj["kind"] == "TrainingJob" and tj["metadata"]["name"] == "churn-drift-r2"
+    assert tj["spec"]["suspend"] is False and tj["spec"]["model"] == {"name": "churn"}
+    env = {e["name"]: e["value"] for e in tj["spec"]["env"]}
+    assert env == {
+        "A": "1",
+        "MODELWORKS_RETRAIN_TRIGGER": "drift",
+        "MODELWORKS_DRIFT_MONITOR": "ml/churn-drift",
+    }
+    assert tj["metadata"]["labels"][MONITOR_LABEL] == "churn-drift"
+    assert tj["metadata"]["labels"]["modelworks.dev/retrain-of"] == "churn-train"
+    assert (
+        json.loads(tj["metadata"]["annotations"][EVIDENCE_ANNOTATION])["features"][0]["name"] == "a"
+    )
+    assert "ownerReferences" not in tj["metadata"], "a retrained model outlives its monitor"
+    assert source["suspend"] is True, "the source spec is not modified"
+
+
+def test_evidence_fits_an_annotation() -> None:
+    text = evidence_text(
+        {"features": [{"name": f"feature-{i}", "score": 0.123456} for i in range(1000)]}
+    )
+    assert len(text) <= 4000 and json.loads(text)["featuresTruncated"] is True
+
+
+def test_batch_job() -> None:
+    spec = parse(
+        {
+            "batch": {"currentUri": "runs:/r/cur.csv"},
+            "reference": {"datasetUri": "runs:/r/ref.csv"},
+            "method": "ks",
+        }
+    )
+    job = build_batch_job(
+        dmon({}),
+        spec,
+        key="abc",
+        image="modelworks:0.1.0",
+        pull_policy="IfNotPresent",
+        tracking_uri="http://mlflow:5000",
+    )
+    assert job["metadata"]["name"] == "churn-drift-check-abc"
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    args = container["args"]
+    assert args[:7] == [
+        "drift",
+        "--reference",
+        "runs:/r/ref.csv",
+        "--reference-kind",
+        "dataset",
+        "--current",
+        "runs:/r/cur.csv",
+    ]
+    assert json.loads(args[8])["method"] == "ks"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert job["metadata"]["ownerReferences"][0]["uid"] == "u-9"
+
+
+# --- the batch check, on files ---------------------------------------------------------
+
+
+def test_batch_check_on_csv_files(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    import pandas as pd
+
+    n = 4000
+    ref = pd.DataFrame(
+        {"x": rng.normal(0, 1, n), "y": rng.normal(0, 1, n), "c": rng.choice(["a", "b"], n)}
+    )
+    cur = pd.DataFrame(
+        {"x": rng.normal(1.0, 1, n), "y": rng.normal(0, 1, n), "c": rng.choice(["a", "b"], n)}
+    )
+    ref.to_csv(tmp_path / "ref.csv", index=False)
+    cur.to_parquet(tmp_path / "cur.parquet")
+    log = tmp_path / "termination-log"
+    code = batch.main(
+        str(tmp_path / "ref.csv"), "dataset", str(tmp_path / "cur.parquet"), '{"method": "ks"}', log
+    )
+    assert code == 0
+    result = json.loads(log.read_text())
+    drifted = {f["name"] for f in result["features"] if f["drifted"]}
+    assert drifted == {"x"}
+    assert result["verdict"] == "NoDrift"  # 1 of 3 < driftShare 0.5
+
+    profile = build_profile({"x": ref["x"].to_numpy(), "c": ref["c"].to_numpy()})
+    (tmp_path / "profile.json").write_text(json.dumps(profile.to_json()))
+    assert (
+        batch.main(
+            str(tmp_path / "profile.json"), "profile", str(tmp_path / "cur.parquet"), "{}", log
+        )
+        == 0
+    )
+    by_name = {f["name"]: f for f in json.loads(log.read_text())["features"]}
+    assert by_name["x"]["drifted"] is True and by_name["c"]["drifted"] is False
+
+    assert (
+        batch.main(
+            str(tmp_path / "missing.csv"), "dataset", str(tmp_path / "cur.parquet"), "{}", log
+        )
+        == 1
+    )
+    assert "missing.csv" in log.read_text()
