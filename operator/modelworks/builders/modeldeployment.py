@@ -208,6 +208,16 @@ def build_deployment(
     )
 
 
+def _child_metadata(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """Metadata of the Service, HPA and PDB: named after the object, owned by it."""
+    return {
+        "name": owner_label(obj),
+        "namespace": obj["metadata"]["namespace"],
+        "labels": standard_labels(obj, COMPONENT),
+        "ownerReferences": [owner_reference(obj)],
+    }
+
+
 def build_service(obj: Mapping[str, Any], spec: ModelDeploymentSpec) -> dict[str, Any]:
     """One Service for both tracks: traffic splits by ready pods."""
     service = spec.service
@@ -215,12 +225,7 @@ def build_service(obj: Mapping[str, Any], spec: ModelDeploymentSpec) -> dict[str
         {
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": {
-                "name": owner_label(obj),
-                "namespace": obj["metadata"]["namespace"],
-                "labels": standard_labels(obj, COMPONENT),
-                "ownerReferences": [owner_reference(obj)],
-            },
+            "metadata": _child_metadata(obj),
             "spec": {
                 "type": service.type if service else "ClusterIP",
                 "selector": selector(obj),
@@ -272,12 +277,7 @@ def build_hpa(obj: Mapping[str, Any], spec: ModelDeploymentSpec) -> dict[str, An
         {
             "apiVersion": "autoscaling/v2",
             "kind": "HorizontalPodAutoscaler",
-            "metadata": {
-                "name": owner_label(obj),
-                "namespace": obj["metadata"]["namespace"],
-                "labels": standard_labels(obj, COMPONENT),
-                "ownerReferences": [owner_reference(obj)],
-            },
+            "metadata": _child_metadata(obj),
             "spec": body,
         }
     )
@@ -292,12 +292,7 @@ def build_pdb(obj: Mapping[str, Any], spec: ModelDeploymentSpec) -> dict[str, An
         {
             "apiVersion": "policy/v1",
             "kind": "PodDisruptionBudget",
-            "metadata": {
-                "name": owner_label(obj),
-                "namespace": obj["metadata"]["namespace"],
-                "labels": standard_labels(obj, COMPONENT),
-                "ownerReferences": [owner_reference(obj)],
-            },
+            "metadata": _child_metadata(obj),
             "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(obj, "stable")}},
         }
     )

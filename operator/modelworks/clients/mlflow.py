@@ -175,11 +175,12 @@ class Registry:
 
     # --- registry ------------------------------------------------------------------
 
-    def version_by_alias(self, name: str, alias: str) -> VersionInfo | None:
+    def _version_or_none(self, fetch: Callable[[], Any]) -> VersionInfo | None:
+        """The version ``fetch`` returns, or None when the model or version does not exist."""
         from mlflow.exceptions import MlflowException
 
         try:
-            mv = self._call(lambda: self.client.get_model_version_by_alias(name, alias))
+            return _version_info(self._call(fetch))
         except MlflowException as exc:
             if str(getattr(exc, "error_code", "")) in (
                 "RESOURCE_DOES_NOT_EXIST",
@@ -187,22 +188,13 @@ class Registry:
             ):
                 return None
             raise
-        return _version_info(mv)
+
+    def version_by_alias(self, name: str, alias: str) -> VersionInfo | None:
+        return self._version_or_none(lambda: self.client.get_model_version_by_alias(name, alias))
 
     def get_version(self, name: str, version: str) -> VersionInfo | None:
         """Version ``version`` of model ``name``, or None when either does not exist."""
-        from mlflow.exceptions import MlflowException
-
-        try:
-            mv = self._call(lambda: self.client.get_model_version(name, version))
-        except MlflowException as exc:
-            if str(getattr(exc, "error_code", "")) in (
-                "RESOURCE_DOES_NOT_EXIST",
-                "INVALID_PARAMETER_VALUE",
-            ):
-                return None
-            raise
-        return _version_info(mv)
+        return self._version_or_none(lambda: self.client.get_model_version(name, version))
 
     def alias_metrics(self, name: str, alias: str) -> dict[str, float] | None:
         """The metrics of the run behind the version that holds ``alias``; None if none does."""

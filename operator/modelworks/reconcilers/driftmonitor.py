@@ -33,6 +33,7 @@ from modelworks.drift.profile import PROFILE_FILE, Profile
 from modelworks.drift.window import Snapshot, pod_counts, prune, window_counts
 from modelworks.reconcilers.base import validate
 from modelworks.reconcilers.outcome import Event, Outcome
+from modelworks.status.common import pod_ready
 from modelworks.status.driftmonitor import (
     CheckFacts,
     RetrainPlan,
@@ -136,7 +137,7 @@ def _live(
     pods = [
         p
         for p in kube.list("v1", "Pod", ns, labels=selector({"metadata": {"name": target_name}}))
-        if _ready(p) and (p["metadata"].get("labels") or {}).get(VERSION_LABEL) == str(served)
+        if pod_ready(p) and (p["metadata"].get("labels") or {}).get(VERSION_LABEL) == str(served)
     ]
     scrapes = scrape_pods(pods, PORT, FEATURE_PREFIXES)
     uids = {p["metadata"]["name"]: p["metadata"]["uid"] for p in pods}
@@ -215,15 +216,6 @@ def _profile(
     cache.clear()  # keep one
     cache[key] = profile
     return profile
-
-
-def _ready(pod: Mapping[str, Any]) -> bool:
-    if (pod.get("metadata") or {}).get("deletionTimestamp"):
-        return False
-    return any(
-        c.get("type") == "Ready" and c.get("status") == "True"
-        for c in (pod.get("status") or {}).get("conditions") or []
-    )
 
 
 # --- batch mode -----------------------------------------------------------------------

@@ -33,6 +33,7 @@ from modelworks.clients.mlflow import Registry, TrackingUnavailable
 from modelworks.clients.scrape import scrape_pods
 from modelworks.reconcilers.base import validate
 from modelworks.reconcilers.outcome import Outcome
+from modelworks.status.common import pod_ready
 from modelworks.status.modeldeployment import (
     LATENCY_BUCKET,
     REQUESTS,
@@ -207,7 +208,7 @@ def _ensure_optional(
 
 def _analyse(pods: list[dict[str, Any]]) -> AnalysisFacts:
     """Read the serving pods' request counters and latency histograms, per track."""
-    ready = [p for p in pods if _ready(p)]
+    ready = [p for p in pods if pod_ready(p)]
     tracks = {
         p["metadata"]["name"]: (p["metadata"].get("labels") or {}).get("modelworks.dev/track")
         for p in ready
@@ -222,12 +223,3 @@ def _analyse(pods: list[dict[str, Any]]) -> AnalysisFacts:
         else:
             stable.append(samples)
     return analysis_facts(canary, stable, unreachable)
-
-
-def _ready(pod: Mapping[str, Any]) -> bool:
-    if (pod.get("metadata") or {}).get("deletionTimestamp"):
-        return False
-    for cond in (pod.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "Ready":
-            return bool(cond.get("status") == "True")
-    return False

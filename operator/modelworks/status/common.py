@@ -53,3 +53,10 @@ def not_implemented(kind: Kind, obj: Mapping[str, Any], now: str) -> dict[str, A
         generation=generation,
     )
     return status
+
+
+def pod_ready(pod: Mapping[str, Any]) -> bool:
+    """The pod is Ready and not being deleted."""
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    return conditions.is_true((pod.get("status") or {}).get("conditions"), "Ready")
