@@ -2,7 +2,8 @@
 
 A profile is what the DriftMonitor compares live traffic with, and what the model
 server takes its histogram bucket edges from. It is plain JSON, logged with the model
-(``reference_profile.json``) by :func:`log_profile` or any trainer that writes the
+(``reference_profile.json``, e.g. ``mlflow.log_dict(build_profile(...).to_json(), PROFILE_FILE)``
+as the example trainer does) by any trainer that writes the
 same shape.
 
 Buckets follow Prometheus' ``le`` convention: numeric bucket ``i`` holds the values
