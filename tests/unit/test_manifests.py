@@ -211,6 +211,7 @@ OPERATOR_GRANTS: dict[tuple[str, str], set[str]] = {
     ("policy", "poddisruptionbudgets"): {"get", "list", "create", "patch", "delete"},
     ("", "events"): {"create"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
+    ("", "namespaces"): {"list", "watch"},
     ("kopf.dev", "clusterkopfpeerings"): {"list", "watch", "patch"},
 }
 
@@ -460,7 +461,22 @@ def operator_container() -> dict[str, Any]:
 
 
 def operator_env() -> dict[str, str]:
-    return {e["name"]: e["value"] for e in operator_container()["env"]}
+    """The operator's MODELWORKS_* variables (POD_ID is kopf's own: see below)."""
+    return {
+        e["name"]: e["value"]
+        for e in operator_container()["env"]
+        if e["name"].startswith("MODELWORKS_")
+    }
+
+
+def test_operator_env_besides_settings() -> None:
+    """kopf names each replica by POD_ID, else by getpass.getuser(): with no /etc/passwd
+    entry for uid 65532 in the image that raises, and the operator exits at start.
+    MLFLOW_CONFIGURE_LOGGING=false keeps MLflow's plain-text handler out of the JSON log."""
+    env = {e["name"]: e for e in operator_container()["env"]}
+    assert set(env) - set(operator_env()) == {"POD_ID", "MLFLOW_CONFIGURE_LOGGING"}
+    assert env["POD_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["MLFLOW_CONFIGURE_LOGGING"]["value"] == "false"
 
 
 def known_variables() -> set[str]:
