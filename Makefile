@@ -24,7 +24,7 @@ crds-check: bootstrap ## fail when crds/ differs from the API models
 lint: bootstrap ## ruff (lint + format check) and mypy --strict
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
-	.venv/bin/mypy
+	MYPY_CACHE_DIR=$${HOME}/.cache/modelworks/mypy .venv/bin/mypy
 
 .PHONY: unit
 unit: bootstrap ## the pure tier: seconds, no cluster

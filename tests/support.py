@@ -241,6 +241,18 @@ def run_operator(cluster: Cluster, tmp: Path, **settings: str) -> Iterator[Opera
             proc.wait()
 
 
+def mlflow_client(uri: str) -> Any:
+    """An ``MlflowClient`` whose registry is ``uri`` as well as its tracking server.
+
+    Given only a tracking URI, MLflow takes the registry from the process-global one when
+    set, and ``Registry`` sets it: one test's client would then look up models in another
+    test's server.
+    """
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
 @dataclass
 class MlflowServer:
     uri: str

@@ -21,7 +21,7 @@ import yaml
 from tests.e2e.conftest import Node
 from tests.e2e.test_modeldeployment import post
 from tests.e2e.test_trainingjob import sample, wait
-from tests.support import ROOT, Cluster, Operator, eventually, run_operator
+from tests.support import ROOT, Cluster, Operator, eventually, mlflow_client, run_operator
 
 pytestmark = pytest.mark.e2e
 SAMPLES = ROOT / "manifests" / "samples"
@@ -33,7 +33,13 @@ def operator(
     cluster: Cluster, real_node: Node, mlflow_uri: str, ns: str, image: str, tmp: Path
 ) -> Iterator[Operator]:
     with run_operator(
-        cluster, tmp, namespaces=ns, mlflow_tracking_uri=mlflow_uri, image=image
+        # A short resync: alias moves are seen within seconds, not the 30 s registry poll.
+        cluster,
+        tmp,
+        namespaces=ns,
+        mlflow_tracking_uri=mlflow_uri,
+        image=image,
+        resync_seconds="3",
     ) as op:
         yield op
 
@@ -227,14 +233,13 @@ def test_batch_check_runs_as_a_job_with_exact_tests(
     """Reference and current datasets as MLflow artifacts; the Job scores them (exact KS on
     raw values) and the monitor's status carries the result."""
     from examples.trainers.churn import TARGET, synthetic_churn
-    from mlflow import MlflowClient
 
     ref = synthetic_churn(5000, seed=1).drop(columns=[TARGET])
     cur = synthetic_churn(5000, seed=2).drop(columns=[TARGET])
     cur["age"] = cur["age"] + 15  # one feature shifted
     ref.to_csv(tmp / "reference.csv", index=False)
     cur.to_parquet(tmp / "current.parquet")
-    client = MlflowClient(mlflow_uri)
+    client = mlflow_client(mlflow_uri)
     exp = client.get_experiment_by_name("batch-drift") or None
     exp_id = exp.experiment_id if exp else client.create_experiment("batch-drift")
     run = client.create_run(exp_id)

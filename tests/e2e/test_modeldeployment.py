@@ -19,12 +19,11 @@ from typing import Any
 
 import pytest
 import yaml
-from mlflow import MlflowClient
 
 from modelworks.clients.mlflow import Registry
 from tests.e2e.conftest import Node
 from tests.e2e.test_trainingjob import sample, wait
-from tests.support import ROOT, Cluster, Operator, eventually, run_operator
+from tests.support import ROOT, Cluster, Operator, eventually, mlflow_client, run_operator
 
 pytestmark = pytest.mark.e2e
 SAMPLE = ROOT / "manifests" / "samples" / "modeldeployment.yaml"
@@ -35,7 +34,13 @@ def operator(
     cluster: Cluster, real_node: Node, mlflow_uri: str, ns: str, image: str, tmp: Path
 ) -> Iterator[Operator]:
     with run_operator(
-        cluster, tmp, namespaces=ns, mlflow_tracking_uri=mlflow_uri, image=image
+        # A short resync: alias moves are seen within seconds, not the 30 s registry poll.
+        cluster,
+        tmp,
+        namespaces=ns,
+        mlflow_tracking_uri=mlflow_uri,
+        image=image,
+        resync_seconds="3",
     ) as op:
         yield op
 
@@ -90,7 +95,7 @@ class Traffic:
 
 def broken_version(uri: str, model: str) -> str:
     """A registered version whose model cannot load (its loader module does not exist)."""
-    client = MlflowClient(uri)
+    client = mlflow_client(uri)
     exp = client.get_experiment_by_name("broken-models")
     exp_id = exp.experiment_id if exp else client.create_experiment("broken-models")
     run = client.create_run(exp_id)
@@ -172,11 +177,12 @@ def test_serves_the_trained_model_follows_the_alias_and_rolls_back_a_broken_vers
     code, body = post(url, payload)
     assert code == 200, body
     mlflow.set_tracking_uri(mlflow_uri)
+    mlflow.set_registry_uri(mlflow_uri)  # not the one an earlier test's Registry set
     local = mlflow.pyfunc.load_model(f"models:/{model}/1")
     frame = pd.DataFrame(**payload["dataframe_split"])
     assert body["predictions"] == [int(p) for p in local.predict(frame)]
 
-    client = MlflowClient(mlflow_uri)
+    client = mlflow_client(mlflow_uri)
     v1 = client.get_model_version(model, "1")
     with Traffic(url, rows(20, seed=11)) as traffic:
         # 3. Moving the alias (no change in Git) rolls version 2 out through the canary.

@@ -14,10 +14,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from mlflow import MlflowClient
 
 from tests.e2e.conftest import Node, container, ctr, describe, logs, pod, pod_spec, wait_pod_done
-from tests.support import Cluster, eventually
+from tests.support import Cluster, eventually, mlflow_client
 
 pytestmark = pytest.mark.e2e
 
@@ -71,7 +70,7 @@ def test_pod_logs_a_metric_and_an_artifact_to_mlflow(
     match = re.search(r"RUN_ID=([0-9a-f]{32})", logs(cluster, "trainer", ns))
     assert match, logs(cluster, "trainer", ns)
 
-    client = MlflowClient(tracking_uri=mlflow_uri)
+    client = mlflow_client(mlflow_uri)
     run = client.get_run(match.group(1))
     assert run.data.metrics["accuracy"] == pytest.approx(0.875)
     assert run.data.params["where"] == "pod"

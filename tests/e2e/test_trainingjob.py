@@ -12,10 +12,9 @@ from typing import Any
 
 import pytest
 import yaml
-from mlflow import MlflowClient
 
 from tests.e2e.conftest import Node
-from tests.support import ROOT, Cluster, Operator, eventually, run_operator
+from tests.support import ROOT, Cluster, Operator, eventually, mlflow_client, run_operator
 
 pytestmark = pytest.mark.e2e
 SAMPLE = ROOT / "manifests" / "samples" / "trainingjob.yaml"
@@ -101,7 +100,7 @@ def test_sample_trains_registers_and_sets_the_alias(
     assert status["metrics"]["val_auc"] >= 0.8
     assert status["qualityGate"]["passed"] is True
     assert status["progress"]["percent"] == 100.0
-    client = MlflowClient(mlflow_uri)
+    client = mlflow_client(mlflow_uri)
     mv = client.get_model_version_by_alias(model, "champion")
     assert mv.version == status["registeredModel"]["version"]
     assert mv.run_id == status["mlflow"]["runId"]
@@ -116,6 +115,7 @@ def test_sample_trains_registers_and_sets_the_alias(
     import pandas as pd
 
     mlflow.set_tracking_uri(mlflow_uri)
+    mlflow.set_registry_uri(mlflow_uri)  # not the one an earlier test's Registry set
     loaded = mlflow.pyfunc.load_model(f"models:/{model}@champion")
     row = {
         "tenure_months": 2.0,
@@ -138,7 +138,7 @@ def test_gate_set_too_high_registers_nothing(
     assert "< 0.999" in condition(done, "QualityGatePassed")["message"]
     assert (
         list(
-            MlflowClient(mlflow_uri).search_model_versions(
+            mlflow_client(mlflow_uri).search_model_versions(
                 f"name = '{obj['spec']['model']['name']}'"
             )
         )

@@ -12,7 +12,6 @@ import json
 from typing import Any
 
 import pytest
-from mlflow import MlflowClient
 
 from modelworks.api.common import API_VERSION
 from modelworks.clients.kube import Kube
@@ -21,7 +20,7 @@ from modelworks.drift.profile import PROFILE_FILE, build_profile
 from modelworks.reconcilers.driftmonitor import reconcile
 from modelworks.reconcilers.modeldeployment import ServerConfig
 from tests.integration.test_modeldeployment import register
-from tests.support import Cluster, MlflowServer
+from tests.support import Cluster, MlflowServer, mlflow_client
 
 pytestmark = pytest.mark.integration
 NOW = "2026-01-01T00:00:00Z"
@@ -120,11 +119,11 @@ def test_profile_of_the_served_version_and_an_empty_window(
 ) -> None:
     model = f"m-{namespace}"
     version = register(mlflow.uri, model)
-    run_id = MlflowClient(mlflow.uri).get_model_version(model, version).run_id
+    run_id = mlflow_client(mlflow.uri).get_model_version(model, version).run_id
     import numpy as np
 
     profile = build_profile({"x": np.arange(1000.0), "c": np.array(["a", "b"] * 500)})
-    MlflowClient(mlflow.uri).log_dict(run_id, profile.to_json(), PROFILE_FILE)
+    mlflow_client(mlflow.uri).log_dict(run_id, profile.to_json(), PROFILE_FILE)
     serving(crds, namespace, "srv", model, version)
     crds.apply(monitor("watch", "srv", minSamples=10), "-n", namespace)
 

@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mlflow import MlflowClient
 
 from modelworks.api.common import API_VERSION
 from modelworks.clients.kube import Kube
 from modelworks.clients.mlflow import Registry
 from modelworks.reconcilers.modeldeployment import ServerConfig, reconcile
 from tests.integration.test_trainingjob import play_trainer
-from tests.support import Cluster, MlflowServer, Operator, eventually, run_operator
+from tests.support import Cluster, MlflowServer, Operator, eventually, mlflow_client, run_operator
 
 pytestmark = pytest.mark.integration
 NOW = "2026-01-01T00:00:00Z"
@@ -31,7 +30,7 @@ KWOK = {
 
 def register(uri: str, model: str, alias: str | None = None) -> str:
     """A new version of ``model`` (a real logged scikit-learn model), optionally aliased."""
-    client = MlflowClient(uri)
+    client = mlflow_client(uri)
     exp = client.get_experiment_by_name("mdep-tests") or None
     exp_id = exp.experiment_id if exp else client.create_experiment("mdep-tests")
     run = client.create_run(exp_id)
@@ -148,7 +147,10 @@ def test_unknown_alias_is_reported(
 
 @pytest.fixture
 def operator(crds: Cluster, mlflow: MlflowServer, namespace: str, tmp: Path) -> Iterator[Operator]:
-    with run_operator(crds, tmp, namespaces=namespace, mlflow_tracking_uri=mlflow.uri) as op:
+    # A short resync: alias moves are seen within seconds, not the 30 s registry poll.
+    with run_operator(
+        crds, tmp, namespaces=namespace, mlflow_tracking_uri=mlflow.uri, resync_seconds="3"
+    ) as op:
         yield op
 
 

@@ -14,14 +14,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mlflow import MlflowClient
 
 from modelworks.api.common import API_VERSION
 from modelworks.builders.trainingjob import lineage_tags, source_key, training_key
 from modelworks.clients.kube import Kube
 from modelworks.clients.mlflow import Registry
 from modelworks.reconcilers.trainingjob import reconcile
-from tests.support import Cluster, MlflowServer, eventually, free_port, mlflow_server, run_operator
+from tests.support import (
+    Cluster,
+    MlflowServer,
+    eventually,
+    free_port,
+    mlflow_client,
+    mlflow_server,
+    run_operator,
+)
 
 pytestmark = pytest.mark.integration
 NOW = "2026-01-01T00:00:00Z"
@@ -71,13 +78,14 @@ def play_trainer(uri: str, run_id: str, auc: float) -> None:
     y = (x[:, 0] > 19).astype(int)
     model = LogisticRegression(max_iter=50).fit(x, y)
     mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)  # not the one an earlier test's Registry set
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metric("val_auc", auc)
         mlflow.sklearn.log_model(model, name="model", pip_requirements=["scikit-learn"])
 
 
 def runs_of(uri: str, obj: dict[str, Any]) -> list[Any]:
-    client = MlflowClient(uri)
+    client = mlflow_client(uri)
     exps = client.search_experiments(
         filter_string=f"name = '{obj['metadata']['namespace']}-{obj['metadata']['name']}'"
     )
@@ -87,7 +95,7 @@ def runs_of(uri: str, obj: dict[str, Any]) -> list[Any]:
 
 
 def versions_of(uri: str, model: str) -> list[Any]:
-    return list(MlflowClient(uri).search_model_versions(f"name = '{model}'"))
+    return list(mlflow_client(uri).search_model_versions(f"name = '{model}'"))
 
 
 @pytest.fixture
@@ -151,7 +159,7 @@ def test_crash_after_the_run_was_created_reuses_it(
     out = reconcile(obj, kube=kube, registry=registry, now=NOW)
     assert out.status["mlflow"]["runId"] == orphan.run_id
     assert len(runs_of(mlflow.uri, obj)) == 1
-    run = MlflowClient(mlflow.uri).get_run(orphan.run_id)
+    run = mlflow_client(mlflow.uri).get_run(orphan.run_id)
     # JSON has one number type: the API server stores C: 1.0 as 1, and so the param reads "1".
     assert run.data.params == {"C": str(obj["spec"]["hyperparameters"]["C"]), "max_iter": "50"}
     assert run.data.tags["modelworks.dev/training-key"] == training_key(spec)
@@ -197,8 +205,8 @@ def test_crash_after_registration_registers_once(
     assert done.status["phase"] == "Succeeded", done.status["conditions"]
     assert done.status["registeredModel"]["version"] == "1"
     assert [v.version for v in versions_of(mlflow.uri, model)] == ["1"]
-    assert MlflowClient(mlflow.uri).get_model_version_by_alias(model, "champion").version == "1"
-    assert MlflowClient(mlflow.uri).get_run(run_id).info.status == "FINISHED"
+    assert mlflow_client(mlflow.uri).get_model_version_by_alias(model, "champion").version == "1"
+    assert mlflow_client(mlflow.uri).get_run(run_id).info.status == "FINISHED"
 
 
 # --- the operator as a process ------------------------------------------------------------
@@ -240,7 +248,7 @@ def test_trains_gates_registers_with_lineage(
     assert st["registeredModel"]["version"] == "1" and st["registeredModel"]["alias"] == "champion"
     assert st["qualityGate"]["summary"] == "val_auc=0.93 >= 0.8"
     assert st["metrics"]["val_auc"] == pytest.approx(0.93)
-    mv = MlflowClient(mlflow.uri).get_model_version_by_alias(model, "champion")
+    mv = mlflow_client(mlflow.uri).get_model_version_by_alias(model, "champion")
     assert mv.run_id == run_id
     assert mv.tags["modelworks.dev/trainingjob"] == "good"
     assert mv.tags["modelworks.dev/namespace"] == namespace

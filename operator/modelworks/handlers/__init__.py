@@ -116,9 +116,12 @@ def _pass(rt: Runtime, kind: Kind, body: kopf.Body, patch: kopf.Patch) -> None:
     for event in outcome.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
         metrics.EVENTS.labels(kind.kind, event.type, event.reason).inc()
-    delay = (
-        outcome.requeue_after if outcome.requeue_after is not None else rt.settings.resync_seconds
-    )
+    # The resync period is the longest gap between two passes: a pass that asks to come back
+    # later (an alias poll, a drift interval) comes back at the resync tick at the latest, and
+    # the reconcilers, level-based, find nothing due then.
+    delay = rt.settings.resync_seconds
+    if outcome.requeue_after is not None:
+        delay = min(outcome.requeue_after, delay)
     rt.due[uid] = time.monotonic() + max(delay, TICK_SECONDS)
 
 
