@@ -7,12 +7,15 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 RUN python3 -m venv /opt/modelworks
 WORKDIR /src
-# Dependencies first, in their own layer: a code change does not reinstall them. The
-# stub package lets pip resolve ".[image]" before the real sources are copied.
-COPY constraints.txt pyproject.toml README.md ./
+# Dependencies first, in their own layer: a code or README change does not reinstall
+# them. The stub package (and an empty README, which pyproject names) lets pip resolve
+# ".[image]" before the real sources are copied.
+COPY constraints.txt pyproject.toml ./
 RUN mkdir -p operator/modelworks && echo '__version__ = "0"' > operator/modelworks/__init__.py \
+ && touch README.md \
  && /opt/modelworks/bin/pip install --no-cache-dir --disable-pip-version-check \
       -c constraints.txt ".[image]"
+COPY README.md ./
 COPY operator ./operator
 RUN /opt/modelworks/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps --force-reinstall .
 

@@ -103,6 +103,8 @@ wait_for() {
 
 serving_version() { jsonpath mdep/churn '{.status.stableVersion}'; }
 mdep_ready() { [[ $(jsonpath mdep/churn '{.status.conditions[?(@.type=="Ready")].status}') == True ]]; }
+# Serving: a stable version answers (a canary may still be in progress next to it).
+mdep_serving() { [[ -n $(serving_version) && $(jsonpath mdep/churn '{.status.conditions[?(@.type=="Available")].status}') == True ]]; }
 
 # The URL of the churn Service from here: its ClusterIP (the local cluster routes it),
 # else a port-forward (kind and other clusters).
@@ -117,6 +119,10 @@ service_url() {
   echo "http://127.0.0.1:18090"
 }
 
+# Traffic generators of this run stop with it, however it ends.
+traffic=""
+trap '[[ -n $traffic ]] && kill "$traffic" 2>/dev/null; true' EXIT
+
 if [[ -z ${MODELWORKS_MLFLOW_TRACKING_URI:-} ]]; then
   say "no MLflow server configured (MODELWORKS_MLFLOW_TRACKING_URI): training waits on it"
 else
@@ -124,9 +130,18 @@ else
   follow_training churn-train || exit 1
 
   say "2/5 register and serve: ModelDeployment churn follows the alias champion"
-  wait_for "the ModelDeployment to be Ready" 300 mdep_ready || { kubectl describe mdep churn -n "$ns" | tail -20 >&2; exit 1; }
+  wait_for "the ModelDeployment to serve" 300 mdep_serving || { kubectl describe mdep churn -n "$ns" | tail -20 >&2; exit 1; }
   url=$(service_url)
   say "    version $(serving_version) serves at $(jsonpath mdep/churn '{.status.url}') (from here: $url)"
+  if [[ -n $(jsonpath mdep/churn '{.status.canary.version}') ]]; then
+    # An earlier run left a canary waiting for requests to analyse: give it some.
+    say "    a canary of version $(jsonpath mdep/churn '{.status.canary.version}') is in progress: sending traffic until it is decided"
+    "$repo/.venv/bin/python" "$repo/hack/traffic.py" "$url/invocations" --seconds 600 >"$state/logs/traffic.log" 2>&1 &
+    traffic=$!
+    wait_for "the canary to be decided" 600 bash -c "[[ -z \$(kubectl get -n $ns mdep/churn -o jsonpath='{.status.canary.version}') ]]" || true
+    kill "$traffic" 2>/dev/null || true
+    say "    version $(serving_version) serves"
+  fi
 
   say "3/5 predict: POST $url/invocations"
   curl -fsS -H 'Content-Type: application/json' "$url/invocations" -d '{"dataframe_split": {"columns": ["tenure_months","monthly_charges","support_calls","age","contract","payment_method"], "data": [[2, 99.0, 5, 30, "month-to-month", "check"], [60, 40.0, 0, 52, "two-year", "card"]]}}' >&2
@@ -135,14 +150,16 @@ else
   if [[ -n $(jsonpath dmon/churn-drift '{.status.lastRetrain.trainingJob}') ]]; then
     say "4/5 drift: an earlier run already closed the loop ($(jsonpath dmon/churn-drift '{.status.lastRetrain.trainingJob}'); cooldown $(jsonpath dmon/churn-drift '{.spec.retrain.cooldown}')); skipping"
   else
-    # The samples check every minute over ten minutes; the demo has less patience.
+    # The sample checks every minute over ten minutes; the demo has less patience. It
+    # shifts two of the six features, and the sample waits for half of them: a third will do.
     kubectl patch -n "$ns" dmon/churn-drift --type=merge \
-      -p '{"spec":{"interval":"15s","window":"30s"}}' >/dev/null
+      -p '{"spec":{"interval":"15s","window":"30s","driftShare":0.3}}' >/dev/null
     kubectl patch -n "$ns" mdep/churn --type=merge \
       -p '{"spec":{"rollout":{"steps":[{"weight":25,"pauseSeconds":15},{"weight":50,"pauseSeconds":15}]}}}' >/dev/null
     say "4/5 drift: 30 s of traffic like the training data, then a changed customer base (two features shifted)"
     "$repo/.venv/bin/python" "$repo/hack/traffic.py" "$url/invocations" --seconds 30 >&2
-    "$repo/.venv/bin/python" "$repo/hack/traffic.py" "$url/invocations" --seconds 240 --shift >"$state/logs/traffic.log" 2>&1 &
+    # Shifted traffic until the end: the canary of the retrained version is analysed on it.
+    "$repo/.venv/bin/python" "$repo/hack/traffic.py" "$url/invocations" --seconds 900 --shift >"$state/logs/traffic.log" 2>&1 &
     traffic=$!
     deadline=$((SECONDS + 240))
     while :; do

@@ -108,6 +108,7 @@ QUIET_REASONS = frozenset(
         "Progressing",
         "Waiting",
         "Training",
+        "Finishing",
     }
 )
 

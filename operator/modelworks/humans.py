@@ -417,7 +417,11 @@ def training_job_notes(tj: Mapping[str, Any]) -> list[str]:
     problem = _problem(tj)
     if problem:
         notes.append(problem)
-    elif cond.get("status") == "Unknown" and cond.get("reason") not in (None, "Training"):
+    elif cond.get("status") == "Unknown" and cond.get("reason") not in (
+        None,
+        "Training",
+        "Finishing",
+    ):
         notes.append(str(cond["reason"]))
     gate = tj.get("qualityGate") or {}
     if gate.get("summary") and cond.get("reason") != "QualityGateFailed":

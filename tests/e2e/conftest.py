@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import ROOT, Cluster, create_namespace, eventually
+from tests.support import ROOT, Cluster, Operator, create_namespace, eventually, run_operator
 
 KWOK_TAINT = "kwok.x-k8s.io/node"
 MLFLOW_URI_FILE = ROOT / ".cluster" / "mlflow-uri"
@@ -119,6 +119,25 @@ def ns(
     create_namespace(cluster, name, restricted)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def operator(
+    cluster: Cluster, real_node: Node, mlflow_uri: str, ns: str, image: str, tmp: Path
+) -> Iterator[Operator]:
+    """The operator as a host process, scoped to the test's namespace.
+
+    A short resync: alias moves are seen within seconds, not at the 30 s registry poll.
+    """
+    with run_operator(
+        cluster,
+        tmp,
+        namespaces=ns,
+        mlflow_tracking_uri=mlflow_uri,
+        image=image,
+        resync_seconds="3",
+    ) as op:
+        yield op
 
 
 def container(

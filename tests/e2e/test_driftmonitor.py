@@ -11,37 +11,19 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.e2e.conftest import Node
 from tests.e2e.test_modeldeployment import post
 from tests.e2e.test_trainingjob import sample, wait
-from tests.support import ROOT, Cluster, Operator, eventually, mlflow_client, run_operator
+from tests.support import ROOT, Cluster, Operator, eventually, mlflow_client
 
 pytestmark = pytest.mark.e2e
 SAMPLES = ROOT / "manifests" / "samples"
 SHIFTED = ("tenure_months", "monthly_charges")
-
-
-@pytest.fixture
-def operator(
-    cluster: Cluster, real_node: Node, mlflow_uri: str, ns: str, image: str, tmp: Path
-) -> Iterator[Operator]:
-    with run_operator(
-        # A short resync: alias moves are seen within seconds, not the 30 s registry poll.
-        cluster,
-        tmp,
-        namespaces=ns,
-        mlflow_tracking_uri=mlflow_uri,
-        image=image,
-        resync_seconds="3",
-    ) as op:
-        yield op
 
 
 def payload(seed: int, shifted: bool, rows: int = 50) -> dict[str, Any]:

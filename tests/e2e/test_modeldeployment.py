@@ -13,7 +13,6 @@ import threading
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,28 +20,11 @@ import pytest
 import yaml
 
 from modelworks.clients.mlflow import Registry
-from tests.e2e.conftest import Node
 from tests.e2e.test_trainingjob import sample, wait
-from tests.support import ROOT, Cluster, Operator, eventually, mlflow_client, run_operator
+from tests.support import ROOT, Cluster, Operator, eventually, mlflow_client
 
 pytestmark = pytest.mark.e2e
 SAMPLE = ROOT / "manifests" / "samples" / "modeldeployment.yaml"
-
-
-@pytest.fixture
-def operator(
-    cluster: Cluster, real_node: Node, mlflow_uri: str, ns: str, image: str, tmp: Path
-) -> Iterator[Operator]:
-    with run_operator(
-        # A short resync: alias moves are seen within seconds, not the 30 s registry poll.
-        cluster,
-        tmp,
-        namespaces=ns,
-        mlflow_tracking_uri=mlflow_uri,
-        image=image,
-        resync_seconds="3",
-    ) as op:
-        yield op
 
 
 def rows(n: int, seed: int) -> dict[str, Any]:

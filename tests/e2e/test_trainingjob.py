@@ -6,26 +6,15 @@ project image on the real node and log to the MLflow server the cluster started.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.e2e.conftest import Node
-from tests.support import ROOT, Cluster, Operator, eventually, mlflow_client, run_operator
+from tests.support import ROOT, Cluster, Operator, eventually, mlflow_client
 
 pytestmark = pytest.mark.e2e
 SAMPLE = ROOT / "manifests" / "samples" / "trainingjob.yaml"
-
-
-@pytest.fixture
-def operator(
-    cluster: Cluster, real_node: Node, mlflow_uri: str, ns: str, tmp: Path
-) -> Iterator[Operator]:
-    with run_operator(cluster, tmp, namespaces=ns, mlflow_tracking_uri=mlflow_uri) as op:
-        yield op
 
 
 def sample(ns: str, image: str, **changes: Any) -> dict[str, Any]:

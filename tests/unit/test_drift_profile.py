@@ -11,12 +11,14 @@ import pytest
 
 from modelworks.drift.profile import (
     OTHER,
+    FeatureProfile,
     Profile,
     bucket_categorical,
     bucket_numeric,
     build_profile,
     infer_type,
     quantile_edges,
+    typical_row,
 )
 
 
@@ -107,3 +109,31 @@ def test_refuses_bad_input() -> None:
         build_profile({"x": [1.0, 2.0]}, bins=1)
     with pytest.raises(ValueError, match="version"):
         Profile.from_json({"version": 99, "rows": 0, "features": []})
+
+
+@pytest.mark.parametrize(
+    ("features", "integers", "expected"),
+    [
+        # the median edge of a numeric feature; rounded when the model wants integers
+        ([FeatureProfile("x", "numeric", (1, 1, 1, 1), edges=(1.0, 2.5, 4.0))], (), {"x": 2.5}),
+        (
+            [FeatureProfile("n", "numeric", (1, 1, 1, 1), edges=(1.0, 2.6, 4.0))],
+            ("n",),
+            {"n": 3},
+        ),
+        ([FeatureProfile("x", "numeric", (5,))], (), {"x": 0.0}),  # no edges: 0
+        # the most frequent category, never __other__
+        (
+            [FeatureProfile("c", "categorical", (2, 7, 99), categories=("a", "b"))],
+            (),
+            {"c": "b"},
+        ),
+        ([FeatureProfile("c", "categorical", (3,))], (), {"c": ""}),
+    ],
+)
+def test_typical_row(
+    features: list[FeatureProfile], integers: tuple[str, ...], expected: dict[str, object]
+) -> None:
+    row = typical_row(Profile(tuple(features), rows=10), frozenset(integers))
+    assert row == expected
+    assert [type(v) for v in row.values()] == [type(v) for v in expected.values()]

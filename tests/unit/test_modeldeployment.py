@@ -365,6 +365,11 @@ def test_analysis_facts_sum_pods_per_track() -> None:
         (AnalysisFacts(100, 10, 0.01, 0.01), Analysis(), "Fail"),
         (AnalysisFacts(100, 0, 0.05, 0.01), Analysis(max_latency_ratio=2.0), "Fail"),
         (AnalysisFacts(100, 0, 0.05, None), Analysis(), "Pass"),
+        # A p99 over fewer than 100 requests is their maximum: latency waits, errors do not.
+        (AnalysisFacts(40, 0, 0.05, 0.01), Analysis(), "Inconclusive"),
+        (AnalysisFacts(40, 0, 0.011, 0.01), Analysis(), "Inconclusive"),
+        (AnalysisFacts(40, 10, 0.011, 0.01), Analysis(), "Fail"),
+        (AnalysisFacts(40, 0, 0.05, None), Analysis(), "Pass"),
     ],
 )
 def test_analyse(facts: AnalysisFacts | None, rules: Analysis, verdict: str) -> None:
@@ -497,7 +502,7 @@ def test_canary_walks_its_steps_and_promotes() -> None:
     assert hold.status["canary"]["stepStarted"] == T0
     assert "holding" in hold.status["canary"]["message"]
 
-    good = AnalysisFacts(50, 0, 0.01, 0.01)
+    good = AnalysisFacts(150, 0, 0.01, 0.01)
     step2 = run(CANARY, canary_facts(state("1"), ready, good), status=hold.status, now=T2)
     assert step2.status["canary"]["step"] == 2
     assert "CanaryStep" in reasons(step2)

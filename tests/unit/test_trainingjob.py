@@ -321,6 +321,15 @@ OOM = pod("Failed", state={"terminated": {"reason": "OOMKilled", "exitCode": 137
             "Training",
         ),
         (
+            # The pod exited 0, the Job has not counted it yet: not back to Pending.
+            "pods-done-job-not-yet",
+            BASE,
+            TrainingFacts("j", job=job(active=1), pods=[pod("Succeeded")], run=RUNF),
+            "Running",
+            "Unknown",
+            "Finishing",
+        ),
+        (
             "image-pull",
             BASE,
             TrainingFacts(

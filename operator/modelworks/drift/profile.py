@@ -181,6 +181,24 @@ def build_profile(
     return Profile(tuple(features), rows, dict(meta or {}))
 
 
+def typical_row(profile: Profile, integers: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """One row of typical values: each numeric feature's median edge (rounded for the
+    ``integers`` columns), each categorical feature's most frequent category.
+
+    What the model server predicts once before it says it is ready, so the first real
+    request does not pay for the model's cold start.
+    """
+    row: dict[str, Any] = {}
+    for f in profile.features:
+        if f.type == "numeric":
+            value = float(f.edges[len(f.edges) // 2]) if f.edges else 0.0
+            row[f.name] = round(value) if f.name in integers else value
+        else:
+            seen = list(zip(f.counts[: len(f.categories)], f.categories, strict=True))
+            row[f.name] = max(seen)[1] if seen else ""
+    return row
+
+
 def bucket_labels(feature: FeatureProfile) -> tuple[str, ...]:
     """The ``bucket`` label of each count, shared by the model server and the DriftMonitor.
 

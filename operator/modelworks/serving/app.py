@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modelworks.drift.profile import PROFILE_FILE, Profile
+from modelworks.drift.profile import PROFILE_FILE, Profile, typical_row
 from modelworks.serving import metrics
 
 log = logging.getLogger("modelworks.serve")
@@ -126,13 +126,16 @@ class Server:
             log.error("%s (retrying in %.0fs)", self.error, RETRY_SECONDS)
             return False
         name, version = self.identity.name, self.identity.version
+        schema = model.metadata.get_input_schema()
+        if profile is not None:
+            warm_up(model, schema, profile)
         observer = metrics.FeatureObserver(profile, name, version) if profile else None
         observed = ObservedModel(model, observer)
         app = scoring_server.init(observed)  # type: ignore[arg-type]
         with self._lock:
             self.app = app
             self.model = observed
-            self.input_schema = model.metadata.get_input_schema()
+            self.input_schema = schema
             self.error = None
         metrics.LOADED.labels(name, version).set(1)
         log.info(
@@ -147,6 +150,35 @@ class Server:
     def load_until_loaded(self) -> None:
         while not self.load():
             time.sleep(RETRY_SECONDS)
+
+
+def warm_up(model: Any, schema: Any, profile: Profile) -> None:
+    """One prediction of a typical row through MLflow's own request path, before ready.
+
+    A model's first prediction is slow (lazy imports, first allocations, caches): paid
+    here, not by the first real request, whose latency a canary analysis would count.
+    Not counted in any metric; a row the model refuses is logged and skipped.
+    """
+    from mlflow.pyfunc import scoring_server
+
+    integers = frozenset(
+        str(col.name)
+        for col in (schema.inputs if schema is not None and schema.has_input_names() else ())
+        if str(getattr(col, "type", "")).lower() in ("datatype.long", "datatype.integer")
+    )
+    row = typical_row(profile, integers)
+    payload = json.dumps({"dataframe_split": {"columns": list(row), "data": [list(row.values())]}})
+    started = time.monotonic()
+    try:
+        result = scoring_server.invocations(payload, "application/json", model, schema)
+    except Exception as exc:  # a warm-up must never keep a model from serving
+        log.info("warm-up skipped: %s: %s", type(exc).__name__, exc)
+        return
+    log.info(
+        "warm-up prediction in %.0f ms (status %s)",
+        (time.monotonic() - started) * 1000,
+        result.status,
+    )
 
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]

@@ -37,6 +37,7 @@ BROKEN_WAITING = frozenset(
 )
 RESTARTS_BROKEN = 3
 ACTIVE_POLL = 5.0  # seconds between passes while a rollout is in progress
+LATENCY_MIN_REQUESTS = 100  # canary requests before its p99 is compared with stable's
 ALIAS_POLL = 30.0  # how often a settled deployment that follows an alias asks the registry
 
 
@@ -184,6 +185,12 @@ def analyse(facts: AnalysisFacts | None, rules: Analysis) -> tuple[str, str]:
             f"(at most {rules.max_error_rate:.1%})"
         )
     ratio = latency_ratio(facts)
+    if ratio is not None and facts.canary_requests < LATENCY_MIN_REQUESTS:
+        # A p99 of fewer requests is their maximum: one slow request would decide.
+        return "Inconclusive", (
+            f"error rate {rate:.1%}; {facts.canary_requests} of {LATENCY_MIN_REQUESTS} "
+            "requests needed for the p99 latency comparison"
+        )
     if ratio is not None and ratio > rules.max_latency_ratio:
         return "Fail", (
             f"p99 latency {ratio:.2f}x the stable version's (at most {rules.max_latency_ratio}x)"

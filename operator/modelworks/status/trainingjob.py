@@ -268,6 +268,13 @@ def compute(
             )
             put(SUMMARY, "Unknown", "Training", "training is in progress")
             status["phase"] = "Running"
+        elif _any_finished(facts.pods) or job_status.get("succeeded"):
+            # The pods are done and the Job controller has not counted them yet: still
+            # running (not back to Pending), for the seconds until the Job completes.
+            message = f"the training pods finished; Job {facts.job_name} is completing"
+            put("Running", True, "Finishing", message)
+            put(SUMMARY, "Unknown", "Finishing", message)
+            status["phase"] = "Running"
         else:
             put("Running", False, "Pending", "waiting for the training pods to start")
             put(SUMMARY, "Unknown", "Pending", "waiting for the training pods to start")
@@ -360,3 +367,7 @@ def compute(
 
 def _any_running(pods: Sequence[Mapping[str, Any]]) -> bool:
     return any((p.get("status") or {}).get("phase") == "Running" for p in pods)
+
+
+def _any_finished(pods: Sequence[Mapping[str, Any]]) -> bool:
+    return any((p.get("status") or {}).get("phase") == "Succeeded" for p in pods)
