@@ -53,6 +53,22 @@ class Runtime:
     # What a reconciler keeps between passes of one object (uid -> its own dict): the
     # DriftMonitor's counter snapshots. Lost on restart by design; status holds the rest.
     memory: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Objects seen deleted. Without a finalizer kopf never sees a deletionTimestamp on our
+    # objects, so it does not stop their timers: a pass that was running when the DELETED
+    # event came would re-arm ``due`` and the timer would go on reconciling the stale body
+    # (re-creating children a new object of the same name then fights over).
+    gone: set[str] = field(default_factory=set)
+
+    def arm(self, uid: str, delay: float) -> None:
+        """Make ``uid`` due in ``delay`` seconds, unless it was deleted meanwhile."""
+        if uid not in self.gone:
+            self.due[uid] = time.monotonic() + delay
+
+    def forget(self, uid: str) -> None:
+        """The object is deleted: never run it again, drop what was kept for it."""
+        self.gone.add(uid)
+        self.due.pop(uid, None)
+        self.memory.pop(uid, None)
 
     @property
     def server(self) -> ServerConfig:
@@ -88,6 +104,8 @@ def _pass(rt: Runtime, kind: Kind, body: kopf.Body, patch: kopf.Patch) -> None:
     """One reconcile pass of one object; runs in kopf's thread pool."""
     obj = plain(body)
     uid = obj["metadata"]["uid"]
+    if uid in rt.gone:
+        return
     started = time.monotonic()
     try:
         outcome = RECONCILERS[kind.kind](
@@ -101,7 +119,7 @@ def _pass(rt: Runtime, kind: Kind, body: kopf.Body, patch: kopf.Patch) -> None:
     except Exception as exc:
         metrics.RECONCILES.labels(kind.kind, "error").inc()
         metrics.RECONCILE_ERRORS.labels(kind.kind, type(exc).__name__).inc()
-        rt.due[uid] = time.monotonic() + 30.0
+        rt.arm(uid, 30.0)
         raise kopf.TemporaryError(f"reconcile failed: {exc}", delay=30) from exc
     finally:
         metrics.RECONCILE_SECONDS.labels(kind.kind).observe(time.monotonic() - started)
@@ -122,7 +140,7 @@ def _pass(rt: Runtime, kind: Kind, body: kopf.Body, patch: kopf.Patch) -> None:
     delay = rt.settings.resync_seconds
     if outcome.requeue_after is not None:
         delay = min(outcome.requeue_after, delay)
-    rt.due[uid] = time.monotonic() + max(delay, TICK_SECONDS)
+    rt.arm(uid, max(delay, TICK_SECONDS))  # not when deleted while this pass ran
 
 
 def register(rt: Runtime, registry: kopf.OperatorRegistry) -> None:
@@ -135,7 +153,7 @@ def register(rt: Runtime, registry: kopf.OperatorRegistry) -> None:
         """A child changed: its owner is due now (the next tick runs it; no API call here)."""
         for ref in body.get("metadata", {}).get("ownerReferences") or []:
             if ref.get("controller"):
-                rt.due[ref["uid"]] = 0.0
+                rt.arm(ref["uid"], 0.0)
 
     for group, version, plural in (("batch", "v1", "jobs"), ("apps", "v1", "deployments")):
         kopf.on.event(
@@ -200,7 +218,7 @@ def _register_kind(rt: Runtime, registry: kopf.OperatorRegistry, kind: Kind) -> 
     @kopf.timer(*resource, id="resync", interval=TICK_SECONDS, registry=registry)
     async def resync(body: kopf.Body, patch: kopf.Patch, uid: str, **_: Any) -> None:
         due = rt.due.get(uid)
-        if due is None or time.monotonic() < due:
+        if due is None or uid in rt.gone or time.monotonic() < due:
             return  # not due (or not yet seen by a handler): costs nothing, no API call
         # kopf.event() needs kopf's context variables: run the pass in a copy of them.
         context = contextvars.copy_context()
@@ -211,8 +229,7 @@ def _register_kind(rt: Runtime, registry: kopf.OperatorRegistry, kind: Kind) -> 
     @kopf.on.event(*resource, id="forget", registry=registry)
     def forget(type: str | None, uid: str, meta: kopf.Meta, **_: Any) -> None:
         if type == "DELETED":
-            rt.due.pop(uid, None)
-            rt.memory.pop(uid, None)
+            rt.forget(uid)
             metrics.forget_conditions(kind.kind, meta)
             if kind.kind == "DriftMonitor":
                 metrics.forget_drift(meta)

@@ -1,0 +1,121 @@
+"""The handlers' bookkeeping of when each object is next due, with plain data.
+
+The reconcilers are swapped for plain functions through ``RECONCILERS`` (the seam the
+handlers call); nothing here talks to Kubernetes or MLflow, so the clients are absent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, cast
+
+import kopf
+import pytest
+
+from modelworks.api import API_VERSION, KINDS
+from modelworks.handlers import RECONCILERS, TICK_SECONDS, Runtime, _pass
+from modelworks.reconcilers.outcome import Outcome
+from modelworks.settings import Settings
+
+KIND = next(k for k in KINDS if k.kind == "ModelDeployment")
+UID = "0f6c1d2e-0000-4000-8000-000000000001"
+
+
+def runtime(resync: float = 300.0) -> Runtime:
+    return Runtime(
+        settings=Settings(resync_seconds=resync),
+        kube=cast(Any, None),
+        registry=cast(Any, None),
+    )
+
+
+def body(status: dict[str, Any] | None = None) -> kopf.Body:
+    raw: dict[str, Any] = {
+        "apiVersion": API_VERSION,
+        "kind": KIND.kind,
+        "metadata": {"name": "m", "namespace": "ns", "uid": UID, "generation": 1},
+        "spec": {},
+    }
+    if status is not None:
+        raw["status"] = status
+    return kopf.Body(raw)
+
+
+def run(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch, reconcile: Callable[..., Outcome]
+) -> tuple[list[dict[str, Any]], kopf.Patch]:
+    """Run one pass with ``reconcile`` in place of the kind's reconciler; what it saw."""
+    seen: list[dict[str, Any]] = []
+
+    def recorder(obj: dict[str, Any], **kwargs: Any) -> Outcome:
+        seen.append(obj)
+        return reconcile(obj, **kwargs)
+
+    monkeypatch.setitem(RECONCILERS, KIND.kind, recorder)
+    patch = kopf.Patch()
+    _pass(rt, KIND, body({"phase": "Old"}), patch)
+    return seen, patch
+
+
+@pytest.mark.parametrize(
+    ("resync", "requeue_after", "expected_delay"),
+    [
+        (300.0, None, 300.0),  # nothing asked: the resync period
+        (300.0, 20.0, 20.0),  # a canary pause: sooner
+        (3.0, 20.0, TICK_SECONDS),  # resync caps every wait, but never below one tick
+        (60.0, 600.0, 60.0),  # a long drift interval still comes back at resync
+    ],
+)
+def test_pass_arms_the_next_pass(
+    monkeypatch: pytest.MonkeyPatch,
+    resync: float,
+    requeue_after: float | None,
+    expected_delay: float,
+) -> None:
+    rt = runtime(resync)
+    seen, patch = run(
+        rt,
+        monkeypatch,
+        lambda obj, **_: Outcome(status={"phase": "New"}, requeue_after=requeue_after),
+    )
+    assert len(seen) == 1
+    assert dict(patch.status) == {"phase": "New"}
+    remaining = rt.due[UID] - time.monotonic()
+    assert expected_delay - 1.0 < remaining <= expected_delay
+
+
+def test_deleted_object_is_never_run_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    rt = runtime()
+    rt.due[UID] = 0.0
+    rt.memory[UID] = {"kept": 1}
+    rt.forget(UID)
+    seen, patch = run(rt, monkeypatch, lambda obj, **_: Outcome(status={"phase": "New"}))
+    assert seen == []  # the stale body is not reconciled
+    assert UID not in rt.due and UID not in rt.memory
+    assert not patch.status
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_deleted_during_a_pass_is_not_rearmed(monkeypatch: pytest.MonkeyPatch, fails: bool) -> None:
+    """The DELETED event arrives while the pass runs (the pass ran in kopf's thread pool).
+
+    Without the guard the pass would re-arm the timer, and the stale body would be
+    reconciled forever: its children re-created for a new object of the same name to
+    fight over.
+    """
+    rt = runtime()
+
+    def deleted_meanwhile(obj: dict[str, Any], **_: Any) -> Outcome:
+        rt.forget(obj["metadata"]["uid"])
+        if fails:
+            raise RuntimeError("the API said 404")
+        return Outcome(status={"phase": "New"})
+
+    if fails:
+        with pytest.raises(kopf.TemporaryError):
+            run(rt, monkeypatch, deleted_meanwhile)
+    else:
+        run(rt, monkeypatch, deleted_meanwhile)
+    assert UID not in rt.due
+    assert UID in rt.gone
