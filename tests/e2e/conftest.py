@@ -15,7 +15,15 @@ from typing import Any
 
 import pytest
 
-from tests.support import ROOT, Cluster, Operator, create_namespace, eventually, run_operator
+from tests.support import (
+    ROOT,
+    Cluster,
+    Operator,
+    create_namespace,
+    eventually,
+    free_port,
+    run_operator,
+)
 
 KWOK_TAINT = "kwok.x-k8s.io/node"
 MLFLOW_URI_FILE = ROOT / ".cluster" / "mlflow-uri"
@@ -138,6 +146,108 @@ def operator(
         resync_seconds="3",
     ) as op:
         yield op
+
+
+@dataclass
+class Prometheus:
+    url: str
+    log: Path
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        from urllib.parse import urlencode
+        from urllib.request import urlopen
+
+        with urlopen(f"{self.url}/api/v1/query?{urlencode({'query': promql})}", timeout=5) as r:
+            return list(json.loads(r.read())["data"]["result"])
+
+
+@pytest.fixture
+def prometheus(cluster: Cluster, real_node: Node, ns: str, tmp: Path) -> Iterator[Prometheus]:
+    """A real Prometheus (Debian's, hack/prometheus.sh) scraping the test namespace's model
+    servers every 2 s, with the labels manifests/monitoring/podmonitor.yaml gives them."""
+    found = subprocess.run(
+        [str(ROOT / "hack" / "prometheus.sh"), "path"], capture_output=True, text=True
+    )
+    if found.returncode != 0:
+        reason = f"no Prometheus binary: {found.stderr.strip()[-500:]}"
+        if os.environ.get("MODELWORKS_REQUIRE_NODE") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    root = tmp / "prometheus"
+    root.mkdir()
+    label = "__meta_kubernetes_pod_label_app_kubernetes_io_"
+    config = {
+        "global": {"scrape_interval": "2s", "scrape_timeout": "2s"},
+        "scrape_configs": [
+            {
+                "job_name": "modelworks-model-servers",
+                "kubernetes_sd_configs": [
+                    {
+                        "role": "pod",
+                        "kubeconfig_file": cluster.kubeconfig,
+                        "namespaces": {"names": [ns]},
+                    }
+                ],
+                "relabel_configs": [
+                    {
+                        "source_labels": [
+                            f"{label}name",
+                            f"{label}component",
+                            f"{label}managed_by",
+                        ],
+                        "regex": "modeldeployment;server;modelworks",
+                        "action": "keep",
+                    },
+                    {
+                        "source_labels": ["__meta_kubernetes_pod_container_port_name"],
+                        "regex": "http",
+                        "action": "keep",
+                    },
+                    {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+                    {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+                    {"source_labels": [f"{label}instance"], "target_label": "modeldeployment"},
+                ],
+            }
+        ],
+    }
+    (root / "prometheus.yml").write_text(json.dumps(config))
+    port = free_port()
+    log = root / "prometheus.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                found.stdout.strip(),
+                f"--config.file={root / 'prometheus.yml'}",
+                f"--storage.tsdb.path={root / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=root,
+        )
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"prometheus exited:\n{log.read_text()[-3000:]}")
+        try:
+            from urllib.request import urlopen
+
+            with urlopen(f"{url}/-/ready", timeout=2) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    try:
+        eventually(ready, timeout=60, what="prometheus /-/ready")
+        yield Prometheus(url, log)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def container(

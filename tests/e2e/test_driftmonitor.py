@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.e2e.conftest import Prometheus
 from tests.e2e.test_modeldeployment import post
 from tests.e2e.test_trainingjob import sample, wait
 from tests.support import ROOT, Cluster, Operator, eventually, mlflow_client
@@ -68,8 +69,25 @@ def explain(cluster: Cluster, ns: str, op: Operator) -> str:
     return f"{out}\n--- dmon ---\n{dmon[-4000:]}\n--- operator ---\n{op.log()[-3000:]}"
 
 
+def verdict_of(cluster: Cluster, ns: str, name: str, samples: int) -> str | None:
+    """The monitor's verdict once it has scored ``samples`` rows, with drift declared."""
+    o = cluster.get("dmon", name, ns)
+    st = (o or {}).get("status") or {}
+    if (st.get("samples") or 0) < samples:
+        return None
+    declared = any(
+        c["type"] == "DriftDetected" and c["status"] == "True" for c in st.get("conditions") or []
+    )
+    return "Declared" if declared else st.get("verdict")
+
+
 def test_drift_on_two_features_retrains_and_rolls_out(
-    cluster: Cluster, ns: str, image: str, mlflow_uri: str, operator: Operator
+    cluster: Cluster,
+    ns: str,
+    image: str,
+    mlflow_uri: str,
+    operator: Operator,
+    prometheus: Prometheus,
 ) -> None:
     tj = sample(ns, image)
     model = tj["spec"]["model"]["name"]
@@ -99,9 +117,16 @@ def test_drift_on_two_features_retrains_and_rolls_out(
             "driftShare": 0.3,  # two of six features
         }
     )
+    # The same check from a real Prometheus that scrapes the pods (no retraining: one
+    # monitor closes the loop), to show both sources agree.
+    prom = json.loads(json.dumps(dmon))
+    prom["metadata"]["name"] = "churn-drift-prom"
+    prom["spec"].pop("retrain")
+    prom["spec"]["target"]["prometheus"] = {"url": prometheus.url}
     ip = cluster.get("service", "churn", ns)["spec"]["clusterIP"]  # type: ignore[index]
     with Load(f"http://{ip}/invocations") as load:
         cluster.apply(dmon)
+        cluster.apply(prom)
         try:
             calm = eventually(
                 lambda: (
@@ -127,6 +152,17 @@ def test_drift_on_two_features_retrains_and_rolls_out(
             "contract",
             "payment_method",
         }
+        try:
+            eventually(
+                lambda: verdict_of(cluster, ns, "churn-drift-prom", 200) == "NoDrift",
+                timeout=60,
+                interval=2,
+                what="the Prometheus-fed monitor to see no drift",
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{explain(cluster, ns, operator)}") from None
+        served = prometheus.query('modelworks_feature_bucket_total{feature="age"}')
+        assert served and {r["metric"]["modeldeployment"] for r in served} == {"churn"}
 
         load.shifted = True
         try:
@@ -147,6 +183,22 @@ def test_drift_on_two_features_retrains_and_rolls_out(
             raise AssertionError(f"{exc}\n{explain(cluster, ns, operator)}") from None
         drifted = {f["name"] for f in drifting["status"]["features"] if f.get("drifted")}
         assert drifted == set(SHIFTED), drifting["status"]["features"]
+        try:
+            from_prometheus = eventually(
+                lambda: (
+                    verdict_of(cluster, ns, "churn-drift-prom", 200) == "Declared"
+                    and cluster.get("dmon", "churn-drift-prom", ns)
+                ),
+                timeout=90,
+                interval=2,
+                what="the Prometheus-fed monitor to declare drift",
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{explain(cluster, ns, operator)}") from None
+        st = from_prometheus["status"]
+        assert {f["name"] for f in st["features"] if f.get("drifted")} == set(SHIFTED)
+        assert st["pods"] == 1 and st["windowStart"]
+        assert "lastRetrain" not in st
         assert operator.metric("modelworks_drift_detected", monitor="churn-drift") == 1
         assert (
             operator.metric(

@@ -165,3 +165,48 @@ def test_live_reference_must_come_from_mlflow(
     )
     out = one_pass(crds, kube, mlflow, namespace, "watch")
     assert ready(out)["reason"] == "InvalidReference" and out.status["phase"] == "Failed"
+
+
+@pytest.mark.parametrize("where", ["closed port", "not a Prometheus"])
+def test_prometheus_source_that_does_not_answer(
+    crds: Cluster, kube: Kube, mlflow: MlflowServer, namespace: str, where: str
+) -> None:
+    import numpy as np
+
+    from tests.support import free_port
+
+    model = f"m-{namespace}"
+    version = register(mlflow.uri, model)
+    run_id = mlflow_client(mlflow.uri).get_model_version(model, version).run_id
+    profile = build_profile({"x": np.arange(1000.0)})
+    mlflow_client(mlflow.uri).log_dict(run_id, profile.to_json(), PROFILE_FILE)
+    serving(crds, namespace, "srv", model, version)
+    # A port nobody listens on, or a real HTTP server that is not Prometheus (MLflow's).
+    url = f"http://127.0.0.1:{free_port()}" if where == "closed port" else mlflow.uri
+    crds.apply(
+        monitor(
+            "watch",
+            "srv",
+            target={"modelDeployment": {"name": "srv"}, "prometheus": {"url": url}},
+        ),
+        "-n",
+        namespace,
+    )
+    out = one_pass(crds, kube, mlflow, namespace, "watch")
+    cond = ready(out)
+    assert cond["status"] == "False" and cond["reason"] == "PrometheusUnavailable"
+    assert cond["message"].startswith(f"spec.target.prometheus: {url}")
+    assert [e.reason for e in out.events] == ["PrometheusUnavailable"]
+    assert out.requeue_after == 30.0
+    assert "nextCheckTime" not in out.status
+
+
+def test_prometheus_url_is_validated(crds: Cluster, namespace: str) -> None:
+    bad = monitor(
+        "watch",
+        "srv",
+        target={"modelDeployment": {"name": "srv"}, "prometheus": {"url": "prometheus:9090"}},
+    )
+    out = crds.kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(bad), check=False)
+    assert out.returncode != 0
+    assert "spec.target.prometheus.url" in out.stderr

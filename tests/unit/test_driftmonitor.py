@@ -21,7 +21,14 @@ from modelworks.builders.driftmonitor import (
     retrain_name,
 )
 from modelworks.drift.profile import FeatureProfile, Profile, bucket_labels, build_profile
-from modelworks.drift.window import Snapshot, pod_counts, prune, window_counts
+from modelworks.drift.window import (
+    Snapshot,
+    pod_counts,
+    prometheus_queries,
+    prometheus_window,
+    prune,
+    window_counts,
+)
 from modelworks.status.driftmonitor import (
     CheckFacts,
     RetrainPlan,
@@ -118,6 +125,85 @@ def test_prune_keeps_the_baseline_and_newer() -> None:
     history = [Snapshot(t, {}) for t in (0, 30, 50, 90)]
     assert [s.at for s in prune(history, 100, 60)] == [30, 50, 90]
     assert [s.at for s in prune(history[-1:], 100, 60)] == [90]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ("ml", "churn", "churn-model", "3", 3600.0),
+            (
+                'sum by (feature, bucket, pod) (increase(modelworks_feature_bucket_total{namespace="ml",'
+                'modeldeployment="churn",model="churn-model",version="3"}[3600s]))',
+                'sum by (feature, pod) (increase(modelworks_feature_missing_total{namespace="ml",'
+                'modeldeployment="churn",model="churn-model",version="3"}[3600s]))',
+            ),
+        ),
+        # label values are PromQL strings: quotes and backslashes escaped; at least 1s
+        (
+            ("ml", "churn", 'we"ird\\name', "3", 0.2),
+            (
+                'sum by (feature, bucket, pod) (increase(modelworks_feature_bucket_total{namespace="ml",'
+                'modeldeployment="churn",model="we\\"ird\\\\name",version="3"}[1s]))',
+                'sum by (feature, pod) (increase(modelworks_feature_missing_total{namespace="ml",'
+                'modeldeployment="churn",model="we\\"ird\\\\name",version="3"}[1s]))',
+            ),
+        ),
+    ],
+)
+def test_prometheus_queries(args: tuple[Any, ...], expected: tuple[str, str]) -> None:
+    assert prometheus_queries(*args) == expected
+
+
+@pytest.mark.parametrize(
+    ("buckets", "missing", "expected", "pods"),
+    [
+        # nothing in Prometheus for the window: zero counts, no pods
+        ([], [], ((0, 0, 0), 0), 0),
+        # extrapolated increases are rounded; two pods summed
+        (
+            [
+                ({"feature": "x", "bucket": "0", "pod": "a"}, 3.6),
+                ({"feature": "x", "bucket": "2", "pod": "a"}, 1.2),
+                ({"feature": "x", "bucket": "2", "pod": "b"}, 2.0),
+            ],
+            [({"feature": "x", "pod": "b"}, 4.4)],
+            ((4, 0, 3), 4),
+            2,
+        ),
+        # NaN (no data) and unknown features or buckets count nothing
+        (
+            [
+                ({"feature": "x", "bucket": "0", "pod": "a"}, float("nan")),
+                ({"feature": "y", "bucket": "0", "pod": "a"}, 5.0),
+                ({"feature": "x", "bucket": "nope", "pod": "a"}, 5.0),
+                ({"feature": "x", "bucket": "1"}, 5.0),  # no pod label: one unnamed source
+            ],
+            [],
+            ((0, 5, 0), 0),
+            2,
+        ),
+    ],
+)
+def test_prometheus_window(
+    buckets: list[tuple[dict[str, str], float]],
+    missing: list[tuple[dict[str, str], float]],
+    expected: tuple[tuple[int, ...], int],
+    pods: int,
+) -> None:
+    labels = bucket_labels(FEATURE)
+
+    def named(rows: list[tuple[dict[str, str], float]]) -> list[tuple[dict[str, str], float]]:
+        # the tables above index buckets; the server labels them by upper edge or category
+        return [
+            ({**r, "bucket": labels[int(r["bucket"])]} if r.get("bucket", "").isdigit() else r, v)
+            for r, v in rows
+        ]
+
+    w = prometheus_window(named(buckets), missing, PROFILE, "3")
+    assert w.counts["x"] == expected
+    assert w.pods == pods
+    assert w.since is None and w.restarted == 0
 
 
 def test_pod_counts_read_the_server_counters() -> None:

@@ -31,10 +31,28 @@ Method = Literal["psi", "ks", "jensen-shannon", "wasserstein", "chi2"]
 P_VALUE_METHODS = ("ks", "chi2")
 
 
+class Prometheus(ApiModel):
+    """Read the serving pods' feature histograms from Prometheus instead of the pods."""
+
+    url: str = Field(
+        min_length=1,
+        max_length=2048,
+        pattern=r"^https?://[^\s]+$",
+        description="The Prometheus HTTP API base URL, e.g. "
+        "http://prometheus-operated.monitoring:9090. The series must carry the namespace and "
+        "modeldeployment labels (manifests/monitoring/podmonitor.yaml adds them).",
+    )
+
+
 class Target(ApiModel):
     """Live mode: the ModelDeployment whose serving pods export feature histograms."""
 
     model_deployment: ObjectRef
+    prometheus: Prometheus | None = Field(
+        default=None,
+        description="Query the histograms from Prometheus (increase over the window). "
+        "Default: scrape the ready serving pods' /metrics directly.",
+    )
 
 
 class Batch(ApiModel):

@@ -113,3 +113,53 @@ def prune(history: Sequence[Snapshot], at: float, window: float) -> list[Snapsho
     everything after it."""
     keep_from = baseline_for(history, at, window)
     return [s for s in history if keep_from is None or s.at >= keep_from.at]
+
+
+# --- from Prometheus -------------------------------------------------------------------
+# With a Prometheus that scrapes the serving pods (manifests/monitoring/podmonitor.yaml),
+# the window is one query: increase() over it handles counter resets itself, and the
+# history survives operator restarts. increase() extrapolates to the window's edges, so
+# counts are rounded.
+
+
+def _promql_string(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def prometheus_queries(
+    namespace: str, modeldeployment: str, model: str, version: str, window: float
+) -> tuple[str, str]:
+    """The PromQL for the bucket counts and the missing counts over the last ``window`` s."""
+    matchers = ",".join(
+        f"{label}={_promql_string(value)}"
+        for label, value in (
+            ("namespace", namespace),
+            ("modeldeployment", modeldeployment),
+            ("model", model),
+            ("version", version),
+        )
+    )
+    seconds = max(round(window), 1)
+    return (
+        f"sum by (feature, bucket, pod) (increase({BUCKETS}{{{matchers}}}[{seconds}s]))",
+        f"sum by (feature, pod) (increase({MISSING}{{{matchers}}}[{seconds}s]))",
+    )
+
+
+def prometheus_window(
+    buckets: Iterable[tuple[Mapping[str, str], float]],
+    missing: Iterable[tuple[Mapping[str, str], float]],
+    profile: Profile,
+    version: str,
+) -> Window:
+    """The window's counts from the two query results (label set, value) of
+    :func:`prometheus_queries`; ``pods`` is how many pods had series in it."""
+    samples: list[tuple[str, Mapping[str, str], float]] = []
+    pods: set[str] = set()
+    for name, rows in ((BUCKETS, buckets), (MISSING, missing)):
+        for labels, value in rows:
+            if value != value or value < 0:  # NaN (no data) or nonsense: nothing counted
+                continue
+            samples.append((name, {**labels, "version": version}, float(round(value))))
+            pods.add(labels.get("pod", ""))
+    return Window(pod_counts(samples, profile, version), None, len(pods), 0)

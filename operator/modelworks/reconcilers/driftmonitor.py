@@ -27,10 +27,19 @@ from modelworks.builders.driftmonitor import (
 from modelworks.builders.modeldeployment import PORT, ServerConfig, selector
 from modelworks.clients.kube import Kube, KubeError
 from modelworks.clients.mlflow import Registry, TrackingUnavailable
+from modelworks.clients.prometheus import PrometheusError, query
 from modelworks.clients.scrape import scrape_pods
 from modelworks.drift.engine import WindowCounts, score_counts
 from modelworks.drift.profile import PROFILE_FILE, Profile
-from modelworks.drift.window import Snapshot, pod_counts, prune, window_counts
+from modelworks.drift.window import (
+    Snapshot,
+    Window,
+    pod_counts,
+    prometheus_queries,
+    prometheus_window,
+    prune,
+    window_counts,
+)
 from modelworks.reconcilers.base import validate
 from modelworks.reconcilers.outcome import Event, Outcome
 from modelworks.status.common import pod_ready
@@ -134,29 +143,25 @@ def _live(
         )
         return problem("NoReferenceProfile", f"no reference profile ({PROFILE_FILE}) in {where}")
 
-    pods = [
-        p
-        for p in kube.list("v1", "Pod", ns, labels=selector({"metadata": {"name": target_name}}))
-        if pod_ready(p) and (p["metadata"].get("labels") or {}).get(VERSION_LABEL) == str(served)
-    ]
-    scrapes = scrape_pods(pods, PORT, FEATURE_PREFIXES)
-    uids = {p["metadata"]["name"]: p["metadata"]["uid"] for p in pods}
-    at = parse_time(now).timestamp()
-    snapshot = Snapshot(
-        at,
-        {
-            uids[s.pod]: pod_counts(
-                ((x.name, x.labels, x.value) for x in s.samples), profile, str(served)
-            )
-            for s in scrapes
-            if s.error is None
-        },
-    )
     window = parse_duration(spec.window)
-    history = memory.get("history", []) if memory.get("version") == (model, served) else []
-    counted = window_counts(snapshot, history, window)
-    memory["history"] = prune([*history, snapshot], at, window)
-    memory["version"] = (model, served)
+    at = parse_time(now).timestamp()
+    if spec.target.prometheus is not None:
+        bucket_query, missing_query = prometheus_queries(
+            ns, target_name, model, str(served), window
+        )
+        base_url = spec.target.prometheus.url
+        try:
+            counted = prometheus_window(
+                query(base_url, bucket_query), query(base_url, missing_query), profile, str(served)
+            )
+        except PrometheusError as exc:
+            return problem("PrometheusUnavailable", f"spec.target.prometheus: {exc}")
+        since: float | None = at - window
+    else:
+        counted = _scrape_window(
+            kube, ns, target_name, (model, str(served)), profile, at, window, memory
+        )
+        since = counted.since
     result = score_counts(
         profile,
         {f: WindowCounts(c, m) for f, (c, m) in counted.counts.items()},
@@ -171,13 +176,48 @@ def _live(
     facts = CheckFacts(
         check=check,
         served_version=str(served),
-        pods=len(snapshot.pods),
-        window_start=format_time(datetime.fromtimestamp(counted.since, UTC))
-        if counted.since is not None
-        else None,
+        pods=counted.pods,
+        window_start=format_time(datetime.fromtimestamp(since, UTC)) if since is not None else None,
         next_check=later(now, interval),
     )
     return _finish(base, spec, kube, facts, check, now, interval, served=str(served))
+
+
+def _scrape_window(
+    kube: Kube,
+    ns: str,
+    target_name: str,
+    key: tuple[str, str],
+    profile: Profile,
+    at: float,
+    window: float,
+    memory: dict[str, Any],
+) -> Window:
+    """Scrape the ready pods serving ``key`` (model, version) now; the increase since a
+    snapshot kept in ``memory`` at least ``window`` ago (or since the pods started)."""
+    served = key[1]
+    pods = [
+        p
+        for p in kube.list("v1", "Pod", ns, labels=selector({"metadata": {"name": target_name}}))
+        if pod_ready(p) and (p["metadata"].get("labels") or {}).get(VERSION_LABEL) == served
+    ]
+    scrapes = scrape_pods(pods, PORT, FEATURE_PREFIXES)
+    uids = {p["metadata"]["name"]: p["metadata"]["uid"] for p in pods}
+    snapshot = Snapshot(
+        at,
+        {
+            uids[s.pod]: pod_counts(
+                ((x.name, x.labels, x.value) for x in s.samples), profile, served
+            )
+            for s in scrapes
+            if s.error is None
+        },
+    )
+    history = memory.get("history", []) if memory.get("version") == key else []
+    counted = window_counts(snapshot, history, window)
+    memory["history"] = prune([*history, snapshot], at, window)
+    memory["version"] = key
+    return counted
 
 
 def conditions_reason(obj: Mapping[str, Any]) -> str | None:
