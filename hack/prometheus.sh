@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # A Prometheus binary for the tests, from Debian's package, unpacked under
 # ~/.cache/modelworks (not installed: no service starts, nothing else changes).
+# Debian builds it without Kubernetes service discovery: the e2e fixture writes the
+# model-server pods to a file_sd file instead (tests/e2e/conftest.py).
 #
 #   hack/prometheus.sh path   print the path of the prometheus binary (fetching it once)
 set -euo pipefail

@@ -261,50 +261,28 @@ class MlflowServer:
 
 
 @contextmanager
-def mlflow_server(
-    root: Path, *, host: str = "127.0.0.1", port: int | None = None
-) -> Iterator[MlflowServer]:
-    """A real ``mlflow server`` (SQLite backend, proxied artifacts), on a free port by default."""
-    port = port or free_port()
+def server_process(
+    command: list[str], root: Path, health_url: str, *, what: str, timeout: float = 120
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``command`` in ``root`` (output in ``root/<what>.log``) until ``health_url``
+    answers 200; stopped (TERM, then KILL) when the block ends."""
     root.mkdir(parents=True, exist_ok=True)
-    mlflow = Path(sys.executable).parent / "mlflow"
-    log = (root / "mlflow.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            str(mlflow),
-            "server",
-            "--host",
-            host,
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{root}/mlflow.db",
-            "--serve-artifacts",
-            "--artifacts-destination",
-            str(root / "artifacts"),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=root,
-    )
-    uri = f"http://{host}:{port}"
+    log_path = root / f"{what.replace(' ', '-')}.log"
+    log = log_path.open("wb")
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=root)
 
     def up() -> bool:
         if proc.poll() is not None:
-            raise AssertionError(
-                f"mlflow server exited:\n{(root / 'mlflow.log').read_text()[-3000:]}"
-            )
+            raise AssertionError(f"{what} exited:\n{log_path.read_text()[-3000:]}")
         try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
+            with urllib.request.urlopen(health_url, timeout=2) as r:
                 return bool(r.status == 200)
         except OSError:
             return False
 
     try:
-        eventually(up, timeout=120, what="mlflow server /health")
-        yield MlflowServer(uri, proc, root)
+        eventually(up, timeout=timeout, what=f"{what} {health_url}")
+        yield proc
     finally:
         proc.terminate()
         try:
@@ -313,3 +291,30 @@ def mlflow_server(
             proc.kill()
             proc.wait()
         log.close()
+
+
+@contextmanager
+def mlflow_server(
+    root: Path, *, host: str = "127.0.0.1", port: int | None = None
+) -> Iterator[MlflowServer]:
+    """A real ``mlflow server`` (SQLite backend, proxied artifacts), on a free port by default."""
+    port = port or free_port()
+    mlflow = Path(sys.executable).parent / "mlflow"
+    uri = f"http://{host}:{port}"
+    command = [
+        str(mlflow),
+        "server",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{root}/mlflow.db",
+        "--serve-artifacts",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+    ]
+    with server_process(command, root, f"{uri}/health", what="mlflow server") as proc:
+        yield MlflowServer(uri, proc, root)

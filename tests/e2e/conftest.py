@@ -7,6 +7,7 @@ import json
 import os
 import re
 import subprocess
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from tests.support import (
     eventually,
     free_port,
     run_operator,
+    server_process,
 )
 
 KWOK_TAINT = "kwok.x-k8s.io/node"
@@ -164,7 +166,12 @@ class Prometheus:
 @pytest.fixture
 def prometheus(cluster: Cluster, real_node: Node, ns: str, tmp: Path) -> Iterator[Prometheus]:
     """A real Prometheus (Debian's, hack/prometheus.sh) scraping the test namespace's model
-    servers every 2 s, with the labels manifests/monitoring/podmonitor.yaml gives them."""
+    servers every 2 s, with the labels manifests/monitoring/podmonitor.yaml gives them.
+
+    Debian builds Prometheus without Kubernetes service discovery, so this fixture is the
+    discovery: every 2 s it writes the model-server pods of the namespace, labelled as the
+    PodMonitor labels them (namespace, pod, modeldeployment), to a file_sd file.
+    """
     found = subprocess.run(
         [str(ROOT / "hack" / "prometheus.sh"), "path"], capture_output=True, text=True
     )
@@ -175,79 +182,75 @@ def prometheus(cluster: Cluster, real_node: Node, ns: str, tmp: Path) -> Iterato
         pytest.skip(reason)
     root = tmp / "prometheus"
     root.mkdir()
-    label = "__meta_kubernetes_pod_label_app_kubernetes_io_"
+    targets = root / "targets.json"
+
+    def discover() -> None:
+        pods = json.loads(
+            cluster.kubectl(
+                "get",
+                "pods",
+                "-n",
+                ns,
+                "-l",
+                "app.kubernetes.io/name=modeldeployment,app.kubernetes.io/component=server,"
+                "app.kubernetes.io/managed-by=modelworks",
+                "-o",
+                "json",
+                check=False,
+            ).stdout
+            or '{"items": []}'
+        )["items"]
+        groups = [
+            {
+                "targets": [f"{p['status']['podIP']}:{port['containerPort']}"],
+                "labels": {
+                    "namespace": ns,
+                    "pod": p["metadata"]["name"],
+                    "modeldeployment": p["metadata"]["labels"]["app.kubernetes.io/instance"],
+                },
+            }
+            for p in pods
+            if (p.get("status") or {}).get("podIP")
+            for c in p["spec"]["containers"]
+            for port in c.get("ports") or []
+            if port.get("name") == "http"
+        ]
+        partial = targets.with_suffix(".tmp")
+        partial.write_text(json.dumps(groups))
+        partial.replace(targets)  # Prometheus never reads a half-written file
+
+    stop = threading.Event()
+
+    def keep_discovering() -> None:
+        while not stop.wait(2.0):
+            discover()
+
+    discover()
     config = {
         "global": {"scrape_interval": "2s", "scrape_timeout": "2s"},
         "scrape_configs": [
             {
                 "job_name": "modelworks-model-servers",
-                "kubernetes_sd_configs": [
-                    {
-                        "role": "pod",
-                        "kubeconfig_file": cluster.kubeconfig,
-                        "namespaces": {"names": [ns]},
-                    }
-                ],
-                "relabel_configs": [
-                    {
-                        "source_labels": [
-                            f"{label}name",
-                            f"{label}component",
-                            f"{label}managed_by",
-                        ],
-                        "regex": "modeldeployment;server;modelworks",
-                        "action": "keep",
-                    },
-                    {
-                        "source_labels": ["__meta_kubernetes_pod_container_port_name"],
-                        "regex": "http",
-                        "action": "keep",
-                    },
-                    {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
-                    {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
-                    {"source_labels": [f"{label}instance"], "target_label": "modeldeployment"},
-                ],
+                "file_sd_configs": [{"files": [str(targets)], "refresh_interval": "2s"}],
             }
         ],
     }
     (root / "prometheus.yml").write_text(json.dumps(config))
-    port = free_port()
-    log = root / "prometheus.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                found.stdout.strip(),
-                f"--config.file={root / 'prometheus.yml'}",
-                f"--storage.tsdb.path={root / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=root,
-        )
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"prometheus exited:\n{log.read_text()[-3000:]}")
-        try:
-            from urllib.request import urlopen
-
-            with urlopen(f"{url}/-/ready", timeout=2) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
-
+    url = f"http://127.0.0.1:{free_port()}"
+    command = [
+        found.stdout.strip(),
+        f"--config.file={root / 'prometheus.yml'}",
+        f"--storage.tsdb.path={root / 'data'}",
+        f"--web.listen-address={url.removeprefix('http://')}",
+    ]
+    discovery = threading.Thread(target=keep_discovering, daemon=True)
+    discovery.start()
     try:
-        eventually(ready, timeout=60, what="prometheus /-/ready")
-        yield Prometheus(url, log)
+        with server_process(command, root, f"{url}/-/ready", what="prometheus", timeout=60):
+            yield Prometheus(url, root / "prometheus.log")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop.set()
+        discovery.join(timeout=10)
 
 
 def container(

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import yaml
@@ -25,6 +26,7 @@ from tests.support import ROOT, Cluster, Operator, eventually, mlflow_client
 pytestmark = pytest.mark.e2e
 SAMPLES = ROOT / "manifests" / "samples"
 SHIFTED = ("tenure_months", "monthly_charges")
+T = TypeVar("T")
 
 
 def payload(seed: int, shifted: bool, rows: int = 50) -> dict[str, Any]:
@@ -67,6 +69,15 @@ def explain(cluster: Cluster, ns: str, op: Operator) -> str:
     out = cluster.kubectl("get", "modelworks,pods", "-n", ns, "-o", "wide", check=False).stdout
     dmon = cluster.kubectl("get", "dmon", "-n", ns, "-o", "yaml", check=False).stdout
     return f"{out}\n--- dmon ---\n{dmon[-4000:]}\n--- operator ---\n{op.log()[-3000:]}"
+
+
+def until(cluster: Cluster, ns: str, op: Operator, probe: Callable[[], T | None], **poll: Any) -> T:
+    """``eventually(probe, interval=2, **poll)``; on a timeout the objects, the monitor and
+    the operator's log are in the message."""
+    try:
+        return eventually(probe, interval=2, **poll)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{explain(cluster, ns, op)}") from None
 
 
 def verdict_of(cluster: Cluster, ns: str, name: str, samples: int) -> str | None:
@@ -127,20 +138,19 @@ def test_drift_on_two_features_retrains_and_rolls_out(
     with Load(f"http://{ip}/invocations") as load:
         cluster.apply(dmon)
         cluster.apply(prom)
-        try:
-            calm = eventually(
-                lambda: (
-                    (o := cluster.get("dmon", "churn-drift", ns))
-                    and (o.get("status") or {}).get("verdict") == "NoDrift"
-                    and o["status"]["samples"] >= 200
-                    and o
-                ),
-                timeout=120,
-                interval=2,
-                what="a window without drift",
-            )
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{explain(cluster, ns, operator)}") from None
+        calm = until(
+            cluster,
+            ns,
+            operator,
+            lambda: (
+                (o := cluster.get("dmon", "churn-drift", ns))
+                and (o.get("status") or {}).get("verdict") == "NoDrift"
+                and o["status"]["samples"] >= 200
+                and o
+            ),
+            timeout=120,
+            what="a window without drift",
+        )
         st = calm["status"]
         assert st["servedVersion"] == "1" and st["pods"] == 1
         assert not [f["name"] for f in st["features"] if f.get("drifted")]
@@ -152,49 +162,46 @@ def test_drift_on_two_features_retrains_and_rolls_out(
             "contract",
             "payment_method",
         }
-        try:
-            eventually(
-                lambda: verdict_of(cluster, ns, "churn-drift-prom", 200) == "NoDrift",
-                timeout=60,
-                interval=2,
-                what="the Prometheus-fed monitor to see no drift",
-            )
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{explain(cluster, ns, operator)}") from None
+        until(
+            cluster,
+            ns,
+            operator,
+            lambda: verdict_of(cluster, ns, "churn-drift-prom", 200) == "NoDrift",
+            timeout=60,
+            what="the Prometheus-fed monitor to see no drift",
+        )
         served = prometheus.query('modelworks_feature_bucket_total{feature="age"}')
         assert served and {r["metric"]["modeldeployment"] for r in served} == {"churn"}
 
         load.shifted = True
-        try:
-            drifting = eventually(
-                lambda: (
-                    (o := cluster.get("dmon", "churn-drift", ns))
-                    and any(
-                        c["type"] == "DriftDetected" and c["status"] == "True"
-                        for c in o["status"].get("conditions") or []
-                    )
-                    and o
-                ),
-                timeout=150,
-                interval=2,
-                what="drift to be declared",
-            )
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{explain(cluster, ns, operator)}") from None
+        drifting = until(
+            cluster,
+            ns,
+            operator,
+            lambda: (
+                (o := cluster.get("dmon", "churn-drift", ns))
+                and any(
+                    c["type"] == "DriftDetected" and c["status"] == "True"
+                    for c in o["status"].get("conditions") or []
+                )
+                and o
+            ),
+            timeout=150,
+            what="drift to be declared",
+        )
         drifted = {f["name"] for f in drifting["status"]["features"] if f.get("drifted")}
         assert drifted == set(SHIFTED), drifting["status"]["features"]
-        try:
-            from_prometheus = eventually(
-                lambda: (
-                    verdict_of(cluster, ns, "churn-drift-prom", 200) == "Declared"
-                    and cluster.get("dmon", "churn-drift-prom", ns)
-                ),
-                timeout=90,
-                interval=2,
-                what="the Prometheus-fed monitor to declare drift",
-            )
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{explain(cluster, ns, operator)}") from None
+        from_prometheus = until(
+            cluster,
+            ns,
+            operator,
+            lambda: (
+                verdict_of(cluster, ns, "churn-drift-prom", 200) == "Declared"
+                and cluster.get("dmon", "churn-drift-prom", ns)
+            ),
+            timeout=90,
+            what="the Prometheus-fed monitor to declare drift",
+        )
         st = from_prometheus["status"]
         assert {f["name"] for f in st["features"] if f.get("drifted")} == set(SHIFTED)
         assert st["pods"] == 1 and st["windowStart"]
@@ -229,19 +236,18 @@ def test_drift_on_two_features_retrains_and_rolls_out(
         evidence = json.loads(tj2["metadata"]["annotations"]["modelworks.dev/drift-evidence"])
         assert {f["name"] for f in evidence["features"]} == set(SHIFTED)
         wait(cluster, ns, str(retrain), "Succeeded", operator)
-        try:
-            eventually(
-                lambda: (
-                    (o := cluster.get("mdep", "churn", ns))
-                    and o["status"].get("stableVersion") == "2"
-                    and o["status"]["phase"] == "Available"
-                ),
-                timeout=240,
-                interval=2,
-                what="the retrained version to roll out",
-            )
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{explain(cluster, ns, operator)}") from None
+        until(
+            cluster,
+            ns,
+            operator,
+            lambda: (
+                (o := cluster.get("mdep", "churn", ns))
+                and o["status"].get("stableVersion") == "2"
+                and o["status"]["phase"] == "Available"
+            ),
+            timeout=240,
+            what="the retrained version to roll out",
+        )
     assert load.codes[1] == 0, f"{load.codes[1]} failed requests"
     # Cooldown (1h in the sample): one retraining, however long the drift lasts.
     tjs = cluster.kubectl(
@@ -296,19 +302,18 @@ def test_batch_check_runs_as_a_job_with_exact_tests(
             },
         }
     )
-    try:
-        done = eventually(
-            lambda: (
-                (o := cluster.get("dmon", "nightly", ns))
-                and (o.get("status") or {}).get("lastCheckTime")
-                and o
-            ),
-            timeout=240,
-            interval=2,
-            what="the batch check to report",
-        )
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{explain(cluster, ns, operator)}") from None
+    done = until(
+        cluster,
+        ns,
+        operator,
+        lambda: (
+            (o := cluster.get("dmon", "nightly", ns))
+            and (o.get("status") or {}).get("lastCheckTime")
+            and o
+        ),
+        timeout=240,
+        what="the batch check to report",
+    )
     st = done["status"]
     assert st["verdict"] == "Drift" and st["phase"] == "Drifting" and "checkJob" not in st
     by_name = {f["name"]: f for f in st["features"]}

@@ -183,15 +183,9 @@ def test_prometheus_source_that_does_not_answer(
     serving(crds, namespace, "srv", model, version)
     # A port nobody listens on, or a real HTTP server that is not Prometheus (MLflow's).
     url = f"http://127.0.0.1:{free_port()}" if where == "closed port" else mlflow.uri
-    crds.apply(
-        monitor(
-            "watch",
-            "srv",
-            target={"modelDeployment": {"name": "srv"}, "prometheus": {"url": url}},
-        ),
-        "-n",
-        namespace,
-    )
+    watch = monitor("watch", "srv")
+    watch["spec"]["target"]["prometheus"] = {"url": url}
+    crds.apply(watch, "-n", namespace)
     out = one_pass(crds, kube, mlflow, namespace, "watch")
     cond = ready(out)
     assert cond["status"] == "False" and cond["reason"] == "PrometheusUnavailable"
@@ -202,11 +196,8 @@ def test_prometheus_source_that_does_not_answer(
 
 
 def test_prometheus_url_is_validated(crds: Cluster, namespace: str) -> None:
-    bad = monitor(
-        "watch",
-        "srv",
-        target={"modelDeployment": {"name": "srv"}, "prometheus": {"url": "prometheus:9090"}},
-    )
+    bad = monitor("watch", "srv")
+    bad["spec"]["target"]["prometheus"] = {"url": "prometheus:9090"}
     out = crds.kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(bad), check=False)
     assert out.returncode != 0
     assert "spec.target.prometheus.url" in out.stderr
