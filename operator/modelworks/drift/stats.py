@@ -228,32 +228,36 @@ def _last_of_ties(x: FloatArray) -> NDArray[np.bool_]:
 
 
 def ks_statistic_sorted(u: FloatArray, v: FloatArray) -> float:
-    """Two-sample KS statistic of two *sorted*, NaN-free samples, in one search.
+    """Two-sample KS statistic of two *sorted*, NaN-free samples, in one merge.
 
-    ``G = F_u - F_v`` is a step function: it rises at ``u``'s values and falls at
-    ``v``'s, so on any run of ``v`` values between two ``u`` values it is monotone and
-    its extremes sit next to a ``u`` value. ``D = max |G|`` is therefore the largest
-    of ``|G|`` just after and just before each distinct ``u`` value: ``F_u`` there
-    comes from the positions in ``u``, ``F_v`` from one ``searchsorted`` into ``v``
-    (plus a second one for the few values that also occur in ``v``).
+    ``G = F_u - F_v`` is a right-continuous step function that only moves at the
+    observed values, so ``D = max |G|`` is taken just after each distinct value of the
+    union. A stable argsort of ``u`` followed by ``v`` is one linear merge of two sorted
+    runs (timsort); which side each merged value came from gives ``#u <= x`` by a running
+    count, and ``#v <= x`` is the rest of the position. Evaluated at the last of each run
+    of equal values, ties count on both sides as they should.
     """
     n, m = u.size, v.size
     if n == 0 or m == 0:
         return math.nan
-    last = np.flatnonzero(_last_of_ties(u))  # u[last] are the distinct values
-    x = u[last]
-    v_upto = np.searchsorted(v, x, side="right")  # #v <= x
-    v_below = v_upto.copy()  # #v < x: the same unless x occurs in v
-    shared = v[np.maximum(v_upto - 1, 0)] == x
-    shared &= v_upto > 0
-    if shared.any():
-        v_below[shared] = np.searchsorted(v, x[shared], side="left")
-    u_below = np.empty_like(last)  # #u < x
-    u_below[0] = 0
-    u_below[1:] = last[:-1] + 1
-    after = np.abs((last + 1) / n - v_upto / m).max()
-    before = np.abs(u_below / n - v_below / m).max()
-    return float(max(after, before))
+    both = np.concatenate((u, v))
+    order = np.argsort(both, kind="stable")
+    merged = both[order]
+    del both  # the temporaries are the whole memory cost: keep at most three alive
+    count = np.int32 if n + m < 2**31 else np.int64
+    seen_u: NDArray[np.signedinteger[Any]] = np.cumsum(order < n, dtype=count)
+    del order
+    last = _last_of_ties(merged)
+    del merged
+    if last.all():  # no ties: every position counts
+        upto_u = seen_u
+        upto: NDArray[np.signedinteger[Any]] = np.arange(1, n + m + 1, dtype=count)
+    else:
+        at = np.flatnonzero(last)
+        upto_u = seen_u[at]
+        upto = at + 1
+    g = upto_u / n - (upto - upto_u) / m
+    return float(max(g.max(), -g.min()))
 
 
 def ks_wasserstein_sorted(u: FloatArray, v: FloatArray) -> tuple[float, float]:
