@@ -121,7 +121,7 @@ service_url() {
 
 # Traffic generators of this run stop with it, however it ends.
 traffic=""
-trap '[[ -n $traffic ]] && kill "$traffic" 2>/dev/null; true' EXIT
+trap 'if [[ -n $traffic ]]; then kill "$traffic" 2>/dev/null || true; fi' EXIT
 
 if [[ -z ${MODELWORKS_MLFLOW_TRACKING_URI:-} ]]; then
   say "no MLflow server configured (MODELWORKS_MLFLOW_TRACKING_URI): training waits on it"
