@@ -5,6 +5,9 @@
 # model-server pods to a file_sd file instead (tests/e2e/conftest.py).
 #
 #   hack/prometheus.sh path   print the path of the prometheus binary (fetching it once)
+#
+#   MODELWORKS_PROMETHEUS=/path/to/prometheus   use that binary instead (e.g. an upstream
+#                                               release where Debian's package is not at hand)
 set -euo pipefail
 HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck disable=SC1091 # versions.env: plain KEY=value lines
@@ -14,6 +17,11 @@ CACHE_DIR=${MODELWORKS_CACHE:-$HOME/.cache/modelworks}
 die() { printf 'prometheus: error: %s\n' "$*" >&2; exit 1; }
 
 fetch() {
+  if [[ -n ${MODELWORKS_PROMETHEUS:-} ]]; then
+    [[ -x $MODELWORKS_PROMETHEUS ]] || die "MODELWORKS_PROMETHEUS=$MODELWORKS_PROMETHEUS is not an executable"
+    printf '%s\n' "$MODELWORKS_PROMETHEUS"
+    return
+  fi
   local want=$PROMETHEUS_DEB_VERSION dest tmp deb
   dest=$CACHE_DIR/prometheus-${want//[^A-Za-z0-9.]/_}
   if [[ -x $dest/usr/bin/prometheus ]]; then
