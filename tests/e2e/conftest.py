@@ -155,13 +155,6 @@ class Prometheus:
     url: str
     log: Path
 
-    def query(self, promql: str) -> list[dict[str, Any]]:
-        from urllib.parse import urlencode
-        from urllib.request import urlopen
-
-        with urlopen(f"{self.url}/api/v1/query?{urlencode({'query': promql})}", timeout=5) as r:
-            return list(json.loads(r.read())["data"]["result"])
-
 
 @pytest.fixture
 def prometheus(cluster: Cluster, real_node: Node, ns: str, tmp: Path) -> Iterator[Prometheus]:

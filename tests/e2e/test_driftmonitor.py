@@ -9,6 +9,7 @@ version takes the alias, and the ModelDeployment rolls it out.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
+from modelworks.clients.prometheus import query
 from tests.e2e.conftest import Prometheus
 from tests.e2e.test_modeldeployment import post
 from tests.e2e.test_trainingjob import sample, wait
@@ -135,13 +137,11 @@ def test_drift_on_two_features_retrains_and_rolls_out(
     prom["spec"].pop("retrain")
     prom["spec"]["target"]["prometheus"] = {"url": prometheus.url}
     ip = cluster.get("service", "churn", ns)["spec"]["clusterIP"]  # type: ignore[index]
+    watch = functools.partial(until, cluster, ns, operator)
     with Load(f"http://{ip}/invocations") as load:
         cluster.apply(dmon)
         cluster.apply(prom)
-        calm = until(
-            cluster,
-            ns,
-            operator,
+        calm = watch(
             lambda: (
                 (o := cluster.get("dmon", "churn-drift", ns))
                 and (o.get("status") or {}).get("verdict") == "NoDrift"
@@ -162,22 +162,16 @@ def test_drift_on_two_features_retrains_and_rolls_out(
             "contract",
             "payment_method",
         }
-        until(
-            cluster,
-            ns,
-            operator,
+        watch(
             lambda: verdict_of(cluster, ns, "churn-drift-prom", 200) == "NoDrift",
             timeout=60,
             what="the Prometheus-fed monitor to see no drift",
         )
-        served = prometheus.query('modelworks_feature_bucket_total{feature="age"}')
-        assert served and {r["metric"]["modeldeployment"] for r in served} == {"churn"}
+        served = query(prometheus.url, 'modelworks_feature_bucket_total{feature="age"}')
+        assert served and {labels["modeldeployment"] for labels, _ in served} == {"churn"}
 
         load.shifted = True
-        drifting = until(
-            cluster,
-            ns,
-            operator,
+        drifting = watch(
             lambda: (
                 (o := cluster.get("dmon", "churn-drift", ns))
                 and any(
@@ -191,10 +185,7 @@ def test_drift_on_two_features_retrains_and_rolls_out(
         )
         drifted = {f["name"] for f in drifting["status"]["features"] if f.get("drifted")}
         assert drifted == set(SHIFTED), drifting["status"]["features"]
-        from_prometheus = until(
-            cluster,
-            ns,
-            operator,
+        from_prometheus = watch(
             lambda: (
                 verdict_of(cluster, ns, "churn-drift-prom", 200) == "Declared"
                 and cluster.get("dmon", "churn-drift-prom", ns)
@@ -236,10 +227,7 @@ def test_drift_on_two_features_retrains_and_rolls_out(
         evidence = json.loads(tj2["metadata"]["annotations"]["modelworks.dev/drift-evidence"])
         assert {f["name"] for f in evidence["features"]} == set(SHIFTED)
         wait(cluster, ns, str(retrain), "Succeeded", operator)
-        until(
-            cluster,
-            ns,
-            operator,
+        watch(
             lambda: (
                 (o := cluster.get("mdep", "churn", ns))
                 and o["status"].get("stableVersion") == "2"

@@ -218,7 +218,7 @@ def _register_kind(rt: Runtime, registry: kopf.OperatorRegistry, kind: Kind) -> 
     @kopf.timer(*resource, id="resync", interval=TICK_SECONDS, registry=registry)
     async def resync(body: kopf.Body, patch: kopf.Patch, uid: str, **_: Any) -> None:
         due = rt.due.get(uid)
-        if due is None or uid in rt.gone or time.monotonic() < due:
+        if due is None or time.monotonic() < due:
             return  # not due (or not yet seen by a handler): costs nothing, no API call
         # kopf.event() needs kopf's context variables: run the pass in a copy of them.
         context = contextvars.copy_context()
