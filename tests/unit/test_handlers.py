@@ -6,6 +6,7 @@ handlers call); nothing here talks to Kubernetes or MLflow, so the clients are a
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, cast
@@ -119,3 +120,50 @@ def test_deleted_during_a_pass_is_not_rearmed(monkeypatch: pytest.MonkeyPatch, f
         run(rt, monkeypatch, deleted_meanwhile)
     assert UID not in rt.due
     assert UID in rt.gone
+
+
+@pytest.mark.parametrize(
+    ("second_waits", "expected_runs", "expected_result"),
+    [
+        (True, 2, True),  # a spec-change pass waits for the tick, then runs
+        (False, 1, False),  # a tick finds the object busy and does nothing
+    ],
+)
+def test_one_pass_per_object_at_a_time(
+    monkeypatch: pytest.MonkeyPatch, second_waits: bool, expected_runs: int, expected_result: bool
+) -> None:
+    """A tick and a change pass of one object never overlap (CI once saw two MLflow runs
+    created for one new spec: both passes searched, found none, and created one)."""
+    rt = runtime()
+    inside = threading.Event()
+    release = threading.Event()
+    in_flight: list[int] = [0]
+    most: list[int] = [0]
+    runs: list[int] = []
+
+    def slow(obj: dict[str, Any], **_: Any) -> Outcome:
+        in_flight[0] += 1
+        most[0] = max(most[0], in_flight[0])
+        runs.append(1)
+        inside.set()
+        release.wait(timeout=10)
+        in_flight[0] -= 1
+        return Outcome(status={"phase": "New"})
+
+    monkeypatch.setitem(RECONCILERS, KIND.kind, slow)
+    first = threading.Thread(target=_pass, args=(rt, KIND, body(), kopf.Patch()))
+    first.start()
+    assert inside.wait(timeout=10)
+    result: list[bool] = []
+    second = threading.Thread(
+        target=lambda: result.append(_pass(rt, KIND, body(), kopf.Patch(), wait=second_waits))
+    )
+    second.start()
+    second.join(timeout=0.5)
+    assert most[0] == 1  # the second pass has not entered the reconciler
+    release.set()
+    first.join(timeout=10)
+    second.join(timeout=10)
+    assert not first.is_alive() and not second.is_alive()
+    assert len(runs) == expected_runs and most[0] == 1
+    assert result == [expected_result]

@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -58,6 +59,15 @@ class Runtime:
     # event came would re-arm ``due`` and the timer would go on reconciling the stale body
     # (re-creating children a new object of the same name then fights over).
     gone: set[str] = field(default_factory=set)
+    # One pass per object at a time. kopf serialises an object's change handlers but not its
+    # timer: a tick and a spec-change pass could both find no MLflow run for the new spec and
+    # both create one. A change pass waits for the tick; a tick skips a busy object.
+    locks: dict[str, threading.Lock] = field(default_factory=dict)
+    _locks_guard: threading.Lock = field(default_factory=threading.Lock)
+
+    def lock(self, uid: str) -> threading.Lock:
+        with self._locks_guard:
+            return self.locks.setdefault(uid, threading.Lock())
 
     def arm(self, uid: str, delay: float) -> None:
         """Make ``uid`` due in ``delay`` seconds, unless it was deleted meanwhile."""
@@ -69,6 +79,8 @@ class Runtime:
         self.gone.add(uid)
         self.due.pop(uid, None)
         self.memory.pop(uid, None)
+        with self._locks_guard:
+            self.locks.pop(uid, None)
 
     @property
     def server(self) -> ServerConfig:
@@ -100,12 +112,33 @@ def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, An
     return patch
 
 
-def _pass(rt: Runtime, kind: Kind, body: kopf.Body, patch: kopf.Patch) -> None:
-    """One reconcile pass of one object; runs in kopf's thread pool."""
+def _pass(
+    rt: Runtime, kind: Kind, body: kopf.Body, patch: kopf.Patch, *, wait: bool = True
+) -> bool:
+    """One reconcile pass of one object, in kopf's thread pool; False if it did not run.
+
+    ``wait`` is False for the tick: when another pass of the object is running, the tick
+    does nothing (that pass arms the next one) instead of queueing behind it.
+    """
+    uid = body["metadata"]["uid"]
+    lock = rt.lock(uid)
+    if not lock.acquire(blocking=wait):
+        return False
+    try:
+        if uid in rt.gone:
+            return False
+        # Read once the lock is held: a change pass that waited for a tick reconciles the
+        # new spec against what the tick left (level-based: the next pass mends any status
+        # key the two both wrote).
+        _reconcile_once(rt, kind, body, patch)
+        return True
+    finally:
+        lock.release()
+
+
+def _reconcile_once(rt: Runtime, kind: Kind, body: kopf.Body, patch: kopf.Patch) -> None:
     obj = plain(body)
     uid = obj["metadata"]["uid"]
-    if uid in rt.gone:
-        return
     started = time.monotonic()
     try:
         outcome = RECONCILERS[kind.kind](
@@ -223,7 +256,7 @@ def _register_kind(rt: Runtime, registry: kopf.OperatorRegistry, kind: Kind) -> 
         # kopf.event() needs kopf's context variables: run the pass in a copy of them.
         context = contextvars.copy_context()
         await asyncio.get_running_loop().run_in_executor(
-            None, functools.partial(context.run, _pass, rt, kind, body, patch)
+            None, functools.partial(context.run, _pass, rt, kind, body, patch, wait=False)
         )
 
     @kopf.on.event(*resource, id="forget", registry=registry)
