@@ -1,7 +1,7 @@
 # One image for the operator, the model server and batch jobs (different commands).
 # Built by Docker on a workstation, and by buildah (--pull=never) on the local cluster
 # from a debootstrap'd Debian bookworm tagged debian:bookworm-slim.
-FROM debian:bookworm-slim AS build
+FROM debian:bookworm-slim AS deps
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
  && rm -rf /var/lib/apt/lists/*
@@ -9,22 +9,34 @@ RUN python3 -m venv /opt/modelworks
 WORKDIR /src
 # Dependencies first, in their own layer: a code or README change does not reinstall
 # them. The stub package (and an empty README, which pyproject names) lets pip resolve
-# ".[image]" before the real sources are copied.
+# ".[image]" before the real sources are copied; the stub is uninstalled again, so this
+# venv holds the dependencies only.
 COPY constraints.txt pyproject.toml ./
 RUN mkdir -p operator/modelworks && echo '__version__ = "0"' > operator/modelworks/__init__.py \
  && touch README.md \
  && /opt/modelworks/bin/pip install --no-cache-dir --disable-pip-version-check \
-      -c constraints.txt ".[image]"
+      -c constraints.txt ".[image]" \
+ && /opt/modelworks/bin/pip uninstall -y --disable-pip-version-check modelworks \
+ && rm -rf operator README.md
+
+FROM deps AS build
 COPY README.md ./
 COPY operator ./operator
-RUN /opt/modelworks/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps --force-reinstall .
+# The package alone, into a tree /out that mirrors / (its modules, dist-info and the
+# `modelworks` script, whose interpreter is the venv's): the final image adds it as a
+# layer of a few hundred KB on top of the unchanged dependency layer.
+RUN /opt/modelworks/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps \
+      --root /out .
 
 FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 ca-certificates libgomp1 \
  && rm -rf /var/lib/apt/lists/*
-COPY --from=build /opt/modelworks /opt/modelworks
+# ~1 GB that changes only with constraints.txt or pyproject.toml: the layer cache, the node's
+# containerd and a registry keep it between code changes.
+COPY --from=deps /opt/modelworks /opt/modelworks
 COPY examples /app/examples
+COPY --from=build /out/ /
 ENV PATH=/opt/modelworks/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
 import re
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,11 +23,44 @@ from tests.support import (
     cluster_session,
     create_namespace,
     mlflow_server,
+    open_cluster,
+    stop_cluster,
 )
 
 CRDS = ROOT / "crds"
 # The cluster of this session, brought up once the tests are collected (see below).
 _SESSION: dict[str, Any] = {}
+_RUN = uuid.uuid4().hex  # this run's id when there are no xdist workers
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``-n 2 --dist loadgroup`` one worker runs every e2e test, one after the other,
+    while the other works through the integration and unit tiers. The e2e tests share the
+    one real node (two of them at once would time each other's pods out on two cores); the
+    integration tests use kwok's fake nodes and a namespace each, so they run beside them.
+    """
+    group = pytest.mark.xdist_group("node")
+    for item in items:
+        if item.get_closest_marker("e2e"):
+            item.add_marker(group)
+
+
+@contextlib.contextmanager
+def _shared_state(config: pytest.Config) -> Iterator[dict[str, Any]]:
+    """This run's cluster bookkeeping, under a lock every xdist worker of the run shares."""
+    workerinput = getattr(config, "workerinput", None)
+    run = workerinput["testrunuid"] if workerinput else _RUN
+    path = Path(tempfile.gettempdir()) / f"modelworks-pytest-{run}.json"
+    with path.with_suffix(".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        state: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+        yield state
+        if state.get("users", 0) > 0 or "error" in state:
+            path.write_text(json.dumps(state))
+        else:
+            path.unlink(missing_ok=True)
+            path.with_suffix(".lock").unlink(missing_ok=True)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -32,7 +68,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
     On a cold machine ``hack/cluster.sh up`` builds the control plane from its Go
     modules, the node and the project image: many minutes, once. Inside a session
-    fixture that would count against the first test's 600 s timeout.
+    fixture that would count against the first test's 600 s timeout. Under xdist the
+    first worker brings it up while the others wait on the lock; the last one to finish
+    stops it (when this run started it).
     """
     if session.config.option.collectonly:
         return
@@ -40,20 +78,27 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         i.get_closest_marker("integration") or i.get_closest_marker("e2e") for i in session.items
     ):
         return  # the unit tier alone: no cluster
-    stack = contextlib.ExitStack()
-    try:
-        _SESSION["cluster"] = stack.enter_context(cluster_session())
-    except Exception as exc:  # reported by every test that needs the cluster
-        stack.close()
-        _SESSION["error"] = f"the test cluster did not come up: {type(exc).__name__}: {exc}"
-        return
-    _SESSION["stack"] = stack
+    with _shared_state(session.config) as state:
+        if "error" in state:
+            _SESSION["error"] = state["error"]
+            return
+        try:
+            _SESSION["cluster"] = open_cluster()
+        except Exception as exc:  # reported by every test that needs the cluster
+            state["error"] = f"the test cluster did not come up: {type(exc).__name__}: {exc}"
+            _SESSION["error"] = state["error"]
+            return
+        state["users"] = state.get("users", 0) + 1
+        state["started"] = state.get("started", False) or _SESSION["cluster"].started_here
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    stack = _SESSION.pop("stack", None)
-    if stack is not None:
-        stack.close()  # stops a cluster this session started (unless MODELWORKS_KEEP_CLUSTER=1)
+    if _SESSION.pop("cluster", None) is None:
+        return
+    with _shared_state(session.config) as state:
+        state["users"] -= 1
+        if state["users"] == 0 and state.get("started"):
+            stop_cluster()  # unless MODELWORKS_KEEP_CLUSTER=1
 
 
 @pytest.fixture(scope="session")

@@ -135,12 +135,22 @@ def cluster_session() -> Iterator[Cluster]:
 
     A cluster this function started is stopped at the end unless MODELWORKS_KEEP_CLUSTER=1.
     """
+    c = open_cluster()
+    try:
+        yield c
+    finally:
+        if c.started_here:
+            stop_cluster()
+
+
+def open_cluster() -> Cluster:
+    """$KUBECONFIG's cluster when it answers; else the local one, started when not running
+    (``started_here`` says so)."""
     given = os.environ.get("KUBECONFIG")
     if given:
         c = Cluster(kubeconfig=given, kubectl_path=_kubectl_in(os.environ.get("PATH", "")))
         if c.reachable():
-            yield c
-            return
+            return c
         print(f"KUBECONFIG={given} is not reachable; using the local cluster", file=sys.stderr)
     running = (
         subprocess.run([str(CLUSTER_SH), "status"], capture_output=True, text=True).returncode == 0
@@ -155,11 +165,13 @@ def cluster_session() -> Iterator[Cluster]:
         env=env,
     )
     eventually(c.reachable, timeout=60, what="the local kube-apiserver to be ready")
-    try:
-        yield c
-    finally:
-        if c.started_here and os.environ.get("MODELWORKS_KEEP_CLUSTER") != "1":
-            subprocess.run([str(CLUSTER_SH), "down"], check=False, timeout=300)
+    return c
+
+
+def stop_cluster() -> None:
+    """Stop the local cluster, unless MODELWORKS_KEEP_CLUSTER=1."""
+    if os.environ.get("MODELWORKS_KEEP_CLUSTER") != "1":
+        subprocess.run([str(CLUSTER_SH), "down"], check=False, timeout=300)
 
 
 @dataclass
