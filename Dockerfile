@@ -6,21 +6,35 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 RUN python3 -m venv /opt/modelworks
-WORKDIR /src
+WORKDIR /deps
 # Dependencies first, in their own layer: a code or README change does not reinstall
 # them. The stub package (and an empty README, which pyproject names) lets pip resolve
 # ".[image]" before the real sources are copied; the stub is uninstalled again, so this
 # venv holds the dependencies only.
 COPY constraints.txt pyproject.toml ./
+# hack/image.sh mounts uv and its wheel cache at /opt/uv and /opt/uv-cache (seconds on a
+# machine that ran hack/bootstrap.sh), and the host's CA bundle with pip's configuration;
+# elsewhere pip installs the same pins.
 RUN mkdir -p operator/modelworks && echo '__version__ = "0"' > operator/modelworks/__init__.py \
  && touch README.md \
- && /opt/modelworks/bin/pip install --no-cache-dir --disable-pip-version-check \
-      -c constraints.txt ".[image]" \
+ && if [ -x /opt/uv/uv ]; then \
+      if [ -f /root/.config/pip/ca-certificates.crt ]; then \
+        export SSL_CERT_FILE=/root/.config/pip/ca-certificates.crt; \
+      fi; \
+      UV_CACHE_DIR=/opt/uv-cache UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never \
+        /opt/uv/uv pip install -q --compile-bytecode --python /opt/modelworks/bin/python \
+          -c constraints.txt ".[image]"; \
+    else \
+      /opt/modelworks/bin/pip install --no-cache-dir --disable-pip-version-check \
+        -c constraints.txt ".[image]"; \
+    fi \
  && /opt/modelworks/bin/pip uninstall -y --disable-pip-version-check modelworks \
- && rm -rf operator README.md
+ && cd / && rm -rf /deps
 
+# A clean source tree: setuptools' build/ of the stub would otherwise shadow the real modules.
 FROM deps AS build
-COPY README.md ./
+WORKDIR /src
+COPY pyproject.toml README.md ./
 COPY operator ./operator
 # The package alone, into a tree /out that mirrors / (its modules, dist-info and the
 # `modelworks` script, whose interpreter is the venv's): the final image adds it as a

@@ -49,7 +49,8 @@ constraints=()
 
 # uv (pinned, in a venv of its own under the cache) installs from its cache in seconds,
 # where pip takes minutes to install the same wheels into every fresh clone's .venv.
-UV_VERSION=0.13.8
+# shellcheck source=hack/versions.env
+UV_VERSION=$(. "$repo/hack/versions.env" && echo "$UV_VERSION")
 uv_tool=$cache/uv-$UV_VERSION
 ensure_uv() {
   [[ -x $uv_tool/bin/uv ]] && return 0

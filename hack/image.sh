@@ -324,8 +324,17 @@ cmd_build() {
   # outbound HTTP(S); no CNI bridge or iptables rules needed.
   local rc
   set +e
+  # --volume uv: when hack/bootstrap.sh has installed uv, the dependency layer is installed
+  # by the same uv from the same wheel cache (seconds instead of minutes of pip downloads).
+  local -a uv_volumes=()
+  local uv_bin
+  uv_bin=$cache/uv-$(. "$repo/hack/versions.env" && echo "$UV_VERSION")/bin
+  if [[ ${MODELWORKS_IMAGE_UV:-1} == 1 && -x $uv_bin/uv ]]; then
+    mkdir -p "$cache/uv"
+    uv_volumes=(--volume "$uv_bin:/opt/uv:ro" --volume "$cache/uv:/opt/uv-cache")
+  fi
   buildah bud --pull=never --layers --force-rm --network "$network" \
-    --volume "$imgcache/pip-config:/root/.config/pip:ro" \
+    --volume "$imgcache/pip-config:/root/.config/pip:ro" "${uv_volumes[@]}" \
     --label "$label_inputs=$hash" \
     -f "$repo/Dockerfile" -t "$ref" "$repo" 2>&1 | tee "$imgcache/build.log" |
     grep --line-buffered -E '^(\[[0-9]+/[0-9]+\] )?STEP |^--> Using cache|^Successfully tagged' >&2
