@@ -43,7 +43,16 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import special, stats  # type: ignore[import-untyped]
+from scipy import special  # type: ignore[import-untyped]
+
+
+def _stats() -> Any:
+    """``scipy.stats``, imported on first use: ~1 s of every operator and CLI start that
+    never computes a KS p-value."""
+    from scipy import stats
+
+    return stats
+
 
 FloatArray = NDArray[np.float64]
 
@@ -154,12 +163,12 @@ def chi2_homogeneity(reference: ArrayLike, current: ArrayLike) -> tuple[FloatArr
 def ks_pvalue(statistic: ArrayLike, n: int, m: int) -> FloatArray:
     """Asymptotic two-sided p-value of a two-sample KS statistic, as scipy computes it.
 
-    ``scipy.stats.kstwo.sf(D, round(n·m / (n + m)))`` — what ``ks_2samp`` does with
+    ``scipy._stats().kstwo.sf(D, round(n·m / (n + m)))`` — what ``ks_2samp`` does with
     ``method="asymp"`` (and with ``"auto"`` above :data:`KS_EXACT_MAX_N`).
     """
     d = np.asarray(statistic, dtype=np.float64)
     en = max(round(n * m / (n + m)), 1)
-    return np.asarray(np.clip(stats.kstwo.sf(d, en), 0.0, 1.0), dtype=np.float64)
+    return np.asarray(np.clip(_stats().kstwo.sf(d, en), 0.0, 1.0), dtype=np.float64)
 
 
 def ks_binned_statistic(reference: ArrayLike, current: ArrayLike) -> FloatArray:
@@ -188,7 +197,7 @@ def ks_binned(reference: ArrayLike, current: ArrayLike) -> tuple[FloatArray, Flo
     empty = np.isnan(d)
     with np.errstate(invalid="ignore", divide="ignore"):
         en = np.where(empty, 1.0, np.maximum(np.round(n_r * n_c / (n_r + n_c)), 1.0))
-    p = np.clip(stats.kstwo.sf(np.where(empty, 0.0, d), en), 0.0, 1.0)
+    p = np.clip(_stats().kstwo.sf(np.where(empty, 0.0, d), en), 0.0, 1.0)
     return d, np.asarray(np.where(empty, np.nan, p), dtype=np.float64)
 
 
@@ -213,7 +222,7 @@ def ks_sorted(u: FloatArray, v: FloatArray) -> tuple[float, float]:
     if max(u.size, v.size) <= KS_EXACT_MAX_N:
         with warnings.catch_warnings():  # scipy's own "exact failed, using asymp" fallback
             warnings.simplefilter("ignore", RuntimeWarning)
-            res: Any = stats.ks_2samp(u, v)
+            res: Any = _stats().ks_2samp(u, v)
         return float(res.statistic), float(res.pvalue)
     d = ks_statistic_sorted(u, v)
     return d, float(ks_pvalue(d, u.size, v.size))
