@@ -7,6 +7,7 @@ import fcntl
 import json
 import re
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -78,6 +79,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         i.get_closest_marker("integration") or i.get_closest_marker("e2e") for i in session.items
     ):
         return  # the unit tier alone: no cluster
+    _start_mlflow_early(session)
     with _shared_state(session.config) as state:
         if "error" in state:
             _SESSION["error"] = state["error"]
@@ -93,6 +95,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    early: _EarlyMlflow | None = _SESSION.pop("mlflow", None)
+    if early is not None:  # started, but no test of this worker asked for it
+        early.join(300)
+        early.stack.close()
     if _SESSION.pop("cluster", None) is None:
         return
     with _shared_state(session.config) as state:
@@ -137,11 +143,58 @@ def tmp(tmp_path: Path) -> Path:
     return tmp_path
 
 
+class _EarlyMlflow(threading.Thread):
+    """The session's MLflow server, started while the cluster comes up.
+
+    ``mlflow server`` takes 10-15 s of CPU to start; under the other worker's e2e load the
+    first test that needed it waited 44-84 s in CI. Started from ``pytest_collection_finish``
+    it boots while ``hack/cluster.sh up`` runs, and the fixture only waits for the rest.
+    """
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(name="mlflow-server", daemon=True)
+        self.root = root
+        self.stack = contextlib.ExitStack()
+        self.server: MlflowServer | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.server = self.stack.enter_context(mlflow_server(self.root))
+        except BaseException as exc:  # re-raised by the fixture
+            self.error = exc
+
+    def result(self, timeout: float) -> MlflowServer:
+        self.join(timeout)
+        if self.is_alive():
+            raise AssertionError(f"the MLflow server did not start in {timeout:.0f} s")
+        if self.error is not None:
+            raise self.error
+        assert self.server is not None
+        return self.server
+
+
+def _start_mlflow_early(session: pytest.Session) -> None:
+    if any("mlflow" in getattr(i, "fixturenames", ()) for i in session.items):
+        factory: pytest.TempPathFactory = session.config._tmp_path_factory
+        early = _EarlyMlflow(factory.mktemp("mlflow"))
+        early.start()
+        _SESSION["mlflow"] = early
+
+
 @pytest.fixture(scope="session")
 def mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
     """A real MLflow tracking server and registry for the whole session."""
-    with mlflow_server(tmp_path_factory.mktemp("mlflow")) as server:
-        yield server
+    early: _EarlyMlflow | None = _SESSION.pop("mlflow", None)
+    if early is None:
+        with mlflow_server(tmp_path_factory.mktemp("mlflow")) as server:
+            yield server
+        return
+    try:
+        yield early.result(timeout=300)
+    finally:
+        early.join(300)
+        early.stack.close()
 
 
 @pytest.fixture
