@@ -175,6 +175,9 @@ def test_deployment_is_restricted_pinned_and_probed() -> None:
     assert pod["metadata"]["labels"]["modelworks.dev/track"] == "stable"
     assert dep["spec"]["selector"]["matchLabels"]["modelworks.dev/track"] == "stable"
     assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    # A leaving pod answers until its endpoint is gone, then drains within the grace period.
+    assert container["lifecycle"]["preStop"] == {"sleep": {"seconds": 5}}
+    assert pod["spec"]["terminationGracePeriodSeconds"] >= 5 + 25
     assert dep["metadata"]["ownerReferences"][0]["uid"] == "u-1"
 
 

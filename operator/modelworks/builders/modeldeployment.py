@@ -28,6 +28,8 @@ from modelworks.builders.common import (
 CONTAINER = "server"
 COMPONENT = "server"
 PORT = 8080
+PRESTOP_SECONDS = 5
+"""How long a leaving serving pod keeps answering before SIGTERM (endpoint removal lag)."""
 TRACK_LABEL = "modelworks.dev/track"
 VERSION_LABEL = "modelworks.dev/model-version"
 HASH_ANNOTATION = "modelworks.dev/desired-hash"
@@ -150,6 +152,11 @@ def build_deployment(
         },
         "securityContext": {**restricted_container_security(), "readOnlyRootFilesystem": True},
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        # A pod leaving (scale-in, a rollout, a canary removed) keeps accepting connections
+        # until kube-proxy and the Service's other clients have dropped its endpoint; only
+        # then does SIGTERM stop the listener and drain. Without it CI saw requests refused
+        # during a rollout. The kubelet's own sleep: no binary needed in the image.
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SECONDS}}},
     }
     pod: dict[str, Any] = {
         "metadata": {
@@ -165,8 +172,8 @@ def build_deployment(
             "securityContext": restricted_pod_security(),
             "automountServiceAccountToken": False,
             "enableServiceLinks": False,
-            # Uvicorn drains in-flight requests on SIGTERM (25 s by default).
-            "terminationGracePeriodSeconds": 30,
+            # The preStop pause, then uvicorn drains in-flight requests on SIGTERM (25 s).
+            "terminationGracePeriodSeconds": PRESTOP_SECONDS + 30,
             "volumes": [{"name": "tmp", "emptyDir": {}}],
         },
     }
