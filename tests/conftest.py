@@ -79,7 +79,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         i.get_closest_marker("integration") or i.get_closest_marker("e2e") for i in session.items
     ):
         return  # the unit tier alone: no cluster
-    _start_mlflow_early(session)
     with _shared_state(session.config) as state:
         if "error" in state:
             _SESSION["error"] = state["error"]
@@ -92,6 +91,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             return
         state["users"] = state.get("users", 0) + 1
         state["started"] = state.get("started", False) or _SESSION["cluster"].started_here
+    # After the cluster, not during its bring-up: two MLflow servers booting beside an image
+    # build took it from ~27 s to 120 s in CI. They boot while the first tests run.
+    _start_mlflow_early(session)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -144,11 +146,11 @@ def tmp(tmp_path: Path) -> Path:
 
 
 class _EarlyMlflow(threading.Thread):
-    """The session's MLflow server, started while the cluster comes up.
+    """The session's MLflow server, started in the background once the cluster is up.
 
     ``mlflow server`` takes 10-15 s of CPU to start; under the other worker's e2e load the
     first test that needed it waited 44-84 s in CI. Started from ``pytest_collection_finish``
-    it boots while ``hack/cluster.sh up`` runs, and the fixture only waits for the rest.
+    it boots while the first tests (which do not need it) run; the fixture waits for the rest.
     """
 
     def __init__(self, root: Path) -> None:
