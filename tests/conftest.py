@@ -99,8 +99,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     early: _EarlyMlflow | None = _SESSION.pop("mlflow", None)
     if early is not None:  # started, but no test of this worker asked for it
-        early.join(300)
-        early.stack.close()
+        early.stop()
     if _SESSION.pop("cluster", None) is None:
         return
     with _shared_state(session.config) as state:
@@ -166,6 +165,10 @@ class _EarlyMlflow(threading.Thread):
         except BaseException as exc:  # re-raised by the fixture
             self.error = exc
 
+    def stop(self) -> None:
+        self.join(300)
+        self.stack.close()
+
     def result(self, timeout: float) -> MlflowServer:
         self.join(timeout)
         if self.is_alive():
@@ -195,8 +198,7 @@ def mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
     try:
         yield early.result(timeout=300)
     finally:
-        early.join(300)
-        early.stack.close()
+        early.stop()
 
 
 @pytest.fixture

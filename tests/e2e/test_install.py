@@ -392,9 +392,8 @@ def test_manifests_default_runs_the_sample_loop_in_cluster(
     )
     # The image runs this checkout's package, not the stub its dependency layer was built
     # from (an early Dockerfile shipped the stub's __init__: version "0").
-    assert metric_value(metrics, "modelworks_build_info", version=__version__) == 1.0, metrics[
-        :2000
-    ]
+    build_info = metric_value(metrics, "modelworks_build_info", version=__version__)
+    assert build_info == 1.0, metrics[:2000]
     assert (metric_value(metrics, "modelworks_reconcile_total", kind="TrainingJob") or 0) > 0
     for kind, obj_name, cond in (
         ("TrainingJob", "churn-train", "Succeeded"),

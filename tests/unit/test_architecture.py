@@ -7,6 +7,8 @@ only handlers/ imports kopf; only clients/ imports kubernetes and mlflow.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -123,3 +125,13 @@ def test_imports_follow_the_layers(path: Path) -> None:
         elif layer in PURE and top in NETWORK:
             problems.append(f"pure layer {layer} imports {top}")
     assert not problems, f"{path.name}: " + "; ".join(problems)
+
+
+def test_operator_start_does_not_import_scipy_stats() -> None:
+    """``scipy.stats`` costs ~1 s of every operator and CLI start; the drift statistics
+    import it on first use (a KS p-value) instead."""
+    code = "import sys, modelworks.handlers, modelworks.cli; print('scipy.stats' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout
+    assert out.strip() == "False"

@@ -163,7 +163,7 @@ def chi2_homogeneity(reference: ArrayLike, current: ArrayLike) -> tuple[FloatArr
 def ks_pvalue(statistic: ArrayLike, n: int, m: int) -> FloatArray:
     """Asymptotic two-sided p-value of a two-sample KS statistic, as scipy computes it.
 
-    ``scipy._stats().kstwo.sf(D, round(n·m / (n + m)))`` — what ``ks_2samp`` does with
+    ``scipy.stats.kstwo.sf(D, round(n·m / (n + m)))`` — what ``ks_2samp`` does with
     ``method="asymp"`` (and with ``"auto"`` above :data:`KS_EXACT_MAX_N`).
     """
     d = np.asarray(statistic, dtype=np.float64)
