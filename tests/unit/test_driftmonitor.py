@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from modelworks import batch, conditions
+from modelworks.api import DRIFT_MONITOR
 from modelworks.api.driftmonitor import DriftMonitorSpec
 from modelworks.builders.driftmonitor import (
     EVIDENCE_ANNOTATION,
@@ -29,6 +30,7 @@ from modelworks.drift.window import (
     prune,
     window_counts,
 )
+from modelworks.status.common import typed
 from modelworks.status.driftmonitor import (
     CheckFacts,
     RetrainPlan,
@@ -360,6 +362,7 @@ def run(
     spec: dict[str, Any], facts: CheckFacts, status: dict[str, Any] | None = None
 ) -> tuple[dict[str, Any], list[str]]:
     out, events = compute(dmon(spec, status), parse(spec), facts, NOW)
+    assert typed(DRIFT_MONITOR, out) == out
     return out, [e.reason for e in events]
 
 

@@ -55,7 +55,7 @@ def run(
 
     monkeypatch.setitem(RECONCILERS, KIND.kind, recorder)
     patch = kopf.Patch()
-    _pass(rt, KIND, body({"phase": "Old"}), patch)
+    _pass(rt, KIND, body({"phase": "Pending"}), patch)
     return seen, patch
 
 
@@ -78,10 +78,10 @@ def test_pass_arms_the_next_pass(
     seen, patch = run(
         rt,
         monkeypatch,
-        lambda obj, **_: Outcome(status={"phase": "New"}, requeue_after=requeue_after),
+        lambda obj, **_: Outcome(status={"phase": "Available"}, requeue_after=requeue_after),
     )
     assert len(seen) == 1
-    assert dict(patch.status) == {"phase": "New"}
+    assert dict(patch.status) == {"phase": "Available"}
     remaining = rt.due[UID] - time.monotonic()
     assert expected_delay - 1.0 < remaining <= expected_delay
 
@@ -91,7 +91,7 @@ def test_deleted_object_is_never_run_again(monkeypatch: pytest.MonkeyPatch) -> N
     rt.due[UID] = 0.0
     rt.memory[UID] = {"kept": 1}
     rt.forget(UID)
-    seen, patch = run(rt, monkeypatch, lambda obj, **_: Outcome(status={"phase": "New"}))
+    seen, patch = run(rt, monkeypatch, lambda obj, **_: Outcome(status={"phase": "Available"}))
     assert seen == []  # the stale body is not reconciled
     assert UID not in rt.due and UID not in rt.memory
     assert not patch.status
@@ -111,7 +111,7 @@ def test_deleted_during_a_pass_is_not_rearmed(monkeypatch: pytest.MonkeyPatch, f
         rt.forget(obj["metadata"]["uid"])
         if fails:
             raise RuntimeError("the API said 404")
-        return Outcome(status={"phase": "New"})
+        return Outcome(status={"phase": "Available"})
 
     if fails:
         with pytest.raises(kopf.TemporaryError):
@@ -148,7 +148,7 @@ def test_one_pass_per_object_at_a_time(
         inside.set()
         release.wait(timeout=10)
         in_flight[0] -= 1
-        return Outcome(status={"phase": "New"})
+        return Outcome(status={"phase": "Available"})
 
     monkeypatch.setitem(RECONCILERS, KIND.kind, slow)
     first = threading.Thread(target=_pass, args=(rt, KIND, body(), kopf.Patch()))

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from modelworks import conditions
+from modelworks.api import MODEL_DEPLOYMENT
 from modelworks.api.modeldeployment import Analysis, ModelDeploymentSpec
 from modelworks.builders.modeldeployment import (
     HASH_ANNOTATION,
@@ -20,6 +21,7 @@ from modelworks.builders.modeldeployment import (
     fixed_replicas,
     url,
 )
+from modelworks.status.common import typed
 from modelworks.status.modeldeployment import (
     AnalysisFacts,
     Decision,
@@ -131,7 +133,9 @@ def run(
     now: str = T1,
     generation: int = 1,
 ) -> Decision:
-    return decide(mdep(spec, status, generation), parse(spec), facts, now, URL)
+    decision = decide(mdep(spec, status, generation), parse(spec), facts, now, URL)
+    assert typed(MODEL_DEPLOYMENT, decision.status) == decision.status
+    return decision
 
 
 def cond(decision: Decision, type_: str) -> dict[str, Any]:

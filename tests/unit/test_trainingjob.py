@@ -8,9 +8,11 @@ from typing import Any
 import pytest
 
 from modelworks import conditions
+from modelworks.api import TRAINING_JOB
 from modelworks.api.trainingjob import GateRule, TrainingJobSpec
 from modelworks.builders.trainingjob import RunRef, build_job, build_service, job_name, training_key
 from modelworks.status import gate as gates
+from modelworks.status.common import typed
 from modelworks.status.trainingjob import (
     Registration,
     RunFacts,
@@ -467,6 +469,7 @@ def test_status(
     name: str, spec: dict[str, Any], facts: TrainingFacts, phase: str, summary: str, reason: str
 ) -> None:
     status = compute(tj(spec), parse(spec), facts, NOW)
+    assert typed(TRAINING_JOB, status) == status
     assert status["phase"] == phase
     cond = conditions.get(status["conditions"], "Succeeded")
     assert cond is not None
@@ -490,6 +493,7 @@ def test_registered_status_carries_lineage_and_gate() -> None:
         ),
         NOW,
     )
+    assert typed(TRAINING_JOB, status) == status
     assert status["registeredModel"] == {
         "name": "churn",
         "version": "3",

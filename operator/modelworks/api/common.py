@@ -98,9 +98,8 @@ class ApiModel(BaseModel):
 
 
 class StatusModel(ApiModel):
-    """Base of status models: tolerant of fields written by newer operators."""
-
-    model_config = ConfigDict(extra="ignore")
+    """Base of status models. Status is written whole by the operator that computed it, so
+    an unknown key is refused here as in a spec: it would be a defect, not a newer field."""
 
 
 # ---------------------------------------------------------------------------

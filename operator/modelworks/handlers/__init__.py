@@ -29,6 +29,7 @@ from modelworks.api import GROUP, KINDS, VERSION, Kind
 from modelworks.clients.kube import Kube
 from modelworks.clients.mlflow import Registry
 from modelworks.reconcilers import driftmonitor, modeldeployment, trainingjob
+from modelworks.reconcilers.base import status_changes
 from modelworks.reconcilers.modeldeployment import ServerConfig
 from modelworks.reconcilers.outcome import Outcome
 from modelworks.settings import Settings
@@ -105,13 +106,6 @@ def plain(value: Any) -> Any:
     return value
 
 
-def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """The JSON merge patch that turns status ``old`` into ``new`` ({} when equal)."""
-    patch: dict[str, Any] = {k: v for k, v in new.items() if old.get(k) != v}
-    patch.update({k: None for k in old if k not in new})
-    return patch
-
-
 def _pass(
     rt: Runtime, kind: Kind, body: kopf.Body, patch: kopf.Patch, *, wait: bool = True
 ) -> bool:
@@ -160,7 +154,7 @@ def _reconcile_once(rt: Runtime, kind: Kind, body: kopf.Body, patch: kopf.Patch)
     metrics.observe_conditions(kind.kind, obj["metadata"], outcome.status.get("conditions"))
     if kind.kind == "DriftMonitor":
         metrics.observe_drift(obj["metadata"], obj.get("status") or {}, outcome.status)
-    changes = status_patch(obj.get("status") or {}, outcome.status)
+    changes = status_changes(kind, obj.get("status") or {}, outcome.status)
     if changes:
         patch.status.update(changes)
         metrics.STATUS_WRITES.labels(kind.kind).inc()

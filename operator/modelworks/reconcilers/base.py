@@ -10,7 +10,7 @@ from modelworks.api import Kind
 from modelworks.api.common import ApiModel
 from modelworks.api.validate import parse_spec
 from modelworks.reconcilers.outcome import Event, Outcome
-from modelworks.status.common import invalid_spec
+from modelworks.status.common import invalid_spec, merge_patch, typed
 
 
 def validate(
@@ -29,3 +29,8 @@ def validate(
     )
     events = [] if already else [Event("InvalidSpec", "; ".join(errors), "Warning")]
     return None, Outcome(status=status, events=events, result="invalid")
+
+
+def status_changes(kind: Kind, old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The merge patch that stores ``new`` (checked against the kind's model) over ``old``."""
+    return merge_patch(old, typed(kind, new))

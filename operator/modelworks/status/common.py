@@ -60,3 +60,43 @@ def pod_ready(pod: Mapping[str, Any]) -> bool:
     if (pod.get("metadata") or {}).get("deletionTimestamp"):
         return False
     return conditions.is_true((pod.get("status") or {}).get("conditions"), "Ready")
+
+
+def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) that turns ``old`` into ``new``; {} when they are equal.
+
+    Nested objects are diffed key by key, and a key that ``new`` no longer has is sent as
+    an explicit null at whatever depth it sits: a merge patch that merely omits a nested key
+    leaves the stored value in place. Lists are replaced whole, as merge patches do.
+    ``new`` must hold no nulls of its own (a typed status drops unset fields).
+    """
+    patch: dict[str, Any] = {}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            nested = merge_patch(before, value)
+            if nested:
+                patch[key] = nested
+        elif key not in old or before != value:
+            patch[key] = value
+    patch.update({key: None for key in old if key not in new})
+    return patch
+
+
+class StatusInvalid(ValueError):
+    """A computed status does not fit the kind's status model: a defect in the operator."""
+
+
+def typed(kind: Kind, status: Mapping[str, Any]) -> dict[str, Any]:
+    """``status`` validated by the kind's status model, in the form the API server stores.
+
+    The model refuses unknown keys and the dump must equal the input: what is stored is what
+    was computed, so a key the model does not know, or a value it would coerce, is a defect.
+    """
+    try:
+        dumped = kind.status.model_validate(status).wire()
+    except ValueError as exc:
+        raise StatusInvalid(f"{kind.kind} status does not fit its model: {exc}") from exc
+    if dumped != status:
+        raise StatusInvalid(f"{kind.kind} status changes when typed: {merge_patch(status, dumped)}")
+    return dumped
