@@ -19,7 +19,7 @@ set -euo pipefail
 
 HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(dirname "$HACK_DIR")
-# shellcheck disable=SC1091 # versions.env: plain KEY=value lines
+# shellcheck source=hack/versions.env
 source "$HACK_DIR/versions.env"
 
 CACHE_DIR=${MODELWORKS_CACHE:-$HOME/.cache/modelworks}
@@ -56,11 +56,11 @@ NODE_SUBNET=${MODELWORKS_NODE_SUBNET:-10.42.0.0/24}
 [[ $NODE_SUBNET =~ ^([0-9]+\.[0-9]+\.[0-9]+)\.0/24$ ]] ||
   { printf 'cluster: error: MODELWORKS_NODE_SUBNET must be a /24 like 10.42.0.0/24\n' >&2; exit 1; }
 NODE_IP=${BASH_REMATCH[1]}.1
-# shellcheck disable=SC2034 # used by render (hack/node/ templates), as is DNS_IP
+# shellcheck disable=SC2034 # used by render (hack/node/ templates) through ${!v}
 POD_RANGE_START=${BASH_REMATCH[1]}.10
 BRIDGE=mwbr0
 NODE_NAME=modelworks-node
-# shellcheck disable=SC2034
+# shellcheck disable=SC2034 # used by render (hack/node/ templates) through ${!v}
 DNS_IP=10.96.0.10
 KUBELET_PORT=${MODELWORKS_KUBELET_PORT:-16250}
 KUBELET_HEALTHZ_PORT=${MODELWORKS_KUBELET_HEALTHZ_PORT:-16248}
@@ -957,7 +957,7 @@ render() { # TEMPLATE (in hack/node/) OUT
   local -a expr=()
   # shellcheck disable=SC2034 # read through ${!v}
   local POD_CIDR=$NODE_SUBNET RUNC
-  # shellcheck disable=SC2034
+  # shellcheck disable=SC2034 # read through ${!v}
   RUNC=$(command -v runc || echo /usr/sbin/runc)
   for v in NODE_IP NODE_NAME POD_CIDR POD_RANGE_START BRIDGE DNS_IP STATE_DIR NODE_STATE PKI_DIR \
     CONTAINERD_ROOT CONTAINERD_STATE CONTAINERD_SOCK PAUSE_IMAGE CNI_BIN_DIR RUNC KUBELET_PORT \
