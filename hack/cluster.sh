@@ -11,6 +11,7 @@
 #   hack/cluster.sh down                  stop it and remove its state (idempotent)
 #   hack/cluster.sh status                show components; exit 0 only if all are up
 #   hack/cluster.sh env                   print exports for eval: KUBECONFIG, PATH, ...
+#   hack/cluster.sh env --json            the same variables as one JSON object (PATH expanded)
 #   hack/cluster.sh gomod                 regenerate hack/*/go.mod from versions.env
 #
 #   MODELWORKS_NODE=0 hack/cluster.sh up  control plane and kwok only (no real node,
@@ -1312,17 +1313,61 @@ cmd_status() {
   return "$ok"
 }
 
+# A JSON string literal for $1: backslash, quote and control characters escaped.
+json_string() {
+  local s=$1 out='' c i
+  s=${s//\\/\\\\}
+  s=${s//\"/\\\"}
+  if [[ $s == *[[:cntrl:]]* ]]; then
+    for ((i = 0; i < ${#s}; i++)); do
+      c=${s:i:1}
+      if [[ $c == [[:cntrl:]] ]]; then
+        printf -v c '\\u%04x' "'$c"
+      fi
+      out+=$c
+    done
+    s=$out
+  fi
+  printf '"%s"' "$s"
+}
+
+# The variables a client of the cluster needs, as exports for eval or (--json) one JSON
+# object with the same keys for programs. The JSON PATH is already expanded (ours in
+# front of the caller's), since a JSON reader has no shell to expand "$PATH" for it.
 cmd_env() {
-  printf 'export KUBECONFIG=%q\n' "$KUBECONFIG_FILE"
-  # shellcheck disable=SC2016 # $PATH is for the caller's shell to expand
-  printf 'export PATH=%q:%q:%q:"$PATH"\n' "$K8S_BIN" "$ETCD_BIN" "$KWOK_BIN"
+  local json=0 i sep=''
+  case $# in
+    0) ;;
+    1) [[ $1 == --json ]] || die "env: unknown option '$1' (usage: hack/cluster.sh env [--json])"; json=1 ;;
+    *) die "env: too many arguments (usage: hack/cluster.sh env [--json])" ;;
+  esac
+  local path_prefix=$K8S_BIN:$ETCD_BIN:$KWOK_BIN
+  local -a keys=(KUBECONFIG PATH) values=("$KUBECONFIG_FILE" "$path_prefix:$PATH")
   if [[ $MODE == node ]]; then
-    printf 'export CONTAINERD_ADDRESS=%q\n' "$CONTAINERD_SOCK"
-    printf 'export CONTAINER_RUNTIME_ENDPOINT=%q\n' "unix://$CONTAINERD_SOCK"
+    keys+=(CONTAINERD_ADDRESS CONTAINER_RUNTIME_ENDPOINT)
+    values+=("$CONTAINERD_SOCK" "unix://$CONTAINERD_SOCK")
   fi
   if [[ -f $MLFLOW_URI_FILE ]]; then
-    printf 'export MODELWORKS_MLFLOW_TRACKING_URI=%q\n' "$(<"$MLFLOW_URI_FILE")"
+    keys+=(MODELWORKS_MLFLOW_TRACKING_URI)
+    values+=("$(<"$MLFLOW_URI_FILE")")
   fi
+  if ((json)); then
+    printf '{'
+    for i in "${!keys[@]}"; do
+      printf '%s%s: %s' "$sep" "$(json_string "${keys[i]}")" "$(json_string "${values[i]}")"
+      sep=', '
+    done
+    printf '}\n'
+    return 0
+  fi
+  for i in "${!keys[@]}"; do
+    if [[ ${keys[i]} == PATH ]]; then
+      # shellcheck disable=SC2016 # $PATH is for the caller's shell to expand
+      printf 'export PATH=%q:"$PATH"\n' "$path_prefix"
+    else
+      printf 'export %s=%q\n' "${keys[i]}" "${values[i]}"
+    fi
+  done
 }
 
 usage() {
@@ -1337,7 +1382,7 @@ main() {
     up) cmd_up ;;
     down) use_saved_mode; cmd_down ;;
     status) use_saved_mode; cmd_status ;;
-    env) use_saved_mode; cmd_env ;;
+    env) use_saved_mode; cmd_env "$@" ;;
     gomod) cmd_gomod ;;
     help | -h | --help) usage ;;
     *) usage >&2; die "unknown command '$cmd'" ;;
