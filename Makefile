@@ -21,10 +21,11 @@ crds-check: bootstrap ## fail when crds/ differs from the API models
 	$(PY) -m modelworks crds --check crds
 
 .PHONY: lint
-lint: bootstrap ## ruff (lint + format check) and mypy --strict
+lint: bootstrap ## ruff (lint + format check), mypy --strict and shellcheck
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	MYPY_CACHE_DIR=$${HOME}/.cache/modelworks/mypy .venv/bin/mypy
+	hack/shellcheck.sh
 
 .PHONY: unit
 unit: bootstrap ## the pure tier: seconds, no cluster

@@ -4,9 +4,10 @@
 # live under ~/.cache/modelworks so a second run on the same machine downloads nothing;
 # a stamp skips the install entirely when pyproject.toml and constraints.txt have not
 # changed.
-# Also makes sure the system tools the unit tier needs are there (lua5.4: the Argo CD
-# health checks in manifests/gitops run in a real Lua interpreter); apt-get runs only
-# when one is missing.
+# Also makes sure the system tools the unit tier and `make lint` need are there: lua5.4
+# (the Argo CD health checks in manifests/gitops run in a real Lua interpreter) and the
+# linter shellcheck (`make lint` checks every bash script). apt-get runs only when one
+# is missing.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cache=${MODELWORKS_CACHE:-$HOME/.cache/modelworks}
@@ -15,8 +16,9 @@ python=${PYTHON:-python3.11}
 command -v "$python" >/dev/null || python=python3
 export PIP_CACHE_DIR=$cache/pip PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# System packages, installed (after one apt-get update) only when their command is missing.
-SYSTEM_TOOLS=(lua5.4:lua5.4)
+# System packages as command:package, installed (after one apt-get update) only when
+# their command is missing.
+SYSTEM_TOOLS=(lua5.4:lua5.4 shellcheck:shellcheck)
 ensure_tools() {
   local -a missing=()
   local entry
@@ -61,12 +63,12 @@ ensure_uv() {
 if ensure_uv; then
   export UV_CACHE_DIR=$cache/uv UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never
   [[ -x $venv/bin/python ]] || "$uv_tool/bin/uv" venv -q --seed --python "$(command -v "$python")" "$venv"
-  "$uv_tool/bin/uv" pip install -q --python "$venv/bin/python" "${constraints[@]}" -e "$repo[dev]"
+  "$uv_tool/bin/uv" pip install -q --python "$venv/bin/python" "${constraints[@]}" -e "${repo}[dev]"
 else
   echo "bootstrap: uv unavailable, installing with pip (slower)" >&2
   [[ -x $venv/bin/python ]] || "$python" -m venv "$venv"
   "$venv/bin/python" -m pip install -q --upgrade pip
-  "$venv/bin/python" -m pip install -q "${constraints[@]}" -e "$repo[dev]"
+  "$venv/bin/python" -m pip install -q "${constraints[@]}" -e "${repo}[dev]"
 fi
 echo "$want" >"$venv/.stamp"
 echo "bootstrap: python environment ready in $((SECONDS - start))s ($venv)" >&2

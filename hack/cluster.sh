@@ -11,6 +11,7 @@
 #   hack/cluster.sh down                  stop it and remove its state (idempotent)
 #   hack/cluster.sh status                show components; exit 0 only if all are up
 #   hack/cluster.sh env                   print exports for eval: KUBECONFIG, PATH, ...
+#   hack/cluster.sh env --json            the same variables as one JSON object (PATH expanded)
 #   hack/cluster.sh gomod                 regenerate hack/*/go.mod from versions.env
 #
 #   MODELWORKS_NODE=0 hack/cluster.sh up  control plane and kwok only (no real node,
@@ -19,7 +20,7 @@ set -euo pipefail
 
 HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(dirname "$HACK_DIR")
-# shellcheck disable=SC1091 # versions.env: plain KEY=value lines
+# shellcheck source=hack/versions.env
 source "$HACK_DIR/versions.env"
 
 CACHE_DIR=${MODELWORKS_CACHE:-$HOME/.cache/modelworks}
@@ -56,11 +57,11 @@ NODE_SUBNET=${MODELWORKS_NODE_SUBNET:-10.42.0.0/24}
 [[ $NODE_SUBNET =~ ^([0-9]+\.[0-9]+\.[0-9]+)\.0/24$ ]] ||
   { printf 'cluster: error: MODELWORKS_NODE_SUBNET must be a /24 like 10.42.0.0/24\n' >&2; exit 1; }
 NODE_IP=${BASH_REMATCH[1]}.1
-# shellcheck disable=SC2034 # used by render (hack/node/ templates), as is DNS_IP
+# shellcheck disable=SC2034 # used by render (hack/node/ templates) through ${!v}
 POD_RANGE_START=${BASH_REMATCH[1]}.10
 BRIDGE=mwbr0
 NODE_NAME=modelworks-node
-# shellcheck disable=SC2034
+# shellcheck disable=SC2034 # used by render (hack/node/ templates) through ${!v}
 DNS_IP=10.96.0.10
 KUBELET_PORT=${MODELWORKS_KUBELET_PORT:-16250}
 KUBELET_HEALTHZ_PORT=${MODELWORKS_KUBELET_HEALTHZ_PORT:-16248}
@@ -957,7 +958,7 @@ render() { # TEMPLATE (in hack/node/) OUT
   local -a expr=()
   # shellcheck disable=SC2034 # read through ${!v}
   local POD_CIDR=$NODE_SUBNET RUNC
-  # shellcheck disable=SC2034
+  # shellcheck disable=SC2034 # read through ${!v}
   RUNC=$(command -v runc || echo /usr/sbin/runc)
   for v in NODE_IP NODE_NAME POD_CIDR POD_RANGE_START BRIDGE DNS_IP STATE_DIR NODE_STATE PKI_DIR \
     CONTAINERD_ROOT CONTAINERD_STATE CONTAINERD_SOCK PAUSE_IMAGE CNI_BIN_DIR RUNC KUBELET_PORT \
@@ -1312,17 +1313,61 @@ cmd_status() {
   return "$ok"
 }
 
+# A JSON string literal for $1: backslash, quote and control characters escaped.
+json_string() {
+  local s=$1 out='' c i
+  s=${s//\\/\\\\}
+  s=${s//\"/\\\"}
+  if [[ $s == *[[:cntrl:]]* ]]; then
+    for ((i = 0; i < ${#s}; i++)); do
+      c=${s:i:1}
+      if [[ $c == [[:cntrl:]] ]]; then
+        printf -v c '\\u%04x' "'$c"
+      fi
+      out+=$c
+    done
+    s=$out
+  fi
+  printf '"%s"' "$s"
+}
+
+# The variables a client of the cluster needs, as exports for eval or (--json) one JSON
+# object with the same keys for programs. The JSON PATH is already expanded (ours in
+# front of the caller's), since a JSON reader has no shell to expand "$PATH" for it.
 cmd_env() {
-  printf 'export KUBECONFIG=%q\n' "$KUBECONFIG_FILE"
-  # shellcheck disable=SC2016 # $PATH is for the caller's shell to expand
-  printf 'export PATH=%q:%q:%q:"$PATH"\n' "$K8S_BIN" "$ETCD_BIN" "$KWOK_BIN"
+  local json=0 i sep=''
+  case $# in
+    0) ;;
+    1) [[ $1 == --json ]] || die "env: unknown option '$1' (usage: hack/cluster.sh env [--json])"; json=1 ;;
+    *) die "env: too many arguments (usage: hack/cluster.sh env [--json])" ;;
+  esac
+  local path_prefix=$K8S_BIN:$ETCD_BIN:$KWOK_BIN
+  local -a keys=(KUBECONFIG PATH) values=("$KUBECONFIG_FILE" "$path_prefix:$PATH")
   if [[ $MODE == node ]]; then
-    printf 'export CONTAINERD_ADDRESS=%q\n' "$CONTAINERD_SOCK"
-    printf 'export CONTAINER_RUNTIME_ENDPOINT=%q\n' "unix://$CONTAINERD_SOCK"
+    keys+=(CONTAINERD_ADDRESS CONTAINER_RUNTIME_ENDPOINT)
+    values+=("$CONTAINERD_SOCK" "unix://$CONTAINERD_SOCK")
   fi
   if [[ -f $MLFLOW_URI_FILE ]]; then
-    printf 'export MODELWORKS_MLFLOW_TRACKING_URI=%q\n' "$(<"$MLFLOW_URI_FILE")"
+    keys+=(MODELWORKS_MLFLOW_TRACKING_URI)
+    values+=("$(<"$MLFLOW_URI_FILE")")
   fi
+  if ((json)); then
+    printf '{'
+    for i in "${!keys[@]}"; do
+      printf '%s%s: %s' "$sep" "$(json_string "${keys[i]}")" "$(json_string "${values[i]}")"
+      sep=', '
+    done
+    printf '}\n'
+    return 0
+  fi
+  for i in "${!keys[@]}"; do
+    if [[ ${keys[i]} == PATH ]]; then
+      # shellcheck disable=SC2016 # $PATH is for the caller's shell to expand
+      printf 'export PATH=%q:"$PATH"\n' "$path_prefix"
+    else
+      printf 'export %s=%q\n' "${keys[i]}" "${values[i]}"
+    fi
+  done
 }
 
 usage() {
@@ -1337,7 +1382,7 @@ main() {
     up) cmd_up ;;
     down) use_saved_mode; cmd_down ;;
     status) use_saved_mode; cmd_status ;;
-    env) use_saved_mode; cmd_env ;;
+    env) use_saved_mode; cmd_env "$@" ;;
     gomod) cmd_gomod ;;
     help | -h | --help) usage ;;
     *) usage >&2; die "unknown command '$cmd'" ;;

@@ -207,7 +207,7 @@ debootstrap_tar() {
   ensure_packages debootstrap=debootstrap
   mkdir -p "$imgcache"
   work=$(mktemp -d "$imgcache/.rootfs.XXXXXX")
-  # shellcheck disable=SC2064
+  # shellcheck disable=SC2064 # expand now: the local is gone when the EXIT trap runs
   trap "rm -rf '$work'" EXIT
   step_begin "debootstrap --variant=minbase $suite ($mirror)"
   debootstrap --variant=minbase --arch="$(dpkg --print-architecture)" "$suite" "$work/root" "$mirror" \
@@ -254,7 +254,7 @@ cmd_base() {
   image_exists "$ref" && previous=$(image_id "$ref")
   step_begin "import $(basename "$base_tar") as $ref"
   ctr=$(buildah from --pull=never scratch)
-  # shellcheck disable=SC2064
+  # shellcheck disable=SC2064 # expand now: the local is gone when the EXIT trap runs
   trap "buildah rm '$ctr' >/dev/null 2>&1 || true" EXIT
   mnt=$(buildah mount "$ctr")
   tar --numeric-owner --xattrs --acls -xpf "$base_tar" -C "$mnt"
@@ -328,6 +328,7 @@ cmd_build() {
   # by the same uv from the same wheel cache (seconds instead of minutes of pip downloads).
   local -a uv_volumes=()
   local uv_bin
+  # shellcheck source=hack/versions.env
   uv_bin=$cache/uv-$(. "$repo/hack/versions.env" && echo "$UV_VERSION")/bin
   if [[ ${MODELWORKS_IMAGE_UV:-1} == 1 && -x $uv_bin/uv ]]; then
     mkdir -p "$cache/uv"
@@ -393,7 +394,7 @@ cmd_load() {
   fi
   mkdir -p "$imgcache"
   tmp=$(mktemp "$imgcache/.load.XXXXXX.tar")
-  # shellcheck disable=SC2064
+  # shellcheck disable=SC2064 # expand now: the local is gone when the EXIT trap runs
   trap "rm -f '$tmp'" EXIT
   step_begin "load $ref into containerd k8s.io ($containerd_address)"
   rm -f "$tmp"

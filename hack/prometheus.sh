@@ -10,7 +10,7 @@
 #                                               release where Debian's package is not at hand)
 set -euo pipefail
 HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck disable=SC1091 # versions.env: plain KEY=value lines
+# shellcheck source=hack/versions.env
 source "$HACK_DIR/versions.env"
 CACHE_DIR=${MODELWORKS_CACHE:-$HOME/.cache/modelworks}
 

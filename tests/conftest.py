@@ -91,8 +91,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             return
         state["users"] = state.get("users", 0) + 1
         state["started"] = state.get("started", False) or _SESSION["cluster"].started_here
-    # After the cluster, not during its bring-up: two MLflow servers booting beside an image
-    # build took it from ~27 s to 120 s in CI. They boot while the first tests run.
+    # After the cluster, not during its bring-up: an MLflow server's start is CPU-bound and
+    # would compete for the same cores with the image build. It boots while the first tests run.
     _start_mlflow_early(session)
 
 
@@ -147,9 +147,9 @@ def tmp(tmp_path: Path) -> Path:
 class _EarlyMlflow(threading.Thread):
     """The session's MLflow server, started in the background once the cluster is up.
 
-    ``mlflow server`` takes 10-15 s of CPU to start; under the other worker's e2e load the
-    first test that needed it waited 44-84 s in CI. Started from ``pytest_collection_finish``
-    it boots while the first tests (which do not need it) run; the fixture waits for the rest.
+    ``mlflow server`` takes 10-15 s of CPU to start, several times that while the other
+    worker's e2e tests load the machine. Started from ``pytest_collection_finish`` it boots
+    while the first tests (which do not need it) run; the fixture waits for the rest.
     """
 
     def __init__(self, root: Path) -> None:

@@ -107,17 +107,19 @@ def create_namespace(cluster: Cluster, name: str, labels: dict[str, str] | None 
 
 
 def _cluster_env() -> dict[str, str]:
-    """The variables ``hack/cluster.sh env`` exports (KUBECONFIG, PATH with our kubectl)."""
+    """The variables ``hack/cluster.sh env`` exports (KUBECONFIG, PATH with our kubectl).
+
+    Read from ``env --json``: its PATH is already expanded and its values need no shell
+    unquoting.
+    """
     out = subprocess.run(
-        [str(CLUSTER_SH), "env"], capture_output=True, text=True, check=True
+        [str(CLUSTER_SH), "env", "--json"], capture_output=True, text=True, check=True
     ).stdout
-    env: dict[str, str] = {}
-    for line in out.splitlines():
-        if line.startswith("export ") and "=" in line:
-            key, _, value = line.removeprefix("export ").partition("=")
-            env[key] = (
-                value.strip().strip('"').strip("'").replace("$PATH", os.environ.get("PATH", ""))
-            )
+    env = json.loads(out)
+    if not isinstance(env, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in env.items()
+    ):
+        raise RuntimeError(f"hack/cluster.sh env --json printed no string map: {out[:200]!r}")
     return env
 
 
