@@ -16,8 +16,8 @@ import pytest
 
 from modelworks.api import API_VERSION, KINDS
 from modelworks.handlers import RECONCILERS, TICK_SECONDS, Runtime, _pass
-from modelworks.reconcilers.outcome import Outcome
 from modelworks.settings import Settings
+from modelworks.status.decision import Decision
 
 KIND = next(k for k in KINDS if k.kind == "ModelDeployment")
 UID = "0f6c1d2e-0000-4000-8000-000000000001"
@@ -44,12 +44,12 @@ def body(status: dict[str, Any] | None = None) -> kopf.Body:
 
 
 def run(
-    rt: Runtime, monkeypatch: pytest.MonkeyPatch, reconcile: Callable[..., Outcome]
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch, reconcile: Callable[..., Decision]
 ) -> tuple[list[dict[str, Any]], kopf.Patch]:
     """Run one pass with ``reconcile`` in place of the kind's reconciler; what it saw."""
     seen: list[dict[str, Any]] = []
 
-    def recorder(obj: dict[str, Any], **kwargs: Any) -> Outcome:
+    def recorder(obj: dict[str, Any], **kwargs: Any) -> Decision:
         seen.append(obj)
         return reconcile(obj, **kwargs)
 
@@ -78,7 +78,7 @@ def test_pass_arms_the_next_pass(
     seen, patch = run(
         rt,
         monkeypatch,
-        lambda obj, **_: Outcome(status={"phase": "Available"}, requeue_after=requeue_after),
+        lambda obj, **_: Decision(status={"phase": "Available"}, requeue_after=requeue_after),
     )
     assert len(seen) == 1
     assert dict(patch.status) == {"phase": "Available"}
@@ -91,7 +91,7 @@ def test_deleted_object_is_never_run_again(monkeypatch: pytest.MonkeyPatch) -> N
     rt.due[UID] = 0.0
     rt.memory[UID] = {"kept": 1}
     rt.forget(UID)
-    seen, patch = run(rt, monkeypatch, lambda obj, **_: Outcome(status={"phase": "Available"}))
+    seen, patch = run(rt, monkeypatch, lambda obj, **_: Decision(status={"phase": "Available"}))
     assert seen == []  # the stale body is not reconciled
     assert UID not in rt.due and UID not in rt.memory
     assert not patch.status
@@ -107,11 +107,11 @@ def test_deleted_during_a_pass_is_not_rearmed(monkeypatch: pytest.MonkeyPatch, f
     """
     rt = runtime()
 
-    def deleted_meanwhile(obj: dict[str, Any], **_: Any) -> Outcome:
+    def deleted_meanwhile(obj: dict[str, Any], **_: Any) -> Decision:
         rt.forget(obj["metadata"]["uid"])
         if fails:
             raise RuntimeError("the API said 404")
-        return Outcome(status={"phase": "Available"})
+        return Decision(status={"phase": "Available"})
 
     if fails:
         with pytest.raises(kopf.TemporaryError):
@@ -141,14 +141,14 @@ def test_one_pass_per_object_at_a_time(
     most: list[int] = [0]
     runs: list[int] = []
 
-    def slow(obj: dict[str, Any], **_: Any) -> Outcome:
+    def slow(obj: dict[str, Any], **_: Any) -> Decision:
         in_flight[0] += 1
         most[0] = max(most[0], in_flight[0])
         runs.append(1)
         inside.set()
         release.wait(timeout=10)
         in_flight[0] -= 1
-        return Outcome(status={"phase": "Available"})
+        return Decision(status={"phase": "Available"})
 
     monkeypatch.setitem(RECONCILERS, KIND.kind, slow)
     first = threading.Thread(target=_pass, args=(rt, KIND, body(), kopf.Patch()))

@@ -3,7 +3,7 @@
 This is the one package that imports kopf. Each kind gets the same level-based
 handler for create, spec update and resume, plus a cheap per-object tick that runs
 a pass when one is due: after the resync period, or sooner when the last pass asked
-for it (``Outcome.requeue_after``: a run in progress, a canary pause, a drift window).
+for it (``Decision.requeue_after``: a run in progress, a canary pause, a drift window).
 """
 
 from __future__ import annotations
@@ -29,12 +29,11 @@ from modelworks.api import GROUP, KINDS, VERSION, Kind
 from modelworks.clients.kube import Kube
 from modelworks.clients.mlflow import Registry
 from modelworks.reconcilers import driftmonitor, modeldeployment, trainingjob
-from modelworks.reconcilers.base import status_changes
+from modelworks.reconcilers.base import Decision, status_changes
 from modelworks.reconcilers.modeldeployment import ServerConfig
-from modelworks.reconcilers.outcome import Outcome
 from modelworks.settings import Settings
 
-Reconcile = Callable[..., Outcome]
+Reconcile = Callable[..., Decision[Any]]
 RECONCILERS: dict[str, Reconcile] = {
     "TrainingJob": trainingjob.reconcile,
     "ModelDeployment": modeldeployment.reconcile,

@@ -1,22 +1,76 @@
-"""The first steps every reconciler takes: validate the spec, or say why not."""
+"""The shape every kind's pass takes: validate the spec, then observe -> decide -> act.
+
+A kind declares one :class:`KindReconciler`: ``shortcut`` (a settled or not-yet-due object
+answers without reading anything), ``observe`` (reads only), ``decide`` (pure, in
+``status/<kind>.py``) and ``act`` (idempotent writes of the decided actions). The work
+queue's workers run :meth:`KindReconciler.reconcile` and store the status it returns.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 from modelworks import conditions
 from modelworks.api import Kind
 from modelworks.api.common import ApiModel
 from modelworks.api.validate import parse_spec
-from modelworks.reconcilers.outcome import Event, Outcome
+from modelworks.builders.modeldeployment import ServerConfig
+from modelworks.clients.kube import Kube
+from modelworks.clients.mlflow import Registry
+from modelworks.conditions import Event
 from modelworks.status.common import invalid_spec, merge_patch, typed
+from modelworks.status.decision import Decision
+
+SpecT = TypeVar("SpecT", bound=ApiModel)
+FactsT = TypeVar("FactsT")
+ActionT = TypeVar("ActionT")
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a pass may use besides the object: the clients, the operator's own settings, and
+    what this object's earlier passes kept in memory (lost on restart by design)."""
+
+    kube: Kube
+    registry: Registry
+    server: ServerConfig
+    memory: dict[str, Any] = field(default_factory=dict)
+
+
+def _no_shortcut(obj: Mapping[str, Any], spec: Any, now: str) -> Decision[Any] | None:
+    return None
+
+
+@dataclass(frozen=True)
+class KindReconciler(Generic[SpecT, FactsT, ActionT]):
+    """One kind's pass: observe -> decide -> act, after the shared spec validation."""
+
+    kind: Kind
+    observe: Callable[[Mapping[str, Any], SpecT, Context], FactsT]
+    decide: Callable[[SpecT, FactsT, Mapping[str, Any], str], Decision[ActionT]]
+    act: Callable[[Mapping[str, Any], SpecT, Sequence[ActionT], Context], None]
+    shortcut: Callable[[Mapping[str, Any], SpecT, str], Decision[Any] | None] = _no_shortcut
+
+    def reconcile(self, obj: Mapping[str, Any], ctx: Context, now: str) -> Decision[Any]:
+        parsed, refused = validate(self.kind, obj, now)
+        if refused is not None:
+            return refused
+        spec: SpecT = parsed  # type: ignore[assignment]
+        quick = self.shortcut(obj, spec, now)
+        if quick is not None:
+            return quick
+        facts = self.observe(obj, spec, ctx)
+        decision = self.decide(spec, facts, obj.get("status") or {}, now)
+        self.act(obj, spec, decision.actions, ctx)
+        return decision
 
 
 def validate(
     kind: Kind, obj: Mapping[str, Any], now: str
-) -> tuple[ApiModel | None, Outcome | None]:
-    """The parsed spec, or an Outcome that reports the invalid spec (posting the Event once)."""
+) -> tuple[ApiModel | None, Decision[Any] | None]:
+    """The parsed spec, or a Decision that reports the invalid spec (posting the Event once)."""
     spec, errors = parse_spec(kind, obj)
     if spec is not None:
         return spec, None
@@ -28,9 +82,12 @@ def validate(
         and before.get("observedGeneration") == status.get("observedGeneration")
     )
     events = [] if already else [Event("InvalidSpec", "; ".join(errors), "Warning")]
-    return None, Outcome(status=status, events=events, result="invalid")
+    return None, Decision(status=status, events=events, result="invalid")
 
 
 def status_changes(kind: Kind, old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
     """The merge patch that stores ``new`` (checked against the kind's model) over ``old``."""
     return merge_patch(old, typed(kind, new))
+
+
+__all__ = ["Context", "Decision", "KindReconciler", "status_changes", "validate"]

@@ -29,6 +29,7 @@ from modelworks.clients.kube import Kube, KubeError
 from modelworks.clients.mlflow import Registry, TrackingUnavailable
 from modelworks.clients.prometheus import PrometheusError, query
 from modelworks.clients.scrape import scrape_pods
+from modelworks.conditions import Event
 from modelworks.drift.engine import WindowCounts, score_counts
 from modelworks.drift.profile import PROFILE_FILE, Profile
 from modelworks.drift.window import (
@@ -41,8 +42,8 @@ from modelworks.drift.window import (
     window_counts,
 )
 from modelworks.reconcilers.base import validate
-from modelworks.reconcilers.outcome import Event, Outcome
 from modelworks.status.common import pod_ready
+from modelworks.status.decision import Decision
 from modelworks.status.driftmonitor import (
     CheckFacts,
     RetrainPlan,
@@ -72,7 +73,7 @@ def reconcile(
     server: ServerConfig,
     memory: dict[str, Any] | None = None,
     **_: Any,
-) -> Outcome:
+) -> Decision[Any]:
     parsed, refused = validate(DRIFT_MONITOR, obj, now)
     if refused is not None:
         return refused
@@ -82,13 +83,13 @@ def reconcile(
     generation = obj["metadata"].get("generation")
     if spec.suspend:
         status, events = compute(obj, spec, CheckFacts(), now)
-        return Outcome(status=status, events=events, result="suspended")
+        return Decision(status=status, events=events, result="suspended")
     interval = parse_duration(spec.interval)
     if spec.batch is not None:
         return _batch(obj, spec, kube, server, now, interval)
     wait = due(old, generation, now)
     if wait > 0:
-        return Outcome(status=old, requeue_after=wait, result="waiting")
+        return Decision(status=old, requeue_after=wait, result="waiting")
     return _live(obj, spec, kube, registry, now, interval, memory)
 
 
@@ -103,12 +104,12 @@ def _live(
     now: str,
     interval: float,
     memory: dict[str, Any],
-) -> Outcome:
+) -> Decision[Any]:
     assert spec.target is not None
     ns = obj["metadata"]["namespace"]
     target_name = spec.target.model_deployment.name
 
-    def problem(reason: str, message: str) -> Outcome:
+    def problem(reason: str, message: str) -> Decision[Any]:
         # No nextCheckTime: the pass is retried by requeue, and an unchanged problem
         # writes nothing.
         status, events = compute(obj, spec, CheckFacts(problem=(reason, message)), now)
@@ -116,7 +117,7 @@ def _live(
         old = conditions_reason(obj)
         if old != reason:
             events.append(Event(reason, message, "Warning"))
-        return Outcome(status=status, events=events, requeue_after=min(interval, RETRY))
+        return Decision(status=status, events=events, requeue_after=min(interval, RETRY))
 
     target = kube.get(API_VERSION, "ModelDeployment", ns, target_name)
     if target is None:
@@ -268,7 +269,7 @@ def _batch(
     server: ServerConfig,
     now: str,
     interval: float,
-) -> Outcome:
+) -> Decision[Any]:
     ns = obj["metadata"]["namespace"]
     old = dict(obj.get("status") or {})
     generation = obj["metadata"].get("generation")
@@ -279,7 +280,7 @@ def _batch(
             return _batch_result(obj, spec, kube, job, now, interval)
     wait = due(old, generation, now)
     if wait > 0 and not name:
-        return Outcome(status=old, requeue_after=wait, result="waiting")
+        return Decision(status=old, requeue_after=wait, result="waiting")
     slot = int(parse_time(now).timestamp() // max(interval, 1.0))
     digest = hashlib.sha256(
         json.dumps([obj["metadata"]["uid"], generation, slot]).encode()
@@ -299,7 +300,7 @@ def _batch(
         CheckFacts(check_job=job["metadata"]["name"], waiting="the batch check is running"),
         now,
     )
-    return Outcome(status=status, events=events, requeue_after=JOB_POLL)
+    return Decision(status=status, events=events, requeue_after=JOB_POLL)
 
 
 def _batch_result(
@@ -309,7 +310,7 @@ def _batch_result(
     job: Mapping[str, Any],
     now: str,
     interval: float,
-) -> Outcome:
+) -> Decision[Any]:
     ns = obj["metadata"]["namespace"]
     jname = job["metadata"]["name"]
     conds = {c.get("type"): c for c in (job.get("status") or {}).get("conditions") or []}
@@ -321,7 +322,7 @@ def _batch_result(
             CheckFacts(check_job=jname, waiting=f"batch check Job {jname} is running"),
             now,
         )
-        return Outcome(status=status, events=events, requeue_after=JOB_POLL)
+        return Decision(status=status, events=events, requeue_after=JOB_POLL)
     pods = kube.list("v1", "Pod", ns, labels={"batch.kubernetes.io/job-name": jname})
     message = _termination_message(pods)
     next_check = later(now, interval)
@@ -345,7 +346,7 @@ def _batch_result(
             now,
         )
         events.append(Event("CheckFailed", f"batch check Job {jname}: {why[:500]}", "Warning"))
-        return Outcome(status=status, events=events, requeue_after=interval)
+        return Decision(status=status, events=events, requeue_after=interval)
     check.pop("truncated", None)
     facts = CheckFacts(check=check, next_check=next_check)
     return _finish(obj, spec, kube, facts, check, now, interval, served=None)
@@ -373,7 +374,7 @@ def _finish(
     interval: float,
     *,
     served: str | None,
-) -> Outcome:
+) -> Decision[Any]:
     old = dict(obj.get("status") or {})
     meta = obj["metadata"]
     _consecutive, declared, _newly = assess(spec, old, check)
@@ -412,7 +413,7 @@ def _finish(
     )
     status, more = compute(obj, spec, facts, now)
     status.pop("checkJob", None)
-    return Outcome(status=status, events=more + events, requeue_after=interval)
+    return Decision(status=status, events=more + events, requeue_after=interval)
 
 
 def _start_retrain(

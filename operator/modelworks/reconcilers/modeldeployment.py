@@ -32,8 +32,8 @@ from modelworks.clients.kube import Kube
 from modelworks.clients.mlflow import Registry, TrackingUnavailable
 from modelworks.clients.scrape import scrape_pods
 from modelworks.reconcilers.base import validate
-from modelworks.reconcilers.outcome import Outcome
 from modelworks.status.common import pod_ready
+from modelworks.status.decision import Decision
 from modelworks.status.modeldeployment import (
     LATENCY_BUCKET,
     REQUESTS,
@@ -58,7 +58,7 @@ def reconcile(
     now: str,
     server: ServerConfig,
     **_: Any,
-) -> Outcome:
+) -> Decision[Any]:
     parsed, refused = validate(MODEL_DEPLOYMENT, obj, now)
     if refused is not None:
         return refused
@@ -139,7 +139,7 @@ def reconcile(
     elif canary is not None and not canary["metadata"].get("deletionTimestamp"):
         kube.delete(APPS, "Deployment", ns, deployment_name(obj, "canary"))
 
-    return Outcome(
+    return Decision(
         status=decision.status,
         events=decision.events,
         requeue_after=decision.requeue_after,

@@ -29,9 +29,10 @@ from modelworks.builders.trainingjob import (
 )
 from modelworks.clients.kube import Kube
 from modelworks.clients.mlflow import ArtifactMissing, Registry, RunInfo, TrackingUnavailable
+from modelworks.conditions import Event
 from modelworks.reconcilers.base import validate
-from modelworks.reconcilers.outcome import Event, Outcome
 from modelworks.status import gate as gates
+from modelworks.status.decision import Decision
 from modelworks.status.trainingjob import Registration, RunFacts, TrainingFacts, compute, job_state
 
 EXPERIMENT_ANNOTATION = "modelworks.dev/mlflow-experiment-id"
@@ -42,7 +43,7 @@ RETRY = 20.0  # after MLflow did not answer
 
 def reconcile(
     obj: Mapping[str, Any], *, kube: Kube, registry: Registry, now: str, **_: Any
-) -> Outcome:
+) -> Decision[Any]:
     parsed, refused = validate(TRAINING_JOB, obj, now)
     if refused is not None:
         return refused
@@ -50,7 +51,7 @@ def reconcile(
     old = dict(obj.get("status") or {})
     jname = job_name(obj, spec)
     if _settled(obj, old, jname):
-        return Outcome(status=old, result="settled")
+        return Decision(status=old, result="settled")
 
     if old.get("jobName") != jname:  # first pass, or the spec changed: earlier Jobs go
         _remove_stale_jobs(
@@ -68,7 +69,7 @@ def reconcile(
     requeue = (
         RETRY if facts.mlflow_error else (ACTIVE_POLL if phase in ("Pending", "Running") else None)
     )
-    return Outcome(
+    return Decision(
         status=status,
         events=events,
         requeue_after=requeue,
