@@ -31,17 +31,40 @@ NETWORK = {
     "prometheus_client",
     "subprocess",
 }
-PURE = {"api", "conditions", "builders", "status", "drift", "apidocs", "humans"}
+PURE = {
+    "api",
+    "conditions",
+    "builders",
+    "status",
+    "drift",
+    "apidocs",
+    "humans",
+    "gate",
+    "schedule",
+    "prommath",
+}
 
 # For each layer, the modelworks layers it may import.
 ALLOWED: dict[str, set[str]] = {
     "api": {"api"},
     "conditions": set(),
+    "gate": {"api"},
+    "schedule": set(),
+    "prommath": set(),
     "builders": {"api", "conditions", "builders"},
-    "status": {"api", "conditions", "status", "drift"},
+    "status": {"api", "conditions", "status", "drift", "gate", "schedule", "prommath"},
     "drift": {"drift"},
     "clients": {"api", "clients"},
-    "reconcilers": {"api", "conditions", "builders", "status", "drift", "clients", "reconcilers"},
+    "reconcilers": {
+        "api",
+        "conditions",
+        "builders",
+        "status",
+        "drift",
+        "gate",
+        "clients",
+        "reconcilers",
+    },
     "handlers": {
         "api",
         "conditions",

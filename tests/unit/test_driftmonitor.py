@@ -29,6 +29,7 @@ from modelworks.drift.window import (
     prune,
     window_counts,
 )
+from modelworks.schedule import Cron
 from modelworks.status.driftmonitor import (
     CheckFacts,
     RetrainPlan,
@@ -37,7 +38,6 @@ from modelworks.status.driftmonitor import (
     due,
     plan_retrain,
 )
-from modelworks.status.schedule import Cron
 
 NOW = "2026-01-01T12:00:00Z"
 LIVE = {"target": {"modelDeployment": {"name": "churn"}}}

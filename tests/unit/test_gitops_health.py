@@ -288,9 +288,9 @@ def test_health_lua_fits_argocd_sandbox(kind: str) -> None:
 
 def operator_statuses() -> list[tuple[str, dict[str, Any], str]]:
     """(kind, object, expected health) for statuses computed by modelworks.status."""
+    from modelworks import gate as gates
     from modelworks.api import BY_KIND
     from modelworks.api.trainingjob import GateRule, TrainingJobSpec
-    from modelworks.status import gate as gates
     from modelworks.status.common import invalid_spec, not_implemented
     from modelworks.status.trainingjob import Registration, RunFacts, TrainingFacts, compute
 

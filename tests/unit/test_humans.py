@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
+from modelworks import gate as gates
 from modelworks import humans
 from modelworks.api.trainingjob import GateRule, TrainingJobSpec
 from modelworks.builders import driftmonitor as dm_builders
-from modelworks.status import gate as gates
 from modelworks.status.trainingjob import Registration, RunFacts, TrainingFacts, compute
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)

@@ -20,6 +20,7 @@ from modelworks.builders.modeldeployment import (
     fixed_replicas,
     url,
 )
+from modelworks.prommath import histogram_quantile
 from modelworks.status.modeldeployment import (
     AnalysisFacts,
     Decision,
@@ -29,7 +30,6 @@ from modelworks.status.modeldeployment import (
     analyse,
     analysis_facts,
     decide,
-    histogram_quantile,
     pod_failure,
 )
 

@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import Any, cast
 
 from modelworks import conditions
+from modelworks import gate as gates
 from modelworks.api import TRAINING_JOB
 from modelworks.api.trainingjob import TrainingJobSpec
 from modelworks.builders.trainingjob import (
@@ -31,7 +32,6 @@ from modelworks.clients.kube import Kube
 from modelworks.clients.mlflow import ArtifactMissing, Registry, RunInfo, TrackingUnavailable
 from modelworks.reconcilers.base import validate
 from modelworks.reconcilers.outcome import Event, Outcome
-from modelworks.status import gate as gates
 from modelworks.status.trainingjob import Registration, RunFacts, TrainingFacts, compute, job_state
 
 EXPERIMENT_ANNOTATION = "modelworks.dev/mlflow-experiment-id"

@@ -18,7 +18,7 @@ from modelworks.drift.engine import (
     FeatureOverride,
     hysteresis,
 )
-from modelworks.status.schedule import Cron
+from modelworks.schedule import Cron
 
 RESULT_LIMIT = 3800  # bytes: a batch Job reports through its termination message (4096)
 

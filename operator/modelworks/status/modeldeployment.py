@@ -20,6 +20,7 @@ from typing import Any
 from modelworks import conditions
 from modelworks.api.modeldeployment import Analysis, ModelDeploymentSpec
 from modelworks.conditions import Event
+from modelworks.prommath import histogram_quantile
 
 VERSION_LABEL = "modelworks.dev/model-version"
 HISTORY_LIMIT = 20
@@ -206,26 +207,6 @@ def latency_ratio(facts: AnalysisFacts | None) -> float | None:
     if facts is None or not facts.canary_p99 or not facts.stable_p99:
         return None
     return facts.canary_p99 / facts.stable_p99
-
-
-def histogram_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float | None:
-    """Prometheus' histogram_quantile over cumulative ``(le, count)`` buckets (le may be inf)."""
-    ordered = sorted(buckets)
-    if not ordered or ordered[-1][1] <= 0:
-        return None
-    total = ordered[-1][1]
-    rank = q * total
-    prev_le, prev_count = 0.0, 0.0
-    for le, count in ordered:
-        if count >= rank:
-            if math.isinf(le):
-                return prev_le
-            width = count - prev_count
-            if width <= 0:
-                return le
-            return prev_le + (le - prev_le) * (rank - prev_count) / width
-        prev_le, prev_count = le, count
-    return prev_le
 
 
 def _seconds_between(start: str, end: str) -> float:
