@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelworks import __version__, crdgen, humans
+from modelworks.api import API_VERSION, KINDS, TRAINING_JOB
+from modelworks.names import SERVER_PORT
 
 if TYPE_CHECKING:
     from modelworks.clients.kube import Kube
@@ -53,7 +55,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from modelworks.serving.app import MODEL_URI_ENV
+    from modelworks.names import MODEL_URI_ENV
 
     os.environ[MODEL_URI_ENV] = args.model_uri
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -81,7 +83,6 @@ def _drift(args: argparse.Namespace) -> int:
 # --- helpers for people: status and watch ------------------------------------------------
 
 SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-MODELWORKS_KINDS = ("TrainingJob", "ModelDeployment", "DriftMonitor")
 
 
 def _default_namespace() -> str:
@@ -114,7 +115,6 @@ def _kube() -> Kube:
 
 def _list_all(kube: Kube, kind: str, namespace: str | None) -> list[dict[str, Any]]:
     """Every object of a Modelworks kind; none when its CRD is not installed."""
-    from modelworks.api import API_VERSION
     from modelworks.clients.kube import KubeError
 
     try:
@@ -177,7 +177,7 @@ def _status_cmd(args: argparse.Namespace) -> int:
     namespace = None if args.all_namespaces else (args.namespace or _default_namespace())
     try:
         kube = _kube()
-        tjs, mdeps, dmons = (_list_all(kube, kind, namespace) for kind in MODELWORKS_KINDS)
+        tjs, mdeps, dmons = (_list_all(kube, kind, namespace) for kind in (k.kind for k in KINDS))
     except KubeError as exc:
         print(f"modelworks: {exc}", file=sys.stderr)
         return 1
@@ -206,7 +206,6 @@ def _status_cmd(args: argparse.Namespace) -> int:
 def _watch_cmd(args: argparse.Namespace) -> int:
     import time
 
-    from modelworks.api import API_VERSION
     from modelworks.clients.kube import KubeError
 
     namespace = args.namespace or _default_namespace()
@@ -215,7 +214,7 @@ def _watch_cmd(args: argparse.Namespace) -> int:
         return 1
     try:
         kube = _kube()
-        obj = kube.get(API_VERSION, "TrainingJob", namespace, args.name)
+        obj = kube.get(API_VERSION, TRAINING_JOB.kind, namespace, args.name)
     except KubeError as exc:
         print(f"modelworks: {exc}", file=sys.stderr)
         return 1
@@ -261,7 +260,7 @@ def _watch_cmd(args: argparse.Namespace) -> int:
             args.interval if deadline is None else max(0.0, min(args.interval, deadline - now))
         )
         try:
-            found = kube.get(API_VERSION, "TrainingJob", namespace, args.name)
+            found = kube.get(API_VERSION, TRAINING_JOB.kind, namespace, args.name)
         except Exception as exc:  # a blip of the API server: keep the last state, try again
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             print(("\n" if tty else "") + f"modelworks: {first} (retrying)", file=sys.stderr)
@@ -287,7 +286,7 @@ def parser() -> argparse.ArgumentParser:
         "--model-uri", required=True, help="models:/<name>/<version>, models:/<name>@<alias>, ..."
     )
     serve.add_argument("--host", default="0.0.0.0")
-    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--port", type=int, default=SERVER_PORT)
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument(
         "--drain-seconds", type=int, default=25, help="grace for in-flight requests on SIGTERM"
@@ -324,7 +323,9 @@ def parser() -> argparse.ArgumentParser:
         "watch",
         help="follow a TrainingJob until it ends: exit 0 succeeded, 1 failed, 2 timed out",
     )
-    watch.add_argument("kind", choices=["trainingjob", "trainingjobs", "tj"])
+    watch.add_argument(
+        "kind", choices=[TRAINING_JOB.singular, TRAINING_JOB.plural, *TRAINING_JOB.short_names]
+    )
     watch.add_argument("name")
     watch.add_argument("-n", "--namespace", help="default: the kubeconfig context's namespace")
     watch.add_argument(

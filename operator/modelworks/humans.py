@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from modelworks import conditions
 from modelworks.api import BY_KIND, DRIFT_MONITOR, MODEL_DEPLOYMENT, TRAINING_JOB
-
-# The labels a DriftMonitor puts on the TrainingJobs it starts (builders/driftmonitor.py;
-# a test checks they agree: this layer may not import the builders).
-MONITOR_LABEL = "modelworks.dev/drift-monitor"
-RETRAIN_OF_LABEL = "modelworks.dev/retrain-of"
+from modelworks.names import MONITOR_LABEL, RETRAIN_OF_LABEL, parse_time_or_none
 
 # Metrics that measure the run's progress rather than the model.
 PROGRESS_METRICS = frozenset({"progress", "epoch", "step"})
@@ -87,19 +83,9 @@ def number(value: Any) -> str:
     return f"{value:.4g}"
 
 
-def parse_time(text: Any) -> datetime | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 def ago(text: Any, now: datetime) -> str:
     """``42s ago``, ``3m ago``, ``2h ago``, ``5d ago``; the text itself when it is no time."""
-    when = parse_time(text)
+    when = parse_time_or_none(text)
     if when is None:
         return str(text)
     seconds = int((now - when).total_seconds())

@@ -13,8 +13,6 @@ import pytest
 from modelworks import batch, conditions
 from modelworks.api.driftmonitor import DriftMonitorSpec
 from modelworks.builders.driftmonitor import (
-    EVIDENCE_ANNOTATION,
-    MONITOR_LABEL,
     build_batch_job,
     build_retrain,
     evidence_text,
@@ -29,6 +27,7 @@ from modelworks.drift.window import (
     prune,
     window_counts,
 )
+from modelworks.names import EVIDENCE_ANNOTATION, MONITOR_LABEL
 from modelworks.schedule import Cron
 from modelworks.status.driftmonitor import (
     CheckFacts,

@@ -34,11 +34,13 @@ from typing import Any
 import pytest
 import yaml
 
+from modelworks import api
+from modelworks.api import GROUP
+
 ROOT = Path(__file__).resolve().parents[2]
 GITOPS = ROOT / "manifests" / "gitops"
 ARGOCD = GITOPS / "argocd"
-GROUP = "modelworks.dev"
-KINDS = ("TrainingJob", "ModelDeployment", "DriftMonitor")
+KINDS = tuple(k.kind for k in api.KINDS)
 CM_PATCH = ARGOCD / "argocd-cm-patch.yaml"
 FLUX = GITOPS / "flux" / "modelworks-kustomization.yaml"
 HEALTH = {"Healthy", "Progressing", "Degraded", "Suspended", "Missing", "Unknown"}

@@ -10,7 +10,6 @@ import pytest
 from modelworks import conditions
 from modelworks.api.modeldeployment import Analysis, ModelDeploymentSpec
 from modelworks.builders.modeldeployment import (
-    HASH_ANNOTATION,
     ServerConfig,
     build_deployment,
     build_hpa,
@@ -20,6 +19,7 @@ from modelworks.builders.modeldeployment import (
     fixed_replicas,
     url,
 )
+from modelworks.names import HASH_ANNOTATION
 from modelworks.prommath import histogram_quantile
 from modelworks.status.modeldeployment import (
     AnalysisFacts,

@@ -14,15 +14,19 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from modelworks import conditions
 from modelworks.api.modeldeployment import Analysis, ModelDeploymentSpec
 from modelworks.conditions import Event
+from modelworks.names import (
+    SERVING_LATENCY_BUCKET,
+    SERVING_REQUESTS_METRIC,
+    VERSION_LABEL,
+)
+from modelworks.names import seconds_between as _seconds_between
 from modelworks.prommath import histogram_quantile
 
-VERSION_LABEL = "modelworks.dev/model-version"
 HISTORY_LIMIT = 20
 # Container states that will not fix themselves: the version is broken.
 BROKEN_WAITING = frozenset(
@@ -207,13 +211,6 @@ def latency_ratio(facts: AnalysisFacts | None) -> float | None:
     if facts is None or not facts.canary_p99 or not facts.stable_p99:
         return None
     return facts.canary_p99 / facts.stable_p99
-
-
-def _seconds_between(start: str, end: str) -> float:
-    def parse(text: str) -> datetime:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-    return (parse(end) - parse(start)).total_seconds()
 
 
 def _with_history(
@@ -640,8 +637,6 @@ def _canary_fields(
 
 
 SampleTuple = tuple[str, Mapping[str, str], float]
-REQUESTS = "modelworks_serving_requests_total"
-LATENCY_BUCKET = "modelworks_serving_request_duration_seconds_bucket"
 
 
 def analysis_facts(
@@ -656,11 +651,11 @@ def analysis_facts(
         buckets: dict[float, float] = {}
         for samples in pods:
             for name, labels, value in samples:
-                if name == REQUESTS:
+                if name == SERVING_REQUESTS_METRIC:
                     requests += value
                     if str(labels.get("code", "")).startswith("5"):
                         errors += value
-                elif name == LATENCY_BUCKET:
+                elif name == SERVING_LATENCY_BUCKET:
                     le = float(labels.get("le", "inf"))
                     buckets[le] = buckets.get(le, 0.0) + value
         p99 = histogram_quantile(0.99, list(buckets.items()))
