@@ -8,8 +8,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelworks import __version__, crdgen, humans
+from modelworks import __version__, crdgen
 from modelworks.api import API_VERSION, KINDS, TRAINING_JOB
+from modelworks.humans import lineage, tables
+from modelworks.humans import watch as watching
+from modelworks.humans.common import clip, key_metrics
 from modelworks.names import SERVER_PORT
 
 if TYPE_CHECKING:
@@ -162,7 +165,7 @@ def _registry_facts(
         facts[(model, version)] = {
             "runId": info.run_id,
             "aliases": list(info.aliases),
-            "metrics": dict(humans.key_metrics(runs.get(info.run_id or ""), limit=3)),
+            "metrics": dict(key_metrics(runs.get(info.run_id or ""), limit=3)),
         }
     return facts
 
@@ -184,11 +187,11 @@ def _status_cmd(args: argparse.Namespace) -> int:
     except Exception as exc:  # no kubeconfig, an unreachable server
         print(f"modelworks: cannot reach the cluster: {exc}", file=sys.stderr)
         return 1
-    tree = humans.lineage(tjs, mdeps, dmons)
+    tree = lineage.build(tjs, mdeps, dmons)
     uri = "" if args.no_mlflow else _tracking_uri()
-    if uri and humans.model_versions(tree):
-        facts = _registry_facts(uri, humans.model_versions(tree))
-        tree = humans.lineage(tjs, mdeps, dmons, registry=facts)
+    if uri and lineage.model_versions(tree):
+        facts = _registry_facts(uri, lineage.model_versions(tree))
+        tree = lineage.build(tjs, mdeps, dmons, registry=facts)
     if args.output == "json":
         print(json.dumps({"namespace": namespace, **tree}, indent=2))
         return 0
@@ -198,14 +201,12 @@ def _status_cmd(args: argparse.Namespace) -> int:
         return 0
     width = args.width or max(80, shutil.get_terminal_size((120, 24)).columns)
     sys.stdout.write(
-        humans.status_table(tree, now=datetime.now(UTC), width=width, namespaces=namespace is None)
+        tables.status_table(tree, now=datetime.now(UTC), width=width, namespaces=namespace is None)
     )
     return 0
 
 
 def _watch_cmd(args: argparse.Namespace) -> int:
-    import time
-
     from modelworks.clients.kube import KubeError
 
     namespace = args.namespace or _default_namespace()
@@ -227,34 +228,41 @@ def _watch_cmd(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    return _follow(kube, namespace, obj, args)
+
+
+def _follow(kube: Kube, namespace: str, obj: dict[str, Any], args: argparse.Namespace) -> int:
+    """Print the TrainingJob's progress until it ends (0, 1) or ``--timeout`` passes (2)."""
+    import time
+
     out = sys.stdout
     tty = out.isatty()
     start = time.monotonic()
     deadline = None if args.timeout is None else start + args.timeout
     shown = ""
     while True:
-        line = humans.watch_line(obj)
+        line = watching.watch_line(obj)
         if tty:
             import shutil
 
             elapsed = f"  {int(time.monotonic() - start)}s"
             columns = shutil.get_terminal_size((120, 24)).columns
-            out.write("\r" + humans.clip(line + elapsed, columns - 1) + "\x1b[K")
+            out.write("\r" + clip(line + elapsed, columns - 1) + "\x1b[K")
             out.flush()
         elif line != shown:
             print(line, flush=True)
         shown = line
-        code = humans.finished(obj)
+        code = watching.finished(obj)
         if code is not None:
             if tty:
                 out.write("\n")
-            print("\n".join(humans.outcome_lines(obj, name=args.name)), flush=True)
+            print("\n".join(watching.outcome_lines(obj, name=args.name)), flush=True)
             return code
         now = time.monotonic()
         if deadline is not None and now >= deadline:
             if tty:
                 out.write("\n")
-            print("\n".join(humans.timeout_lines(obj, args.timeout)), flush=True)
+            print("\n".join(watching.timeout_lines(obj, args.timeout)), flush=True)
             return 2
         time.sleep(
             args.interval if deadline is None else max(0.0, min(args.interval, deadline - now))
@@ -268,7 +276,7 @@ def _watch_cmd(args: argparse.Namespace) -> int:
         if found is None:
             if tty:
                 out.write("\n")
-            print("\n".join(humans.outcome_lines(None, name=args.name)), flush=True)
+            print("\n".join(watching.outcome_lines(None, name=args.name)), flush=True)
             return 1
         obj = found
 
@@ -302,6 +310,17 @@ def parser() -> argparse.ArgumentParser:
     drift.add_argument("--current", required=True, help="dataset URI (CSV or Parquet)")
     drift.add_argument("--config", default="{}", help="the monitor's drift settings, as JSON")
     drift.set_defaults(func=_drift)
+    _add_status_and_watch(sub)
+    crds = sub.add_parser("crds", help="print the CRDs generated from the API models")
+    group = crds.add_mutually_exclusive_group()
+    group.add_argument("--write", metavar="DIR", help="write them into DIR instead")
+    group.add_argument("--check", metavar="DIR", help="exit 1 when DIR differs from the models")
+    crds.set_defaults(func=_crds)
+    return p
+
+
+def _add_status_and_watch(sub: Any) -> None:
+    """The helpers for people: ``status`` and ``watch``."""
     status = sub.add_parser(
         "status",
         help="all Modelworks objects with their lineage: "
@@ -335,12 +354,6 @@ def parser() -> argparse.ArgumentParser:
         "--interval", type=float, default=2.0, metavar="SECONDS", help="poll interval (2)"
     )
     watch.set_defaults(func=_watch_cmd)
-    crds = sub.add_parser("crds", help="print the CRDs generated from the API models")
-    group = crds.add_mutually_exclusive_group()
-    group.add_argument("--write", metavar="DIR", help="write them into DIR instead")
-    group.add_argument("--check", metavar="DIR", help="exit 1 when DIR differs from the models")
-    crds.set_defaults(func=_crds)
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
