@@ -8,7 +8,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelworks import __version__, crdgen, humans
+from modelworks import __version__, crdgen
+from modelworks.api import API_VERSION, KINDS, TRAINING_JOB
+from modelworks.humans import lineage, tables
+from modelworks.humans import watch as watching
+from modelworks.humans.common import clip, key_metrics
+from modelworks.names import SERVER_PORT
 
 if TYPE_CHECKING:
     from modelworks.clients.kube import Kube
@@ -53,7 +58,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from modelworks.serving.app import MODEL_URI_ENV
+    from modelworks.names import MODEL_URI_ENV
 
     os.environ[MODEL_URI_ENV] = args.model_uri
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -81,7 +86,6 @@ def _drift(args: argparse.Namespace) -> int:
 # --- helpers for people: status and watch ------------------------------------------------
 
 SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-MODELWORKS_KINDS = ("TrainingJob", "ModelDeployment", "DriftMonitor")
 
 
 def _default_namespace() -> str:
@@ -114,7 +118,6 @@ def _kube() -> Kube:
 
 def _list_all(kube: Kube, kind: str, namespace: str | None) -> list[dict[str, Any]]:
     """Every object of a Modelworks kind; none when its CRD is not installed."""
-    from modelworks.api import API_VERSION
     from modelworks.clients.kube import KubeError
 
     try:
@@ -162,7 +165,7 @@ def _registry_facts(
         facts[(model, version)] = {
             "runId": info.run_id,
             "aliases": list(info.aliases),
-            "metrics": dict(humans.key_metrics(runs.get(info.run_id or ""), limit=3)),
+            "metrics": dict(key_metrics(runs.get(info.run_id or ""), limit=3)),
         }
     return facts
 
@@ -177,18 +180,18 @@ def _status_cmd(args: argparse.Namespace) -> int:
     namespace = None if args.all_namespaces else (args.namespace or _default_namespace())
     try:
         kube = _kube()
-        tjs, mdeps, dmons = (_list_all(kube, kind, namespace) for kind in MODELWORKS_KINDS)
+        tjs, mdeps, dmons = (_list_all(kube, kind, namespace) for kind in (k.kind for k in KINDS))
     except KubeError as exc:
         print(f"modelworks: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # no kubeconfig, an unreachable server
         print(f"modelworks: cannot reach the cluster: {exc}", file=sys.stderr)
         return 1
-    tree = humans.lineage(tjs, mdeps, dmons)
+    tree = lineage.build(tjs, mdeps, dmons)
     uri = "" if args.no_mlflow else _tracking_uri()
-    if uri and humans.model_versions(tree):
-        facts = _registry_facts(uri, humans.model_versions(tree))
-        tree = humans.lineage(tjs, mdeps, dmons, registry=facts)
+    if uri and lineage.model_versions(tree):
+        facts = _registry_facts(uri, lineage.model_versions(tree))
+        tree = lineage.build(tjs, mdeps, dmons, registry=facts)
     if args.output == "json":
         print(json.dumps({"namespace": namespace, **tree}, indent=2))
         return 0
@@ -198,15 +201,12 @@ def _status_cmd(args: argparse.Namespace) -> int:
         return 0
     width = args.width or max(80, shutil.get_terminal_size((120, 24)).columns)
     sys.stdout.write(
-        humans.status_table(tree, now=datetime.now(UTC), width=width, namespaces=namespace is None)
+        tables.status_table(tree, now=datetime.now(UTC), width=width, namespaces=namespace is None)
     )
     return 0
 
 
 def _watch_cmd(args: argparse.Namespace) -> int:
-    import time
-
-    from modelworks.api import API_VERSION
     from modelworks.clients.kube import KubeError
 
     namespace = args.namespace or _default_namespace()
@@ -215,7 +215,7 @@ def _watch_cmd(args: argparse.Namespace) -> int:
         return 1
     try:
         kube = _kube()
-        obj = kube.get(API_VERSION, "TrainingJob", namespace, args.name)
+        obj = kube.get(API_VERSION, TRAINING_JOB.kind, namespace, args.name)
     except KubeError as exc:
         print(f"modelworks: {exc}", file=sys.stderr)
         return 1
@@ -228,40 +228,47 @@ def _watch_cmd(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    return _follow(kube, namespace, obj, args)
+
+
+def _follow(kube: Kube, namespace: str, obj: dict[str, Any], args: argparse.Namespace) -> int:
+    """Print the TrainingJob's progress until it ends (0, 1) or ``--timeout`` passes (2)."""
+    import time
+
     out = sys.stdout
     tty = out.isatty()
     start = time.monotonic()
     deadline = None if args.timeout is None else start + args.timeout
     shown = ""
     while True:
-        line = humans.watch_line(obj)
+        line = watching.watch_line(obj)
         if tty:
             import shutil
 
             elapsed = f"  {int(time.monotonic() - start)}s"
             columns = shutil.get_terminal_size((120, 24)).columns
-            out.write("\r" + humans.clip(line + elapsed, columns - 1) + "\x1b[K")
+            out.write("\r" + clip(line + elapsed, columns - 1) + "\x1b[K")
             out.flush()
         elif line != shown:
             print(line, flush=True)
         shown = line
-        code = humans.finished(obj)
+        code = watching.finished(obj)
         if code is not None:
             if tty:
                 out.write("\n")
-            print("\n".join(humans.outcome_lines(obj, name=args.name)), flush=True)
+            print("\n".join(watching.outcome_lines(obj, name=args.name)), flush=True)
             return code
         now = time.monotonic()
         if deadline is not None and now >= deadline:
             if tty:
                 out.write("\n")
-            print("\n".join(humans.timeout_lines(obj, args.timeout)), flush=True)
+            print("\n".join(watching.timeout_lines(obj, args.timeout)), flush=True)
             return 2
         time.sleep(
             args.interval if deadline is None else max(0.0, min(args.interval, deadline - now))
         )
         try:
-            found = kube.get(API_VERSION, "TrainingJob", namespace, args.name)
+            found = kube.get(API_VERSION, TRAINING_JOB.kind, namespace, args.name)
         except Exception as exc:  # a blip of the API server: keep the last state, try again
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             print(("\n" if tty else "") + f"modelworks: {first} (retrying)", file=sys.stderr)
@@ -269,7 +276,7 @@ def _watch_cmd(args: argparse.Namespace) -> int:
         if found is None:
             if tty:
                 out.write("\n")
-            print("\n".join(humans.outcome_lines(None, name=args.name)), flush=True)
+            print("\n".join(watching.outcome_lines(None, name=args.name)), flush=True)
             return 1
         obj = found
 
@@ -287,7 +294,7 @@ def parser() -> argparse.ArgumentParser:
         "--model-uri", required=True, help="models:/<name>/<version>, models:/<name>@<alias>, ..."
     )
     serve.add_argument("--host", default="0.0.0.0")
-    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--port", type=int, default=SERVER_PORT)
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument(
         "--drain-seconds", type=int, default=25, help="grace for in-flight requests on SIGTERM"
@@ -303,6 +310,17 @@ def parser() -> argparse.ArgumentParser:
     drift.add_argument("--current", required=True, help="dataset URI (CSV or Parquet)")
     drift.add_argument("--config", default="{}", help="the monitor's drift settings, as JSON")
     drift.set_defaults(func=_drift)
+    _add_status_and_watch(sub)
+    crds = sub.add_parser("crds", help="print the CRDs generated from the API models")
+    group = crds.add_mutually_exclusive_group()
+    group.add_argument("--write", metavar="DIR", help="write them into DIR instead")
+    group.add_argument("--check", metavar="DIR", help="exit 1 when DIR differs from the models")
+    crds.set_defaults(func=_crds)
+    return p
+
+
+def _add_status_and_watch(sub: Any) -> None:
+    """The helpers for people: ``status`` and ``watch``."""
     status = sub.add_parser(
         "status",
         help="all Modelworks objects with their lineage: "
@@ -324,7 +342,9 @@ def parser() -> argparse.ArgumentParser:
         "watch",
         help="follow a TrainingJob until it ends: exit 0 succeeded, 1 failed, 2 timed out",
     )
-    watch.add_argument("kind", choices=["trainingjob", "trainingjobs", "tj"])
+    watch.add_argument(
+        "kind", choices=[TRAINING_JOB.singular, TRAINING_JOB.plural, *TRAINING_JOB.short_names]
+    )
     watch.add_argument("name")
     watch.add_argument("-n", "--namespace", help="default: the kubeconfig context's namespace")
     watch.add_argument(
@@ -334,12 +354,6 @@ def parser() -> argparse.ArgumentParser:
         "--interval", type=float, default=2.0, metavar="SECONDS", help="poll interval (2)"
     )
     watch.set_defaults(func=_watch_cmd)
-    crds = sub.add_parser("crds", help="print the CRDs generated from the API models")
-    group = crds.add_mutually_exclusive_group()
-    group.add_argument("--write", metavar="DIR", help="write them into DIR instead")
-    group.add_argument("--check", metavar="DIR", help="exit 1 when DIR differs from the models")
-    crds.set_defaults(func=_crds)
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:

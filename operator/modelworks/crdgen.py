@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from modelworks.api import CATEGORY, GROUP, KINDS, VERSION, Kind
+from modelworks.names import MANAGED_BY, PART_OF_LABEL
 
 _DROP = {"title", "examples", "$defs"}
 
@@ -165,7 +166,7 @@ def crd(kind: Kind) -> dict[str, Any]:
         "kind": "CustomResourceDefinition",
         "metadata": {
             "name": f"{kind.plural}.{GROUP}",
-            "labels": {"app.kubernetes.io/part-of": "modelworks"},
+            "labels": {PART_OF_LABEL: MANAGED_BY},
         },
         "spec": {
             "group": GROUP,

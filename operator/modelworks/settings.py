@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from modelworks.names import HEALTH_PORT, METRICS_PORT
+
 PREFIX = "MODELWORKS_"
 
 
@@ -15,8 +17,8 @@ class Settings:
 
     namespaces: tuple[str, ...] = ()  # empty: all namespaces
     resync_seconds: float = 300.0
-    health_port: int = 8080
-    metrics_port: int = 8081
+    health_port: int = HEALTH_PORT
+    metrics_port: int = METRICS_PORT
     mlflow_tracking_uri: str = ""
     mlflow_ui_url: str = ""
     image: str = "modelworks:0.1.0"
@@ -78,8 +80,8 @@ class Settings:
         return cls(
             namespaces=tuple(n.strip() for n in get("NAMESPACES").split(",") if n.strip()),
             resync_seconds=number("RESYNC_SECONDS", 300.0, minimum=1),
-            health_port=port("HEALTH_PORT", 8080),
-            metrics_port=port("METRICS_PORT", 8081),
+            health_port=port("HEALTH_PORT", HEALTH_PORT),
+            metrics_port=port("METRICS_PORT", METRICS_PORT),
             mlflow_tracking_uri=tracking,
             mlflow_ui_url=get("MLFLOW_UI_URL") or tracking,
             image=get("IMAGE", "modelworks:0.1.0"),

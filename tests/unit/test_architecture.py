@@ -1,7 +1,9 @@
 """The layering contract of DESIGN.md, written down as a test.
 
 Layers import only downward; the pure layers import no network or Kubernetes code;
-only handlers/ imports kopf; only clients/ imports kubernetes and mlflow.
+only handlers/ imports kopf; only clients/ imports kubernetes and mlflow. ``names`` is
+the bottom layer: every layer may import it, it imports no other modelworks module, and
+it alone defines our label, annotation and tag keys.
 """
 
 from __future__ import annotations
@@ -31,17 +33,44 @@ NETWORK = {
     "prometheus_client",
     "subprocess",
 }
-PURE = {"api", "conditions", "builders", "status", "drift", "apidocs", "humans"}
+PURE = {
+    "names",
+    "api",
+    "conditions",
+    "builders",
+    "status",
+    "drift",
+    "apidocs",
+    "humans",
+    "gate",
+    "schedule",
+    "prommath",
+}
+# The bottom layer: every layer may import it; it imports no other modelworks module.
+BOTTOM = "names"
 
-# For each layer, the modelworks layers it may import.
+# For each layer, the modelworks layers it may import (besides BOTTOM).
 ALLOWED: dict[str, set[str]] = {
+    "names": set(),
     "api": {"api"},
     "conditions": set(),
+    "gate": {"api"},
+    "schedule": set(),
+    "prommath": set(),
     "builders": {"api", "conditions", "builders"},
-    "status": {"api", "conditions", "status", "drift"},
+    "status": {"api", "conditions", "status", "drift", "gate", "schedule", "prommath"},
     "drift": {"drift"},
     "clients": {"api", "clients"},
-    "reconcilers": {"api", "conditions", "builders", "status", "drift", "clients", "reconcilers"},
+    "reconcilers": {
+        "api",
+        "conditions",
+        "builders",
+        "status",
+        "drift",
+        "gate",
+        "clients",
+        "reconcilers",
+    },
     "handlers": {
         "api",
         "conditions",
@@ -116,6 +145,8 @@ def test_imports_follow_the_layers(path: Path) -> None:
             target = name.split(".")[1] if "." in name else "__init__"
             if target == "__version__":
                 target = "__init__"
+            if target == BOTTOM and layer != BOTTOM:
+                continue
             if target not in ALLOWED[layer] and target != layer:
                 problems.append(f"{layer} may not import modelworks.{target}")
         elif top == "kopf" and layer != "handlers":
@@ -135,3 +166,62 @@ def test_operator_start_does_not_import_scipy_stats() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     ).stdout
     assert out.strip() == "False"
+
+
+def test_names_imports_only_the_standard_library() -> None:
+    found = {name.split(".")[0] for name in imports(PACKAGE / f"{BOTTOM}.py")}
+    outside = found - set(sys.stdlib_module_names) - {"__future__"}
+    assert not outside, f"{BOTTOM}.py must stay the bottom layer; it imports {outside}"
+
+
+# Our keys: a string that starts with one of these is a label, annotation or tag key.
+KEY_PREFIXES = ("modelworks.dev/", "app.kubernetes.io/")
+# Where such strings may be written: the one definition, and the API (API_VERSION, docs).
+KEY_HOMES = {PACKAGE / f"{BOTTOM}.py", PACKAGE / "api"}
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                found.add(id(body[0].value))
+    return found
+
+
+def key_literals(path: Path) -> list[str]:
+    """``line: text`` of every string (f-string parts included) that spells one of our keys."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    docs = _docstrings(tree)
+    return [
+        f"{node.lineno}: {node.value!r}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and node.value.startswith(KEY_PREFIXES)
+        and id(node) not in docs
+    ]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in SOURCES if not any(p == h or h in p.parents for h in KEY_HOMES)],
+    ids=lambda p: str(p.relative_to(PACKAGE)),
+)
+def test_keys_are_spelled_only_in_names(path: Path) -> None:
+    found = key_literals(path)
+    assert not found, f"{path.name}: import these keys from modelworks.names: {found}"
+
+
+def test_the_key_scan_finds_a_key(tmp_path: Path) -> None:
+    source = tmp_path / "example.py"
+    source.write_text(
+        '"""Sets ``modelworks.dev/model-version``."""\n'
+        'VERSION_LABEL = "modelworks.dev/model-version"\n'
+        'labels = {f"app.kubernetes.io/{part}": 1 for part in ("name",)}\n'
+    )
+    assert key_literals(source) == [
+        "2: 'modelworks.dev/model-version'",
+        "3: 'app.kubernetes.io/'",
+    ]

@@ -14,8 +14,6 @@ from modelworks import batch, conditions
 from modelworks.api import DRIFT_MONITOR
 from modelworks.api.driftmonitor import DriftMonitorSpec
 from modelworks.builders.driftmonitor import (
-    EVIDENCE_ANNOTATION,
-    MONITOR_LABEL,
     build_batch_job,
     build_retrain,
     evidence_text,
@@ -30,6 +28,8 @@ from modelworks.drift.window import (
     prune,
     window_counts,
 )
+from modelworks.names import EVIDENCE_ANNOTATION, MONITOR_LABEL
+from modelworks.schedule import Cron
 from modelworks.status.common import typed
 from modelworks.status.driftmonitor import (
     CheckFacts,
@@ -39,7 +39,6 @@ from modelworks.status.driftmonitor import (
     due,
     plan_retrain,
 )
-from modelworks.status.schedule import Cron
 
 NOW = "2026-01-01T12:00:00Z"
 LIVE = {"target": {"modelDeployment": {"name": "churn"}}}

@@ -34,11 +34,13 @@ from typing import Any
 import pytest
 import yaml
 
+from modelworks import api
+from modelworks.api import GROUP
+
 ROOT = Path(__file__).resolve().parents[2]
 GITOPS = ROOT / "manifests" / "gitops"
 ARGOCD = GITOPS / "argocd"
-GROUP = "modelworks.dev"
-KINDS = ("TrainingJob", "ModelDeployment", "DriftMonitor")
+KINDS = tuple(k.kind for k in api.KINDS)
 CM_PATCH = ARGOCD / "argocd-cm-patch.yaml"
 FLUX = GITOPS / "flux" / "modelworks-kustomization.yaml"
 HEALTH = {"Healthy", "Progressing", "Degraded", "Suspended", "Missing", "Unknown"}
@@ -288,9 +290,9 @@ def test_health_lua_fits_argocd_sandbox(kind: str) -> None:
 
 def operator_statuses() -> list[tuple[str, dict[str, Any], str]]:
     """(kind, object, expected health) for statuses computed by modelworks.status."""
+    from modelworks import gate as gates
     from modelworks.api import BY_KIND
     from modelworks.api.trainingjob import GateRule, TrainingJobSpec
-    from modelworks.status import gate as gates
     from modelworks.status.common import invalid_spec, not_implemented
     from modelworks.status.trainingjob import Registration, RunFacts, TrainingFacts, compute
 

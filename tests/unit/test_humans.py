@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from modelworks import humans
+from modelworks import gate as gates
 from modelworks.api.trainingjob import GateRule, TrainingJobSpec
-from modelworks.builders import driftmonitor as dm_builders
-from modelworks.status import gate as gates
+from modelworks.humans import common, lineage, tables, watch
+from modelworks.names import MONITOR_LABEL, RETRAIN_OF_LABEL
 from modelworks.status.trainingjob import Registration, RunFacts, TrainingFacts, compute
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -106,22 +106,17 @@ def dmon(name: str, target: str | None, *, ns: str = "ml", **status: Any) -> dic
 # --- lineage ---------------------------------------------------------------------------
 
 
-def test_labels_agree_with_the_builders() -> None:
-    assert humans.MONITOR_LABEL == dm_builders.MONITOR_LABEL
-    assert humans.RETRAIN_OF_LABEL == dm_builders.RETRAIN_OF_LABEL
-
-
 def test_full_loop_lineage() -> None:
     """train -> v1 -> served -> watched; drift -> retrain -> v2 -> canary."""
-    tree = humans.lineage(
+    tree = lineage.build(
         [
             tj("churn-train", version="1"),
             tj(
                 "churn-drift-r1",
                 version="2",
                 labels={
-                    humans.MONITOR_LABEL: "churn-drift",
-                    humans.RETRAIN_OF_LABEL: "churn-train",
+                    MONITOR_LABEL: "churn-drift",
+                    RETRAIN_OF_LABEL: "churn-train",
                 },
             ),
         ],
@@ -180,12 +175,12 @@ def test_full_loop_lineage() -> None:
     ],
 )
 def test_deployment_placements(name: str, status: dict[str, Any], expected: list[Any]) -> None:
-    dep = humans.model_deployment({"metadata": {"name": name}, "spec": {}, "status": status})
-    assert humans.placements(dep) == expected
+    dep = lineage.model_deployment({"metadata": {"name": name}, "spec": {}, "status": status})
+    assert lineage.placements(dep) == expected
 
 
 def test_unregistered_and_unattached_objects() -> None:
-    tree = humans.lineage(
+    tree = lineage.build(
         [
             tj("running", phase="Running", succeeded=("Unknown", "Training", "")),
             tj("tracking-only", model=None),
@@ -205,13 +200,13 @@ def test_unregistered_and_unattached_objects() -> None:
 
 
 def test_monitor_missing_every_status_field_is_fine() -> None:
-    mon = humans.drift_monitor({"metadata": {"name": "m"}, "spec": {}})
+    mon = lineage.drift_monitor({"metadata": {"name": "m"}, "spec": {}})
     assert mon["verdict"] is None and mon["condition"] is None and mon["phase"] is None
-    assert humans.drift_monitor_notes(mon, NOW) == ["no verdict yet"]
+    assert tables.drift_monitor_notes(mon, NOW) == ["no verdict yet"]
 
 
 def test_models_and_versions_sort_numerically_and_namespaces_are_kept_apart() -> None:
-    tree = humans.lineage(
+    tree = lineage.build(
         [
             tj("b10", model="b", version="10"),
             tj("b9", model="b", version="9"),
@@ -225,11 +220,11 @@ def test_models_and_versions_sort_numerically_and_namespaces_are_kept_apart() ->
     assert (b9["version"], b10["version"]) == ("9", "10")
     assert b9["deployments"][0]["driftMonitors"] == []  # the monitor is in namespace y
     assert [m["name"] for m in b10["deployments"][0]["driftMonitors"]] == ["watch"]
-    assert humans.model_versions(tree) == [("a", "1"), ("b", "9"), ("b", "10")]
+    assert lineage.model_versions(tree) == [("a", "1"), ("b", "9"), ("b", "10")]
 
 
 def test_aliases_without_a_deployment_follow_the_newest_claim() -> None:
-    tree = humans.lineage([tj("t1", version="1"), tj("t2", version="2")], [], [])
+    tree = lineage.build([tj("t1", version="1"), tj("t2", version="2")], [], [])
     assert [v["aliases"] for v in tree["models"][0]["versions"]] == [[], ["champion"]]
 
 
@@ -238,7 +233,7 @@ def test_registry_facts_win_over_what_objects_saw() -> None:
         ("churn", "1"): {"runId": "r1", "aliases": ["champion"], "metrics": {"val_auc": 0.9}},
         ("churn", "2"): {"runId": "r2", "aliases": [], "metrics": {}},
     }
-    tree = humans.lineage([tj("t1", version="1"), tj("t2", version="2")], [], [], registry=facts)
+    tree = lineage.build([tj("t1", version="1"), tj("t2", version="2")], [], [], registry=facts)
     v1, v2 = tree["models"][0]["versions"]
     assert v1["aliases"] == ["champion"] and v2["aliases"] == []
     assert v1["mlflow"] == {"runId": "r1", "metrics": {"val_auc": 0.9}}
@@ -248,7 +243,7 @@ def test_registry_facts_win_over_what_objects_saw() -> None:
 
 
 def loop_tree() -> dict[str, Any]:
-    return humans.lineage(
+    return lineage.build(
         [
             tj(
                 "churn-train",
@@ -259,8 +254,8 @@ def loop_tree() -> dict[str, Any]:
                 "churn-drift-r1",
                 version="2",
                 labels={
-                    humans.MONITOR_LABEL: "churn-drift",
-                    humans.RETRAIN_OF_LABEL: "churn-train",
+                    MONITOR_LABEL: "churn-drift",
+                    RETRAIN_OF_LABEL: "churn-train",
                 },
             ),
             tj(
@@ -285,7 +280,7 @@ def loop_tree() -> dict[str, Any]:
 
 
 def test_table_reads_as_lineage() -> None:
-    text = humans.status_table(loop_tree(), now=NOW)
+    text = tables.status_table(loop_tree(), now=NOW)
     lines = text.splitlines()
     assert lines[0].split() == ["MODEL", "VERSION", "OBJECT", "PHASE", "CONDITION", "NOTES"]
     body = "\n".join(lines[1:])
@@ -315,7 +310,7 @@ def test_table_fits_its_width(width: int, namespaces: bool) -> None:
     long = "a-rather-long-training-job-name-that-goes-on-and-on-for-a-while"
     gate = {"passed": False, "summary": "val_auc=0.7 >= 0.8, val_loss=0.9 <= 0.5, f1=0.2 >= 0.6"}
     trees = [
-        humans.lineage(
+        lineage.build(
             [
                 tj(
                     long,
@@ -330,23 +325,23 @@ def test_table_fits_its_width(width: int, namespaces: bool) -> None:
         loop_tree(),
     ]
     for tree in trees:
-        text = humans.status_table(tree, now=NOW, width=width, namespaces=namespaces)
+        text = tables.status_table(tree, now=NOW, width=width, namespaces=namespaces)
         assert all(len(line) <= width for line in text.splitlines()), text
         assert "tj/" in text and "Succeeded" in text
-    text = humans.status_table(trees[0], now=NOW, width=width, namespaces=namespaces)
+    text = tables.status_table(trees[0], now=NOW, width=width, namespaces=namespaces)
     assert "gate failed:" in text
     if width >= 100:
         assert "f1=0.2 >= 0.6" in text  # wrapped, not lost
 
 
 def test_table_with_namespaces_has_the_column() -> None:
-    text = humans.status_table(loop_tree(), now=NOW, namespaces=True)
+    text = tables.status_table(loop_tree(), now=NOW, namespaces=True)
     assert text.splitlines()[0].split()[0] == "NAMESPACE"
     assert text.splitlines()[1].split()[0] == "ml"
 
 
 def test_empty_table_is_empty() -> None:
-    assert humans.status_table(humans.lineage([], [], []), now=NOW) == ""
+    assert tables.status_table(lineage.build([], [], []), now=NOW) == ""
 
 
 def test_mlflow_row_shows_run_and_metrics() -> None:
@@ -357,8 +352,8 @@ def test_mlflow_row_shows_run_and_metrics() -> None:
             "metrics": {"val_auc": 0.91234},
         }
     }
-    tree = humans.lineage([tj("t1", version="1")], [], [], registry=facts)
-    text = humans.status_table(tree, now=NOW)
+    tree = lineage.build([tj("t1", version="1")], [], [], registry=facts)
+    text = tables.status_table(tree, now=NOW)
     row = text.splitlines()[1]
     assert row.split()[:2] == ["churn", "1"] and "@prod" in row
     assert "mlflow run 0123456789ab" in row and "val_auc=0.9123" in row
@@ -375,7 +370,7 @@ def test_mlflow_row_shows_run_and_metrics() -> None:
     ],
 )
 def test_wrap_notes(parts: list[str], width: int, expected: list[str]) -> None:
-    assert humans.wrap_notes(parts, width) == expected
+    assert tables.wrap_notes(parts, width) == expected
 
 
 @pytest.mark.parametrize(
@@ -390,7 +385,7 @@ def test_wrap_notes(parts: list[str], width: int, expected: list[str]) -> None:
     ],
 )
 def test_ago(when: str, expected: str) -> None:
-    assert humans.ago(when, NOW) == expected
+    assert common.ago(when, NOW) == expected
 
 
 @pytest.mark.parametrize(
@@ -398,17 +393,17 @@ def test_ago(when: str, expected: str) -> None:
     [(3, "3"), (3.0, "3"), (0.912345, "0.9123"), (1234567.8, "1.235e+06"), (True, "True")],
 )
 def test_number(value: Any, expected: str) -> None:
-    assert humans.number(value) == expected
+    assert common.number(value) == expected
 
 
 def test_key_metrics_order() -> None:
     metrics = {"loss": 0.3, "val_loss": 0.4, "val_auc": 0.9, "epoch": 3, "progress": 0.5, "acc": 1}
-    assert [k for k, _ in humans.key_metrics(metrics, prefer=["acc"], limit=3)] == [
+    assert [k for k, _ in common.key_metrics(metrics, prefer=["acc"], limit=3)] == [
         "acc",
         "val_auc",
         "val_loss",
     ]
-    assert [k for k, _ in humans.key_metrics(metrics)] == ["val_auc", "val_loss", "acc", "loss"]
+    assert [k for k, _ in common.key_metrics(metrics)] == ["val_auc", "val_loss", "acc", "loss"]
 
 
 # --- watch ------------------------------------------------------------------------------
@@ -428,11 +423,11 @@ def test_key_metrics_order() -> None:
     ],
 )
 def test_progress_bar(percent: Any, expected: str) -> None:
-    assert humans.progress_bar(percent) == expected
+    assert watch.progress_bar(percent) == expected
 
 
 def test_progress_bar_width() -> None:
-    assert humans.progress_bar(50, width=10) == "[#####-----]  50.0%"
+    assert watch.progress_bar(50, width=10) == "[#####-----]  50.0%"
 
 
 def test_watch_line_shows_phase_progress_and_metrics() -> None:
@@ -444,7 +439,7 @@ def test_watch_line_shows_phase_progress_and_metrics() -> None:
         metrics={"loss": 0.25, "val_auc": 0.8765, "epoch": 4},
     )
     obj["spec"]["qualityGate"] = [{"metric": "loss", "op": "<", "value": 1}]
-    line = humans.watch_line(obj)
+    line = watch.watch_line(obj)
     assert line.startswith("tj/t  Running  ")
     assert "[############------------]  50.0%" in line
     assert line.endswith("epoch 4  loss=0.25 val_auc=0.8765")  # the gate's metric first
@@ -468,7 +463,7 @@ def test_watch_line_shows_phase_progress_and_metrics() -> None:
 )
 def test_watch_line_states(status: dict[str, Any], generation: int, fragment: str) -> None:
     obj = {"metadata": {"name": "t", "generation": generation}, "spec": {}, "status": status}
-    assert fragment in humans.watch_line(obj)
+    assert fragment in watch.watch_line(obj)
 
 
 @pytest.mark.parametrize(
@@ -485,12 +480,12 @@ def test_watch_line_states(status: dict[str, Any], generation: int, fragment: st
 )
 def test_finished(status: dict[str, Any], generation: int, code: int | None) -> None:
     obj = {"metadata": {"name": "t", "generation": generation}, "status": status}
-    assert humans.finished(obj) == code
+    assert watch.finished(obj) == code
 
 
 def test_finished_when_deleted() -> None:
-    assert humans.finished(None) == 1
-    assert humans.outcome_lines(None, name="t") == ["Failed: tj/t was deleted"]
+    assert watch.finished(None) == 1
+    assert watch.outcome_lines(None, name="t") == ["Failed: tj/t was deleted"]
 
 
 # The outcome of statuses the operator itself computes.
@@ -529,8 +524,8 @@ def test_outcome_of_a_registered_model() -> None:
             registration=Registration("churn", "4", "runs:/abc123/model", "champion"),
         )
     )
-    assert humans.finished(obj) == 0
-    assert humans.outcome_lines(obj) == [
+    assert watch.finished(obj) == 0
+    assert watch.outcome_lines(obj) == [
         "Succeeded: registered churn version 4 as @champion",
         "  quality gate passed: val_auc=0.93 >= 0.8",
         "  metrics: val_auc=0.93",
@@ -540,8 +535,8 @@ def test_outcome_of_a_registered_model() -> None:
 
 def test_outcome_of_a_failed_gate() -> None:
     obj = computed(TrainingFacts("j", job=DONE_JOB, run=RUN, gate=gate(0.95)))
-    assert humans.finished(obj) == 1
-    lines = humans.outcome_lines(obj)
+    assert watch.finished(obj) == 1
+    lines = watch.outcome_lines(obj)
     assert lines[0].startswith("Failed: QualityGateFailed: quality gate failed: val_auc=0.93")
     assert lines[1].startswith("  quality gate failed: val_auc=0.93")
 
@@ -566,8 +561,8 @@ def test_outcome_of_a_crashed_trainer() -> None:
         },
     }
     obj = computed(TrainingFacts("j", job=failed_job, pods=[pod], run=RUN))
-    assert humans.finished(obj) == 1
-    assert humans.outcome_lines(obj)[0] == (
+    assert watch.finished(obj) == 1
+    assert watch.outcome_lines(obj)[0] == (
         "Failed: Error: BackoffLimitExceeded: pod churn-train-0: container trainer exited "
         "with code 1: ValueError: bad"
     )
@@ -579,20 +574,20 @@ def test_outcome_without_registration() -> None:
         model=None,
         succeeded=("True", "Completed", "training completed; no model registration was requested"),
     )
-    assert humans.outcome_lines(obj) == [
+    assert watch.outcome_lines(obj) == [
         "Succeeded: training completed; no model registration was requested"
     ]
 
 
 def test_timeout_lines() -> None:
     obj = tj("t", phase="Running", succeeded=("Unknown", "Training", ""))
-    (line,) = humans.timeout_lines(obj, 30.0)
+    (line,) = watch.timeout_lines(obj, 30.0)
     assert line.startswith("Timed out after 30s: tj/t  Running")
-    assert humans.timeout_lines(None, 5) == ["Timed out after 5s: the TrainingJob does not exist"]
+    assert watch.timeout_lines(None, 5) == ["Timed out after 5s: the TrainingJob does not exist"]
 
 
 def test_clip() -> None:
-    assert humans.clip("abcdef", 10) == "abcdef"
-    assert humans.clip("abcdefghijk", 8) == "abcde..."
-    assert humans.clip("abcdef", 2) == "ab"
-    assert humans.clip("abcdef", 0) == ""
+    assert common.clip("abcdef", 10) == "abcdef"
+    assert common.clip("abcdefghijk", 8) == "abcde..."
+    assert common.clip("abcdef", 2) == "ab"
+    assert common.clip("abcdef", 0) == ""

@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 import yaml
 
+import modelworks.names
+from modelworks.api import GROUP, KINDS
 from modelworks.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,8 +32,7 @@ DEFAULT = MANIFESTS / "default"
 MLFLOW = MANIFESTS / "mlflow"
 MONITORING = MANIFESTS / "monitoring"
 KUSTOMIZATIONS = sorted(p.parent for p in MANIFESTS.rglob("kustomization.yaml"))
-GROUP = "modelworks.dev"
-PLURALS = ("trainingjobs", "modeldeployments", "driftmonitors")
+PLURALS = tuple(k.plural for k in KINDS)
 NAMESPACE = "modelworks-system"
 
 
@@ -595,7 +596,9 @@ def metric_names(expr: str) -> set[str]:
 
 def test_serving_metric_names_match_the_model_server() -> None:
     source = (ROOT / "operator" / "modelworks" / "serving" / "metrics.py").read_text()
-    assert set(re.findall(r'"(modelworks_[a-z_]+)"', source)) == SERVING_METRICS
+    found = set(re.findall(r'"(modelworks_[a-z_]+)"', source))
+    found |= {getattr(modelworks.names, n) for n in re.findall(r"\bnames\.([A-Z_]+)", source)}
+    assert found == SERVING_METRICS
 
 
 def test_service_monitor_scrapes_the_operator() -> None:

@@ -11,7 +11,6 @@ from modelworks import conditions
 from modelworks.api import MODEL_DEPLOYMENT
 from modelworks.api.modeldeployment import Analysis, ModelDeploymentSpec
 from modelworks.builders.modeldeployment import (
-    HASH_ANNOTATION,
     ServerConfig,
     build_deployment,
     build_hpa,
@@ -21,6 +20,8 @@ from modelworks.builders.modeldeployment import (
     fixed_replicas,
     url,
 )
+from modelworks.names import HASH_ANNOTATION
+from modelworks.prommath import histogram_quantile
 from modelworks.status.common import typed
 from modelworks.status.modeldeployment import (
     AnalysisFacts,
@@ -31,7 +32,6 @@ from modelworks.status.modeldeployment import (
     analyse,
     analysis_facts,
     decide,
-    histogram_quantile,
     pod_failure,
 )
 

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from modelworks import conditions
+from modelworks import gate as gates
 from modelworks.api import TRAINING_JOB
 from modelworks.api.trainingjob import GateRule, TrainingJobSpec
 from modelworks.builders.trainingjob import RunRef, build_job, build_service, job_name, training_key
-from modelworks.status import gate as gates
 from modelworks.status.common import typed
 from modelworks.status.trainingjob import (
     Registration,

@@ -7,7 +7,8 @@ from types import ModuleType
 from typing import Any
 
 from modelworks.api import driftmonitor, modeldeployment, trainingjob
-from modelworks.api.common import API_VERSION, CATEGORY, GROUP, VERSION, ApiModel, StatusModel
+from modelworks.api.common import API_VERSION, CATEGORY, VERSION, ApiModel, StatusModel
+from modelworks.names import GROUP
 
 
 @dataclass(frozen=True)

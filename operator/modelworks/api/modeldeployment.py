@@ -24,6 +24,7 @@ from modelworks.api.common import (
     condition_column,
     list_map,
 )
+from modelworks.names import SERVICE_PORT
 
 KIND = "ModelDeployment"
 PLURAL = "modeldeployments"
@@ -148,7 +149,7 @@ class Rollout(ApiModel):
 class ServiceSpec(ApiModel):
     """The Service in front of the serving pods."""
 
-    port: int = Field(default=80, ge=1, le=65535)
+    port: int = Field(default=SERVICE_PORT, ge=1, le=65535)
     type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
 
 

@@ -25,6 +25,7 @@ from modelworks.api.common import (
     condition_column,
     list_map,
 )
+from modelworks.names import RENDEZVOUS_PORT
 
 KIND = "TrainingJob"
 PLURAL = "trainingjobs"
@@ -133,7 +134,7 @@ class GateRule(ApiModel):
 class Distributed(ApiModel):
     """Settings of the rendezvous for replicas > 1 (torch.distributed style)."""
 
-    master_port: int = Field(default=23456, ge=1024, le=65535)
+    master_port: int = Field(default=RENDEZVOUS_PORT, ge=1024, le=65535)
 
 
 CleanPodPolicy = Literal["All", "Running", "None"]

@@ -8,12 +8,21 @@ from typing import Any
 
 from modelworks.api import API_VERSION
 from modelworks.api.common import EnvVar, PodOverrides
+from modelworks.names import (
+    COMPONENT_LABEL,
+    INSTANCE_LABEL,
+    KUEUE_PRIORITY_LABEL,
+    KUEUE_QUEUE_LABEL,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    NAME_LABEL,
+    PART_OF_LABEL,
+    kind_label,
+)
 
-MANAGED_BY = "modelworks"
-PART_OF = "app.kubernetes.io/part-of"
 # Labels a user puts on a Modelworks object that the operator copies to its children,
 # so queueing systems see the workload (Kueue reads its queue label from the Job).
-PASS_THROUGH_LABELS = ("kueue.x-k8s.io/queue-name", "kueue.x-k8s.io/priority-class", PART_OF)
+PASS_THROUGH_LABELS = (KUEUE_QUEUE_LABEL, KUEUE_PRIORITY_LABEL, PART_OF_LABEL)
 
 
 def owner_reference(obj: Mapping[str, Any]) -> dict[str, Any]:
@@ -32,11 +41,11 @@ def standard_labels(obj: Mapping[str, Any], component: str) -> dict[str, str]:
     """The recommended app.kubernetes.io labels plus our owner label."""
     meta = obj["metadata"]
     labels = {
-        "app.kubernetes.io/name": obj["kind"].lower(),
-        "app.kubernetes.io/instance": meta["name"],
-        "app.kubernetes.io/component": component,
-        "app.kubernetes.io/managed-by": MANAGED_BY,
-        f"modelworks.dev/{obj['kind'].lower()}": meta["name"],
+        NAME_LABEL: obj["kind"].lower(),
+        INSTANCE_LABEL: meta["name"],
+        COMPONENT_LABEL: component,
+        MANAGED_BY_LABEL: MANAGED_BY,
+        kind_label(obj["kind"]): meta["name"],
     }
     for key in PASS_THROUGH_LABELS:
         value = (meta.get("labels") or {}).get(key)

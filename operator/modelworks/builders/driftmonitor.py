@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from modelworks.api import API_VERSION
+from modelworks.api import API_VERSION, TRAINING_JOB
 from modelworks.api.driftmonitor import DriftMonitorSpec
 from modelworks.api.trainingjob import MAX_NAME_LENGTH as TJ_MAX_NAME
 from modelworks.builders.common import (
@@ -16,11 +16,16 @@ from modelworks.builders.common import (
     restricted_pod_security,
     standard_labels,
 )
+from modelworks.names import (
+    CHECK_KEY_LABEL,
+    EVIDENCE_ANNOTATION,
+    MONITOR_LABEL,
+    NAME_LABEL,
+    PREFIX,
+    RETRAIN_OF_LABEL,
+    TRIGGER_ANNOTATION,
+)
 
-MONITOR_LABEL = "modelworks.dev/drift-monitor"
-RETRAIN_OF_LABEL = "modelworks.dev/retrain-of"
-TRIGGER_ANNOTATION = "modelworks.dev/retrain-trigger"
-EVIDENCE_ANNOTATION = "modelworks.dev/drift-evidence"
 BATCH_CONTAINER = "check"
 EVIDENCE_LIMIT = 4000  # bytes of JSON kept in the annotation
 
@@ -73,17 +78,15 @@ def build_retrain(
     ]
     spec["env"] = env
     labels = {
-        k: v
-        for k, v in standard_labels(monitor, "retraining").items()
-        if not k.startswith("modelworks.dev/")
+        k: v for k, v in standard_labels(monitor, "retraining").items() if not k.startswith(PREFIX)
     }
-    labels["app.kubernetes.io/name"] = "trainingjob"
+    labels[NAME_LABEL] = TRAINING_JOB.singular
     labels[MONITOR_LABEL] = meta["name"]
     if source:
         labels[RETRAIN_OF_LABEL] = source
     return {
         "apiVersion": API_VERSION,
-        "kind": "TrainingJob",
+        "kind": TRAINING_JOB.kind,
         "metadata": {
             "name": retrain_name(meta["name"], number),
             "namespace": meta["namespace"],
@@ -137,7 +140,7 @@ def build_batch_job(
     meta = monitor["metadata"]
     reference = spec.reference.dataset_uri or spec.reference.profile_uri or ""
     kind = "dataset" if spec.reference.dataset_uri else "profile"
-    labels = {**standard_labels(monitor, "drift-check"), "modelworks.dev/check-key": key}
+    labels = {**standard_labels(monitor, "drift-check"), CHECK_KEY_LABEL: key}
     container = {
         "name": BATCH_CONTAINER,
         "image": image,

@@ -24,15 +24,25 @@ from modelworks.builders.common import (
     restricted_pod_security,
     standard_labels,
 )
+from modelworks.names import (
+    COMPONENT_LABEL,
+    HASH_ANNOTATION,
+    MODEL_DEPLOYMENT_LABEL,
+    MODEL_URI_ENV,
+    RESERVED_PREFIXES,
+    SCRAPE_ANNOTATION,
+    SCRAPE_PATH_ANNOTATION,
+    SCRAPE_PORT_ANNOTATION,
+    SERVER_PORT,
+    SERVICE_PORT,
+    TRACK_LABEL,
+    VERSION_LABEL,
+)
 
 CONTAINER = "server"
 COMPONENT = "server"
-PORT = 8080
 PRESTOP_SECONDS = 5
 """How long a leaving serving pod keeps answering before SIGTERM (endpoint removal lag)."""
-TRACK_LABEL = "modelworks.dev/track"
-VERSION_LABEL = "modelworks.dev/model-version"
-HASH_ANNOTATION = "modelworks.dev/desired-hash"
 Track = Literal["stable", "canary"]
 DEFAULT_RESOURCES: dict[str, Any] = {
     # A scikit-learn model plus MLflow's scoring app idles at ~250 MiB; CPU requests are
@@ -67,8 +77,8 @@ def model_uri(spec: ModelDeploymentSpec, version: str) -> str:
 
 def selector(obj: Mapping[str, Any], track: Track | None = None) -> dict[str, str]:
     labels = {
-        "modelworks.dev/modeldeployment": owner_label(obj),
-        "app.kubernetes.io/component": COMPONENT,
+        MODEL_DEPLOYMENT_LABEL: owner_label(obj),
+        COMPONENT_LABEL: COMPONENT,
     }
     if track is not None:
         labels[TRACK_LABEL] = track
@@ -77,7 +87,7 @@ def selector(obj: Mapping[str, Any], track: Track | None = None) -> dict[str, st
 
 def url(obj: Mapping[str, Any], spec: ModelDeploymentSpec) -> str:
     """The in-cluster address of the Service."""
-    port = spec.service.port if spec.service else 80
+    port = spec.service.port if spec.service else SERVICE_PORT
     host = f"{owner_label(obj)}.{obj['metadata']['namespace']}.svc.cluster.local"
     return f"http://{host}" if port == 80 else f"http://{host}:{port}"
 
@@ -115,12 +125,12 @@ def build_deployment(
     ns = obj["metadata"]["namespace"]
     pod_labels = {**selector(obj, track), VERSION_LABEL: version}
     for key, value in standard_labels(obj, COMPONENT).items():
-        if key.startswith(("app.kubernetes.io/", "modelworks.dev/")):
+        if key.startswith(RESERVED_PREFIXES):
             pod_labels.setdefault(key, value)
     env = [
         {"name": "MLFLOW_TRACKING_URI", "value": config.tracking_uri},
         {"name": "MLFLOW_DISABLE_TELEMETRY", "value": "true"},
-        {"name": "MODELWORKS_MODEL_URI", "value": model_uri(spec, version)},
+        {"name": MODEL_URI_ENV, "value": model_uri(spec, version)},
         *env_entries(spec.env),
     ]
     probe = {"httpGet": {"path": "/ping", "port": "http"}}
@@ -133,12 +143,12 @@ def build_deployment(
             "--model-uri",
             model_uri(spec, version),
             "--port",
-            str(PORT),
+            str(SERVER_PORT),
             "--workers",
             str(spec.workers),
         ],
         "env": env,
-        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+        "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],
         "resources": spec.resources.wire() if spec.resources else DEFAULT_RESOURCES,
         # Loading downloads the model from MLflow: give it minutes before liveness counts.
         "startupProbe": {**probe, "periodSeconds": 5, "failureThreshold": 60},
@@ -162,9 +172,9 @@ def build_deployment(
         "metadata": {
             "labels": pod_labels,
             "annotations": {
-                "prometheus.io/scrape": "true",
-                "prometheus.io/port": str(PORT),
-                "prometheus.io/path": "/metrics",
+                SCRAPE_ANNOTATION: "true",
+                SCRAPE_PORT_ANNOTATION: str(SERVER_PORT),
+                SCRAPE_PATH_ANNOTATION: "/metrics",
             },
         },
         "spec": {
@@ -239,7 +249,7 @@ def build_service(obj: Mapping[str, Any], spec: ModelDeploymentSpec) -> dict[str
                 "ports": [
                     {
                         "name": "http",
-                        "port": service.port if service else 80,
+                        "port": service.port if service else SERVICE_PORT,
                         "targetPort": "http",
                         "protocol": "TCP",
                     }

@@ -18,9 +18,26 @@ from modelworks.builders.common import (
     restricted_pod_security,
     standard_labels,
 )
+from modelworks.names import (
+    ANNOTATION_TAG_PREFIX,
+    DATASET_URI_TAG,
+    DATASET_VERSION_TAG,
+    GENERATION_TAG,
+    HYPERPARAMETERS_TAG,
+    IMAGE_TAG,
+    NAMESPACE_TAG,
+    RENDEZVOUS_PORT,
+    RESERVED_PREFIXES,
+    RUN_ANNOTATION,
+    RUN_ID_TAG,
+    SOURCE_TAG,
+    TRAINING_JOB_TAG,
+    TRAINING_KEY_LABEL,
+    TRAINING_KEY_TAG,
+    UID_TAG,
+)
 
 CONTAINER = "trainer"
-KEY_LABEL = "modelworks.dev/training-key"
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 GPU_RESOURCES = ("nvidia.com/gpu", "amd.com/gpu")
 
@@ -53,11 +70,9 @@ def job_name(obj: Mapping[str, Any], spec: TrainingJobSpec) -> str:
 def pod_labels(obj: Mapping[str, Any], spec: TrainingJobSpec) -> dict[str, str]:
     """Labels of the pod template, which is immutable: only what never changes for a run."""
     labels = {
-        k: v
-        for k, v in standard_labels(obj, "training").items()
-        if k.startswith(("app.kubernetes.io/", "modelworks.dev/"))
+        k: v for k, v in standard_labels(obj, "training").items() if k.startswith(RESERVED_PREFIXES)
     }
-    labels[KEY_LABEL] = training_key(spec)
+    labels[TRAINING_KEY_LABEL] = training_key(spec)
     return labels
 
 
@@ -89,7 +104,7 @@ def training_env(
         env.append({"name": "MODELWORKS_MODEL_NAME", "value": spec.model.name})
         env.append({"name": "MODELWORKS_MODEL_ARTIFACT_PATH", "value": spec.model.artifact_path})
     rank = {"fieldRef": {"fieldPath": f"metadata.annotations['{INDEX_ANNOTATION}']"}}
-    port = str(spec.distributed.master_port if spec.distributed else 23456)
+    port = str(spec.distributed.master_port if spec.distributed else RENDEZVOUS_PORT)
     job = job_name(obj, spec)
     master = f"{job}-0.{job}" if spec.replicas > 1 else "localhost"
     env += [
@@ -132,7 +147,7 @@ def build_job(obj: Mapping[str, Any], spec: TrainingJobSpec, run: RunRef) -> dic
     if spec.args:
         container["args"] = list(spec.args)
     if spec.replicas > 1:
-        port = spec.distributed.master_port if spec.distributed else 23456
+        port = spec.distributed.master_port if spec.distributed else RENDEZVOUS_PORT
         container["ports"] = [{"name": "rendezvous", "containerPort": port}]
     pod: dict[str, Any] = {
         "metadata": {"labels": pod_labels(obj, spec)},
@@ -169,7 +184,7 @@ def build_job(obj: Mapping[str, Any], spec: TrainingJobSpec, run: RunRef) -> dic
             "name": name,
             "namespace": ns,
             "labels": child_labels(obj, spec),
-            "annotations": {"modelworks.dev/mlflow-run-id": run.run_id},
+            "annotations": {RUN_ANNOTATION: run.run_id},
             "ownerReferences": [owner_reference(obj)],
         },
         "spec": job_spec,
@@ -181,7 +196,7 @@ def build_service(obj: Mapping[str, Any], spec: TrainingJobSpec) -> dict[str, An
     if spec.replicas <= 1:
         return None
     name = job_name(obj, spec)
-    port = spec.distributed.master_port if spec.distributed else 23456
+    port = spec.distributed.master_port if spec.distributed else RENDEZVOUS_PORT
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -216,22 +231,22 @@ def lineage_tags(obj: Mapping[str, Any], spec: TrainingJobSpec) -> dict[str, str
     """Tags for the MLflow run and the model version: where it came from, exactly."""
     meta = obj["metadata"]
     tags = {
-        "modelworks.dev/namespace": meta["namespace"],
-        "modelworks.dev/trainingjob": meta["name"],
-        "modelworks.dev/uid": meta["uid"],
-        "modelworks.dev/generation": str(meta.get("generation", "")),
-        "modelworks.dev/training-key": training_key(spec),
-        "modelworks.dev/image": spec.image,
+        NAMESPACE_TAG: meta["namespace"],
+        TRAINING_JOB_TAG: meta["name"],
+        UID_TAG: meta["uid"],
+        GENERATION_TAG: str(meta.get("generation", "")),
+        TRAINING_KEY_TAG: training_key(spec),
+        IMAGE_TAG: spec.image,
         "mlflow.source.type": "JOB",
         "mlflow.source.name": f"k8s://{meta['namespace']}/trainingjobs/{meta['name']}",
     }
     if spec.dataset is not None:
-        tags["modelworks.dev/dataset-uri"] = spec.dataset.uri
+        tags[DATASET_URI_TAG] = spec.dataset.uri
         if spec.dataset.version:
-            tags["modelworks.dev/dataset-version"] = spec.dataset.version
+            tags[DATASET_VERSION_TAG] = spec.dataset.version
     for key, value in sorted((meta.get("annotations") or {}).items()):
         if key.endswith(REVISION_SUFFIXES):
-            tags[f"modelworks.dev/annotation.{key.replace('/', '.')}"] = str(value)[:500]
+            tags[ANNOTATION_TAG_PREFIX + key.replace("/", ".")] = str(value)[:500]
     return tags
 
 
@@ -239,9 +254,9 @@ def version_tags(obj: Mapping[str, Any], spec: TrainingJobSpec, run_id: str) -> 
     tags = lineage_tags(obj, spec)
     for drop in ("mlflow.source.type", "mlflow.source.name"):
         tags.pop(drop)
-    tags["modelworks.dev/source"] = source_key(obj, spec)
-    tags["modelworks.dev/run-id"] = run_id
-    tags["modelworks.dev/hyperparameters"] = json.dumps(spec.hyperparameters or {}, sort_keys=True)
+    tags[SOURCE_TAG] = source_key(obj, spec)
+    tags[RUN_ID_TAG] = run_id
+    tags[HYPERPARAMETERS_TAG] = json.dumps(spec.hyperparameters or {}, sort_keys=True)
     if spec.model is not None:
         tags.update(spec.model.tags or {})
     return tags

@@ -17,6 +17,8 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from modelworks.api import API_VERSION, KINDS
+
 FIELD_MANAGER = "modelworks"
 
 
@@ -57,9 +59,7 @@ _KNOWN = [
     Resource("batch/v1", "Job", "jobs"),
     Resource("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
     Resource("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
-    Resource("modelworks.dev/v1alpha1", "TrainingJob", "trainingjobs"),
-    Resource("modelworks.dev/v1alpha1", "ModelDeployment", "modeldeployments"),
-    Resource("modelworks.dev/v1alpha1", "DriftMonitor", "driftmonitors"),
+    *(Resource(API_VERSION, k.kind, k.plural) for k in KINDS),
 ]
 RESOURCES: dict[tuple[str, str], Resource] = {(r.api_version, r.kind): r for r in _KNOWN}
 

@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from modelworks.names import SOURCE_TAG
+
 # The operator must notice an outage in seconds, not after MLflow's default minutes of
 # retries; the reconcile loop does its own backoff.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -23,7 +25,6 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
 # An operator does not phone home (and MLflow 3's usage telemetry can fail requests).
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-SOURCE_TAG = "modelworks.dev/source"
 T = TypeVar("T")
 
 

@@ -16,9 +16,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from modelworks.drift.profile import Profile, bucket_labels
-
-BUCKETS = "modelworks_feature_bucket_total"
-MISSING = "modelworks_feature_missing_total"
+from modelworks.names import FEATURE_BUCKET_METRIC as BUCKETS
+from modelworks.names import FEATURE_MISSING_METRIC as MISSING
 
 # feature -> (per-bucket counts aligned with the profile, missing)
 FeatureCounts = Mapping[str, tuple[tuple[int, ...], int]]

@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -28,6 +27,7 @@ from modelworks import __version__, metrics
 from modelworks.api import GROUP, KINDS, VERSION, Kind
 from modelworks.clients.kube import Kube
 from modelworks.clients.mlflow import Registry
+from modelworks.names import MANAGED_BY, MANAGED_BY_LABEL, now_rfc3339
 from modelworks.reconcilers import driftmonitor, modeldeployment, trainingjob
 from modelworks.reconcilers.base import Decision, status_changes
 from modelworks.reconcilers.modeldeployment import ServerConfig
@@ -90,10 +90,6 @@ class Runtime:
             pull_policy=self.settings.image_pull_policy,
             tracking_uri=self.settings.mlflow_tracking_uri,
         )
-
-
-def now_rfc3339() -> str:
-    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def plain(value: Any) -> Any:
@@ -187,7 +183,7 @@ def register(rt: Runtime, registry: kopf.OperatorRegistry) -> None:
             version,
             plural,
             id=f"wake-owner-of-{plural}",
-            labels={"app.kubernetes.io/managed-by": "modelworks"},
+            labels={MANAGED_BY_LABEL: MANAGED_BY},
             registry=registry,
         )(_child_changed)
 

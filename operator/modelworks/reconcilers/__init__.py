@@ -1,1 +1,1 @@
-"""One level-based ``reconcile(obj, *, kube, registry, now) -> Outcome`` per kind."""
+"""One level-based ``reconcile(obj, *, kube, registry, now) -> Decision`` per kind."""

@@ -19,12 +19,8 @@ from typing import Any, cast
 from modelworks.api import API_VERSION, DRIFT_MONITOR
 from modelworks.api.common import parse_duration
 from modelworks.api.driftmonitor import DriftMonitorSpec
-from modelworks.builders.driftmonitor import (
-    MONITOR_LABEL,
-    build_batch_job,
-    build_retrain,
-)
-from modelworks.builders.modeldeployment import PORT, ServerConfig, selector
+from modelworks.builders.driftmonitor import build_batch_job, build_retrain
+from modelworks.builders.modeldeployment import ServerConfig, selector
 from modelworks.clients.kube import Kube, KubeError
 from modelworks.clients.mlflow import Registry, TrackingUnavailable
 from modelworks.clients.prometheus import PrometheusError, query
@@ -41,6 +37,15 @@ from modelworks.drift.window import (
     prune,
     window_counts,
 )
+from modelworks.names import (
+    FEATURE_METRIC_PREFIX,
+    MONITOR_LABEL,
+    SERVER_PORT,
+    VERSION_LABEL,
+    format_time,
+    later,
+    parse_time,
+)
 from modelworks.reconcilers.base import validate
 from modelworks.status.common import pod_ready
 from modelworks.status.decision import Decision
@@ -51,17 +56,13 @@ from modelworks.status.driftmonitor import (
     compute,
     config_of,
     due,
-    format_time,
-    later,
-    parse_time,
     plan_retrain,
     result_fields,
 )
 
-VERSION_LABEL = "modelworks.dev/model-version"
 JOB_POLL = 10.0
 RETRY = 30.0
-FEATURE_PREFIXES = ("modelworks_feature_",)
+FEATURE_PREFIXES = (FEATURE_METRIC_PREFIX,)
 
 
 def reconcile(
@@ -202,7 +203,7 @@ def _scrape_window(
         for p in kube.list("v1", "Pod", ns, labels=selector({"metadata": {"name": target_name}}))
         if pod_ready(p) and (p["metadata"].get("labels") or {}).get(VERSION_LABEL) == served
     ]
-    scrapes = scrape_pods(pods, PORT, FEATURE_PREFIXES)
+    scrapes = scrape_pods(pods, SERVER_PORT, FEATURE_PREFIXES)
     uids = {p["metadata"]["name"]: p["metadata"]["uid"] for p in pods}
     snapshot = Snapshot(
         at,

@@ -16,7 +16,6 @@ from typing import Any, cast
 from modelworks.api import MODEL_DEPLOYMENT
 from modelworks.api.modeldeployment import ModelDeploymentSpec
 from modelworks.builders.modeldeployment import (
-    PORT,
     ServerConfig,
     build_deployment,
     build_hpa,
@@ -31,12 +30,16 @@ from modelworks.builders.modeldeployment import (
 from modelworks.clients.kube import Kube
 from modelworks.clients.mlflow import Registry, TrackingUnavailable
 from modelworks.clients.scrape import scrape_pods
+from modelworks.names import (
+    SERVER_PORT,
+    SERVING_LATENCY_BUCKET,
+    SERVING_REQUESTS_METRIC,
+    TRACK_LABEL,
+)
 from modelworks.reconcilers.base import validate
 from modelworks.status.common import pod_ready
 from modelworks.status.decision import Decision
 from modelworks.status.modeldeployment import (
-    LATENCY_BUCKET,
-    REQUESTS,
     AnalysisFacts,
     DeploymentState,
     Facts,
@@ -47,7 +50,7 @@ from modelworks.status.modeldeployment import (
 
 __all__ = ["ServerConfig", "reconcile"]
 APPS = "apps/v1"
-SERVING_PREFIXES = (REQUESTS, LATENCY_BUCKET)
+SERVING_PREFIXES = (SERVING_REQUESTS_METRIC, SERVING_LATENCY_BUCKET)
 
 
 def reconcile(
@@ -210,10 +213,9 @@ def _analyse(pods: list[dict[str, Any]]) -> AnalysisFacts:
     """Read the serving pods' request counters and latency histograms, per track."""
     ready = [p for p in pods if pod_ready(p)]
     tracks = {
-        p["metadata"]["name"]: (p["metadata"].get("labels") or {}).get("modelworks.dev/track")
-        for p in ready
+        p["metadata"]["name"]: (p["metadata"].get("labels") or {}).get(TRACK_LABEL) for p in ready
     }
-    scrapes = scrape_pods(ready, PORT, SERVING_PREFIXES)
+    scrapes = scrape_pods(ready, SERVER_PORT, SERVING_PREFIXES)
     canary, stable, unreachable = [], [], 0
     for scrape in scrapes:
         samples = [(s.name, s.labels, s.value) for s in scrape.samples]

@@ -13,10 +13,10 @@ from dataclasses import replace
 from typing import Any, cast
 
 from modelworks import conditions
+from modelworks import gate as gates
 from modelworks.api import TRAINING_JOB
 from modelworks.api.trainingjob import TrainingJobSpec
 from modelworks.builders.trainingjob import (
-    KEY_LABEL,
     RunRef,
     build_job,
     build_service,
@@ -30,13 +30,17 @@ from modelworks.builders.trainingjob import (
 from modelworks.clients.kube import Kube
 from modelworks.clients.mlflow import ArtifactMissing, Registry, RunInfo, TrackingUnavailable
 from modelworks.conditions import Event
+from modelworks.names import (
+    EXPERIMENT_ANNOTATION,
+    NAMESPACE_TAG,
+    RUN_ANNOTATION,
+    TRAINING_JOB_LABEL,
+    TRAINING_KEY_LABEL,
+)
 from modelworks.reconcilers.base import validate
-from modelworks.status import gate as gates
 from modelworks.status.decision import Decision
 from modelworks.status.trainingjob import Registration, RunFacts, TrainingFacts, compute, job_state
 
-EXPERIMENT_ANNOTATION = "modelworks.dev/mlflow-experiment-id"
-RUN_ANNOTATION = "modelworks.dev/mlflow-run-id"
 ACTIVE_POLL = 10.0  # seconds between passes while a run is in progress
 RETRY = 20.0  # after MLflow did not answer
 
@@ -149,7 +153,7 @@ def _run_of(
         return registry.get_run(annotations[RUN_ANNOTATION])
     meta = obj["metadata"]
     experiment = registry.ensure_experiment(
-        experiment_name(obj, spec), tags={"modelworks.dev/namespace": meta["namespace"]}
+        experiment_name(obj, spec), tags={NAMESPACE_TAG: meta["namespace"]}
     )
     return registry.ensure_run(
         experiment,
@@ -238,9 +242,9 @@ def _clean_pods(kube: Kube, ns: str, pods: list[dict[str, Any]], policy: str) ->
 
 def _remove_stale_jobs(kube: Kube, ns: str, name: str, key: str) -> None:
     """Jobs of an earlier spec of this TrainingJob are deleted with their pods."""
-    for job in kube.list("batch/v1", "Job", ns, labels={"modelworks.dev/trainingjob": name}):
+    for job in kube.list("batch/v1", "Job", ns, labels={TRAINING_JOB_LABEL: name}):
         labels = job["metadata"].get("labels") or {}
-        if labels.get(KEY_LABEL) != key and not job["metadata"].get("deletionTimestamp"):
+        if labels.get(TRAINING_KEY_LABEL) != key and not job["metadata"].get("deletionTimestamp"):
             kube.delete("batch/v1", "Job", ns, job["metadata"]["name"], propagation="Background")
 
 

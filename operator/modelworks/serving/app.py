@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from modelworks.drift.profile import PROFILE_FILE, Profile, typical_row
+from modelworks.names import MODEL_URI_ENV
 from modelworks.serving import metrics
 
 log = logging.getLogger("modelworks.serve")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # a model server does not phone home
-MODEL_URI_ENV = "MODELWORKS_MODEL_URI"
 RETRY_SECONDS = 30.0
 
 

@@ -23,15 +23,16 @@ from prometheus_client import (
     multiprocess,
 )
 
+from modelworks import names
 from modelworks.drift.profile import Profile, bucket_counts, bucket_labels
 
 disable_created_metrics()  # no *_created series: they double the scrape for no use here
 LABELS = ("model", "version")
 REQUESTS = Counter(
-    "modelworks_serving_requests_total", "Scoring requests by HTTP status code.", [*LABELS, "code"]
+    names.SERVING_REQUESTS_METRIC, "Scoring requests by HTTP status code.", [*LABELS, "code"]
 )
 LATENCY = Histogram(
-    "modelworks_serving_request_duration_seconds",
+    names.SERVING_LATENCY_METRIC,
     "Time to answer a scoring request.",
     LABELS,
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
@@ -40,13 +41,13 @@ ROWS = Counter(
     "modelworks_serving_rows_total", "Rows scored (the sample count drift windows use).", LABELS
 )
 FEATURE_BUCKETS = Counter(
-    "modelworks_feature_bucket_total",
+    names.FEATURE_BUCKET_METRIC,
     "Input values per feature and reference-profile bucket (not cumulative; bucket is the "
     "upper edge, +Inf, a category or __other__).",
     [*LABELS, "feature", "bucket"],
 )
 FEATURE_MISSING = Counter(
-    "modelworks_feature_missing_total",
+    names.FEATURE_MISSING_METRIC,
     "Input values that were missing (null/NaN) per feature.",
     [*LABELS, "feature"],
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from modelworks import conditions
@@ -18,7 +18,8 @@ from modelworks.drift.engine import (
     FeatureOverride,
     hysteresis,
 )
-from modelworks.status.schedule import Cron
+from modelworks.names import format_time, parse_time
+from modelworks.schedule import Cron
 
 RESULT_LIMIT = 3800  # bytes: a batch Job reports through its termination message (4096)
 
@@ -93,18 +94,6 @@ def compact(fields: Mapping[str, Any], limit: int = RESULT_LIMIT) -> dict[str, A
         out["features"] = [f for f in out["features"] if f is not drop]
         out["truncated"] = True
     return out
-
-
-def parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def format_time(t: datetime) -> str:
-    return t.replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-def later(now: str, seconds: float) -> str:
-    return format_time(parse_time(now) + timedelta(seconds=seconds))
 
 
 def due(old: Mapping[str, Any], generation: int | None, now: str) -> float:

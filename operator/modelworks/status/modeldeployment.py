@@ -14,14 +14,19 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from modelworks import conditions
 from modelworks.api.modeldeployment import Analysis, ModelDeploymentSpec
 from modelworks.conditions import Event
+from modelworks.names import (
+    SERVING_LATENCY_BUCKET,
+    SERVING_REQUESTS_METRIC,
+    VERSION_LABEL,
+)
+from modelworks.names import seconds_between as _seconds_between
+from modelworks.prommath import histogram_quantile
 
-VERSION_LABEL = "modelworks.dev/model-version"
 HISTORY_LIMIT = 20
 # Container states that will not fix themselves: the version is broken.
 BROKEN_WAITING = frozenset(
@@ -206,33 +211,6 @@ def latency_ratio(facts: AnalysisFacts | None) -> float | None:
     if facts is None or not facts.canary_p99 or not facts.stable_p99:
         return None
     return facts.canary_p99 / facts.stable_p99
-
-
-def histogram_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float | None:
-    """Prometheus' histogram_quantile over cumulative ``(le, count)`` buckets (le may be inf)."""
-    ordered = sorted(buckets)
-    if not ordered or ordered[-1][1] <= 0:
-        return None
-    total = ordered[-1][1]
-    rank = q * total
-    prev_le, prev_count = 0.0, 0.0
-    for le, count in ordered:
-        if count >= rank:
-            if math.isinf(le):
-                return prev_le
-            width = count - prev_count
-            if width <= 0:
-                return le
-            return prev_le + (le - prev_le) * (rank - prev_count) / width
-        prev_le, prev_count = le, count
-    return prev_le
-
-
-def _seconds_between(start: str, end: str) -> float:
-    def parse(text: str) -> datetime:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-    return (parse(end) - parse(start)).total_seconds()
 
 
 def _with_history(
@@ -659,8 +637,6 @@ def _canary_fields(
 
 
 SampleTuple = tuple[str, Mapping[str, str], float]
-REQUESTS = "modelworks_serving_requests_total"
-LATENCY_BUCKET = "modelworks_serving_request_duration_seconds_bucket"
 
 
 def analysis_facts(
@@ -675,11 +651,11 @@ def analysis_facts(
         buckets: dict[float, float] = {}
         for samples in pods:
             for name, labels, value in samples:
-                if name == REQUESTS:
+                if name == SERVING_REQUESTS_METRIC:
                     requests += value
                     if str(labels.get("code", "")).startswith("5"):
                         errors += value
-                elif name == LATENCY_BUCKET:
+                elif name == SERVING_LATENCY_BUCKET:
                     le = float(labels.get("le", "inf"))
                     buckets[le] = buckets.get(le, 0.0) + value
         p99 = histogram_quantile(0.99, list(buckets.items()))

@@ -8,7 +8,7 @@ from typing import Any
 
 from modelworks import conditions
 from modelworks.api.trainingjob import TrainingJobSpec
-from modelworks.status.gate import GateOutcome
+from modelworks.gate import GateOutcome
 
 SUMMARY = "Succeeded"
 IMAGE_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")

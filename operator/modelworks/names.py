@@ -1,0 +1,140 @@
+"""The names the layers share: label, annotation and tag keys, ports, metric names, times.
+
+The bottom layer: every other layer may import it, and it imports nothing from
+modelworks (only the standard library). Each name is defined here once; a label read by
+a reconciler is the same constant the builder wrote, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+# --- the API group ---------------------------------------------------------------------
+
+GROUP = "modelworks.dev"
+PREFIX = "modelworks.dev/"  # of our labels, annotations, MLflow tags and kopf's bookkeeping
+
+# --- Kubernetes' recommended labels (app.kubernetes.io) -----------------------------------
+
+APP_PREFIX = "app.kubernetes.io/"
+NAME_LABEL = "app.kubernetes.io/name"
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+PART_OF_LABEL = "app.kubernetes.io/part-of"
+MANAGED_BY = "modelworks"  # the value of MANAGED_BY_LABEL on everything the operator makes
+# Label prefixes the operator owns on its children: a user's labels under them are not copied.
+RESERVED_PREFIXES = (APP_PREFIX, PREFIX)
+
+# --- our labels --------------------------------------------------------------------------
+
+TRAINING_JOB_LABEL = "modelworks.dev/trainingjob"  # owner: the TrainingJob's name
+MODEL_DEPLOYMENT_LABEL = "modelworks.dev/modeldeployment"  # owner: the ModelDeployment's name
+TRAINING_KEY_LABEL = "modelworks.dev/training-key"  # a TrainingJob's Job: which run it is
+TRACK_LABEL = "modelworks.dev/track"  # serving pods: stable or canary
+VERSION_LABEL = "modelworks.dev/model-version"  # serving pods: the model version they serve
+MONITOR_LABEL = "modelworks.dev/drift-monitor"  # a retraining TrainingJob: who started it
+RETRAIN_OF_LABEL = "modelworks.dev/retrain-of"  # a retraining TrainingJob: what it repeats
+CHECK_KEY_LABEL = "modelworks.dev/check-key"  # a batch drift check Job: which check it is
+
+
+def kind_label(kind: str) -> str:
+    """The owner label of a kind's children: ``modelworks.dev/<kind, lower case>``."""
+    return f"{PREFIX}{kind.lower()}"
+
+
+# Labels of other projects the operator copies from an object to its children.
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+KUEUE_PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
+
+# --- our annotations ---------------------------------------------------------------------
+
+HASH_ANNOTATION = "modelworks.dev/desired-hash"  # digest of a child as last applied
+EXPERIMENT_ANNOTATION = "modelworks.dev/mlflow-experiment-id"  # a TrainingJob's Job
+RUN_ANNOTATION = "modelworks.dev/mlflow-run-id"  # a TrainingJob's Job
+TRIGGER_ANNOTATION = "modelworks.dev/retrain-trigger"  # a retraining TrainingJob: drift|schedule
+EVIDENCE_ANNOTATION = "modelworks.dev/drift-evidence"  # a retraining TrainingJob: the scores
+
+# Prometheus' conventional scrape annotations (serving pods).
+SCRAPE_ANNOTATION = "prometheus.io/scrape"
+SCRAPE_PORT_ANNOTATION = "prometheus.io/port"
+SCRAPE_PATH_ANNOTATION = "prometheus.io/path"
+
+# --- MLflow tags on runs and model versions (lineage) ------------------------------------
+
+SOURCE_TAG = "modelworks.dev/source"  # <uid>/<training key>: finds a run again
+NAMESPACE_TAG = "modelworks.dev/namespace"
+TRAINING_JOB_TAG = "modelworks.dev/trainingjob"
+UID_TAG = "modelworks.dev/uid"
+GENERATION_TAG = "modelworks.dev/generation"
+TRAINING_KEY_TAG = "modelworks.dev/training-key"
+IMAGE_TAG = "modelworks.dev/image"
+DATASET_URI_TAG = "modelworks.dev/dataset-uri"
+DATASET_VERSION_TAG = "modelworks.dev/dataset-version"
+RUN_ID_TAG = "modelworks.dev/run-id"
+HYPERPARAMETERS_TAG = "modelworks.dev/hyperparameters"
+ANNOTATION_TAG_PREFIX = "modelworks.dev/annotation."  # + the annotation key, '/' as '.'
+
+# --- ports ------------------------------------------------------------------------------
+
+SERVER_PORT = 8080  # the model server (scoring and /metrics)
+SERVICE_PORT = 80  # a ModelDeployment's Service, by default
+HEALTH_PORT = 8080  # the operator's /healthz, by default
+METRICS_PORT = 8081  # the operator's /metrics, by default
+RENDEZVOUS_PORT = 23456  # a distributed TrainingJob's MASTER_PORT, by default
+
+# --- environment ----------------------------------------------------------------------
+
+MODEL_URI_ENV = "MODELWORKS_MODEL_URI"  # what a model server serves
+
+# --- metrics the model server exports and the operator reads ------------------------------
+
+SERVING_REQUESTS_METRIC = "modelworks_serving_requests_total"
+SERVING_LATENCY_METRIC = "modelworks_serving_request_duration_seconds"
+SERVING_LATENCY_BUCKET = "modelworks_serving_request_duration_seconds_bucket"
+FEATURE_METRIC_PREFIX = "modelworks_feature_"
+FEATURE_BUCKET_METRIC = "modelworks_feature_bucket_total"
+FEATURE_MISSING_METRIC = "modelworks_feature_missing_total"
+
+# --- times: RFC 3339 in UTC, whole seconds, "Z" (what Kubernetes writes) -----------------
+
+
+def parse_time(text: str) -> datetime:
+    """An RFC 3339 time (``Z`` or an offset) as an aware datetime; naive text counts as UTC.
+
+    Raises ValueError when ``text`` is no time.
+    """
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def parse_time_or_none(value: Any) -> datetime | None:
+    """Like :func:`parse_time`, but None for anything that is not a time (for display)."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError:
+        return None
+
+
+def format_time(t: datetime) -> str:
+    """``2026-01-01T12:00:00Z``: in UTC, without fractions; a naive time counts as UTC."""
+    t = t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+    return t.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def later(now: str, seconds: float) -> str:
+    """The time ``seconds`` after ``now``, formatted."""
+    return format_time(parse_time(now) + timedelta(seconds=seconds))
+
+
+def seconds_between(start: str, end: str) -> float:
+    """``end - start`` in seconds (negative when ``end`` is earlier)."""
+    return (parse_time(end) - parse_time(start)).total_seconds()
+
+
+def now_rfc3339() -> str:
+    """The clock, formatted: read once per pass by the handlers; pure layers take ``now``."""
+    return format_time(datetime.now(UTC))
