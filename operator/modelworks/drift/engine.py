@@ -45,14 +45,13 @@ Rules, in the order they apply:
 
 from __future__ import annotations
 
-import collections
 import math
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, Literal, NamedTuple, get_args
+from typing import Literal, NamedTuple, get_args
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -62,9 +61,10 @@ from modelworks.drift.profile import (
     FeatureProfile,
     FeatureType,
     Profile,
-    bucket_numeric,
+    as_float,
+    count_values,
     infer_type,
-    quantile_edges,
+    profile_column,
 )
 
 Method = Literal["psi", "ks", "jensen-shannon", "wasserstein", "chi2"]
@@ -499,40 +499,9 @@ def score_counts(
 # --- batch mode: raw values -------------------------------------------------------------
 
 
-def _as_float(values: ArrayLike) -> FloatArray:
-    arr = np.asarray(values)
-    try:
-        return np.asarray(arr, dtype=np.float64)
-    except (TypeError, ValueError):
-        return np.array([_to_float(v) for v in arr.ravel()], dtype=np.float64)
-
-
-def _to_float(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def numeric_counts(values: ArrayLike, edges: Sequence[float]) -> tuple[IntArray, int]:
-    """:func:`~modelworks.drift.profile.bucket_numeric`, faster for the usual few edges.
-
-    Same ``le`` buckets and NaN count; with up to 32 edges it counts ``x <= edge`` per
-    edge (a few vectorised passes) instead of a binary search per value.
-    """
-    x = _as_float(values).ravel()
-    if len(edges) > 32:
-        counts, missing = bucket_numeric(x, edges)
-        return np.asarray(counts, dtype=np.int64), missing
-    missing = int(np.count_nonzero(np.isnan(x)))
-    upto = [np.count_nonzero(x <= edge) for edge in edges]  # NaN compares False
-    cumulative: IntArray = np.array([0, *upto, x.size - missing], dtype=np.int64)
-    return np.diff(cumulative), missing
-
-
 def _present(values: ArrayLike) -> tuple[FloatArray, int]:
     """Non-NaN values (infinities kept) and the NaN count."""
-    x = _as_float(values).ravel()
+    x = as_float(values).ravel()
     nan = np.isnan(x)
     missing = int(nan.sum())
     return (x[~nan] if missing else x), missing
@@ -577,81 +546,6 @@ def _exact_samples(reference: ArrayLike, current: ArrayLike) -> tuple[_Sample, i
     return _Sample(np.sort(ref)), ref_missing, _Sample(np.sort(cur)), cur_missing
 
 
-def _is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def category_counts(values: ArrayLike) -> tuple[dict[str, int], int]:
-    """``({category: count}, missing)`` of a raw column; categories compared as text.
-
-    Same semantics as :func:`~modelworks.drift.profile.bucket_categorical` (``None``
-    and NaN are missing, everything else is ``str(value)``) but hash-counted (one
-    pass, no sort, no per-row Python work beyond the counting), so a million rows
-    take tens of milliseconds.
-    """
-    arr = np.asarray(values)
-    out: dict[str, int] = {}
-    missing = 0
-    if arr.dtype.kind in "iub":
-        uniq, n = np.unique(arr, return_counts=True)
-        for u, c in zip(uniq.tolist(), n.tolist(), strict=True):
-            out[str(u)] = int(c)
-    elif arr.dtype.kind == "f":
-        nan = np.isnan(arr)
-        missing = int(nan.sum())
-        uniq, n = np.unique(arr[~nan], return_counts=True)
-        for u, c in zip(uniq.tolist(), n.tolist(), strict=True):
-            out[str(u)] = int(c)
-    else:
-        for key, c in collections.Counter(arr.ravel().tolist()).items():
-            if _is_missing(key):
-                missing += c
-            else:
-                k = str(key)
-                out[k] = out.get(k, 0) + c
-    return out, missing
-
-
-def _aligned(counts: Mapping[str, int], categories: Sequence[str]) -> IntArray:
-    out = np.zeros(len(categories) + 1, dtype=np.int64)
-    index = {c: i for i, c in enumerate(categories)}
-    for key, c in counts.items():
-        out[index.get(key, len(categories))] += c
-    return out
-
-
-def profile_column(
-    name: str,
-    values: ArrayLike,
-    ftype: FeatureType | None = None,
-    *,
-    bins: int = 10,
-    max_categories: int = 50,
-) -> FeatureProfile:
-    """A feature's reference profile, as :func:`~modelworks.drift.profile.build_profile`
-    makes it (same edges, categories and counts), vectorised for large columns."""
-    arr = np.asarray(values)
-    kind = ftype or infer_type(arr)
-    if kind == "numeric":
-        x = _as_float(arr)
-        edges = quantile_edges(x, bins)
-        counts, missing = numeric_counts(x, edges)
-        return FeatureProfile(
-            name, "numeric", tuple(int(c) for c in counts), edges=edges, missing=missing
-        )
-    seen, missing = category_counts(arr)
-    order = sorted(seen.items(), key=lambda kv: (-kv[1], kv[0]))
-    categories = tuple(k for k, _ in order[:max_categories])
-    aligned = _aligned(seen, categories)
-    return FeatureProfile(
-        name,
-        "categorical",
-        tuple(int(c) for c in aligned),
-        categories=categories,
-        missing=missing,
-    )
-
-
 def _batch_type(
     name: str, reference: FeatureProfile | ArrayLike, config: DriftConfig
 ) -> FeatureType:
@@ -689,11 +583,7 @@ def _batch_input(
         )
     else:
         profile = profile_column(name, reference, ftype, bins=bins, max_categories=max_categories)
-    if profile.type == "numeric":
-        counts, missing = numeric_counts(current, profile.edges)
-    else:
-        seen, missing = category_counts(current)
-        counts = _aligned(seen, profile.categories)
+    counts, missing = count_values(profile, current)
     return _Input(name, profile, counts, missing, int(counts.sum()))
 
 
