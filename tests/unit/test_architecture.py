@@ -52,7 +52,7 @@ BOTTOM = "names"
 # For each layer, the modelworks layers it may import (besides BOTTOM).
 ALLOWED: dict[str, set[str]] = {
     "names": set(),
-    "api": {"api"},
+    "api": {"api", "drift"},  # drift.statistics: the method enum and its rules
     "conditions": set(),
     "gate": {"api"},
     "schedule": set(),

@@ -27,11 +27,8 @@ from modelworks.drift.engine import (
     WindowCounts,
     adjust_pvalues,
     calibrate_threshold,
-    category_counts,
     hysteresis,
     is_drift,
-    numeric_counts,
-    profile_column,
     score_arrays,
     score_counts,
 )
@@ -43,6 +40,9 @@ from modelworks.drift.profile import (
     bucket_counts,
     bucket_numeric,
     build_profile,
+    category_counts,
+    numeric_counts,
+    profile_column,
 )
 
 N = 5000

@@ -19,16 +19,18 @@ from modelworks.api.common import (
     list_map,
 )
 from modelworks.api.trainingjob import TrainingJobSpec
+from modelworks.drift.statistics import METHODS, P_VALUE_METHODS, STATISTICS, and_list
+from modelworks.drift.statistics import Method as Method
 
 KIND = "DriftMonitor"
 PLURAL = "driftmonitors"
 SHORT_NAMES = ("dmon",)
 MAX_NAME_LENGTH = 48
 
-Method = Literal["psi", "ks", "jensen-shannon", "wasserstein", "chi2"]
-# Statistics that are distances (drift when above the threshold) and tests that give a
-# p-value (drift when below it).
-P_VALUE_METHODS = ("ks", "chi2")
+# The drift statistics (``method``) and what the API says about them come from their
+# registry: distances drift above the threshold, tests that give a p-value below it.
+_P_VALUES = and_list(P_VALUE_METHODS)
+_DEFAULT_THRESHOLDS = ", ".join(f"{m} {STATISTICS[m].default_threshold:g}" for m in METHODS)
 
 
 class Prometheus(ApiModel):
@@ -164,10 +166,11 @@ class DriftMonitorSpec(ApiModel):
             reason="FieldValueForbidden",
         ),
         Rule(
-            cel="!(self.method in ['ks', 'chi2']) || !has(self.threshold) || self.threshold <= 1.0",
-            message="for ks and chi2 the threshold is a p-value and must be at most 1",
+            cel=f"!(self.method in [{', '.join(repr(m) for m in P_VALUE_METHODS)}]) "
+            "|| !has(self.threshold) || self.threshold <= 1.0",
+            message=f"for {_P_VALUES} the threshold is a p-value and must be at most 1",
             check=lambda s: (
-                s.method not in ("ks", "chi2") or s.threshold is None or s.threshold <= 1.0
+                s.method not in P_VALUE_METHODS or s.threshold is None or s.threshold <= 1.0
             ),
             field=".threshold",
         ),
@@ -184,8 +187,8 @@ class DriftMonitorSpec(ApiModel):
         default=None,
         ge=0.0,
         le=1000.0,
-        description="Drift when the score is above it (a p-value below it for ks and chi2). "
-        "Default per method: psi 0.2, jensen-shannon 0.1, wasserstein 0.1, ks and chi2 0.05.",
+        description=f"Drift when the score is above it (a p-value below it for {_P_VALUES}). "
+        f"Default per method: {_DEFAULT_THRESHOLDS}.",
     )
     calibration: Calibration | None = None
     correction: Literal["none", "bonferroni", "fdr"] = Field(

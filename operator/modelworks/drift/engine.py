@@ -29,13 +29,15 @@ Rules, in the order they apply:
    the current data gets no score (``score=None``, ``drifted=None``, verdict
    ``InsufficientData``); the dataset is ``InsufficientData`` when no feature has a
    score.
-3. **Method per feature**: the feature's override, else the monitor's method. KS and
-   Wasserstein need ordered values; on a categorical feature they fall back to their
-   nearest kin, chi-square (a test) and Jensen-Shannon (a distance), with a note.
+3. **Method per feature**: the feature's override, else the monitor's method. What each
+   method is and does comes from its entry in
+   :data:`~modelworks.drift.statistics.STATISTICS`. KS and Wasserstein need ordered
+   values; on a categorical feature they fall back to their nearest kin, chi-square (a
+   test) and Jensen-Shannon (a distance), with a note.
 4. **Threshold per feature**: the feature's explicit threshold; else a calibrated one
    (:func:`calibrate_threshold`) when calibration is on; else the monitor's
    threshold if the method is of the same kind (p-value or distance) as the
-   monitor's; else the method's default (:data:`DEFAULT_THRESHOLDS`).
+   monitor's; else the method's default threshold.
 5. **Decision**: a distance drifts when its score is above the threshold, a test
    when its p-value is below it. For p-value methods the correction (Bonferroni or
    Benjamini-Hochberg FDR over the features tested with a p-value) is applied first
@@ -45,14 +47,13 @@ Rules, in the order they apply:
 
 from __future__ import annotations
 
-import collections
 import math
 import zlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, Literal, NamedTuple, get_args
+from typing import Literal, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -62,25 +63,21 @@ from modelworks.drift.profile import (
     FeatureProfile,
     FeatureType,
     Profile,
-    bucket_numeric,
+    as_float,
+    count_values,
     infer_type,
-    quantile_edges,
+    profile_column,
 )
+from modelworks.drift.statistics import METHODS as METHODS
+from modelworks.drift.statistics import STATISTICS, Method, Sample
 
-Method = Literal["psi", "ks", "jensen-shannon", "wasserstein", "chi2"]
 Correction = Literal["none", "bonferroni", "fdr"]
 Verdict = Literal["NoDrift", "Drift", "InsufficientData"]
 
-METHODS: tuple[Method, ...] = get_args(Method)
-P_VALUE_METHODS: frozenset[Method] = frozenset({"ks", "chi2"})
+P_VALUE_METHODS: frozenset[Method] = frozenset(m for m, s in STATISTICS.items() if s.p_value)
 DEFAULT_THRESHOLDS: Mapping[Method, float] = MappingProxyType(
-    {"psi": 0.2, "jensen-shannon": 0.1, "wasserstein": 0.1, "ks": 0.05, "chi2": 0.05}
+    {m: s.default_threshold for m, s in STATISTICS.items()}
 )
-# Methods that need ordered values, and what a categorical feature gets instead.
-CATEGORICAL_FALLBACK: Mapping[Method, Method] = MappingProxyType(
-    {"ks": "chi2", "wasserstein": "jensen-shannon"}
-)
-EXACT_ON_VALUES: frozenset[Method] = frozenset({"ks", "wasserstein"})
 
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
@@ -189,7 +186,7 @@ def hysteresis(previous: int, drift: bool | None, windows: int) -> Hysteresis:
 
 def is_drift(method: Method, score: float, threshold: float) -> bool:
     """Distances drift above the threshold, p-values below it."""
-    return score < threshold if method in P_VALUE_METHODS else score > threshold
+    return STATISTICS[method].drifted(score, threshold)
 
 
 def adjust_pvalues(pvalues: Sequence[float], correction: Correction) -> list[float]:
@@ -200,24 +197,7 @@ def adjust_pvalues(pvalues: Sequence[float], correction: Correction) -> list[flo
     return [float(p) for p in fn(np.asarray(pvalues, dtype=np.float64))]
 
 
-# --- scoring one feature from counts ------------------------------------------------------
-
-
-def _stat(
-    method: Method, profile: FeatureProfile
-) -> Callable[[FloatArray, FloatArray], FloatArray]:
-    """The count-based statistic of ``method`` (p-value for tests) for ``profile``'s buckets."""
-    if method == "psi":
-        return lambda r, c: stats.psi(r, c)
-    if method == "jensen-shannon":
-        return lambda r, c: stats.jensen_shannon(r, c)
-    if method == "chi2":
-        return lambda r, c: stats.chi2_homogeneity(r, c)[1]
-    if method == "ks":
-        return lambda r, c: stats.ks_binned(r, c)[1]
-    edges = np.asarray(profile.edges, dtype=np.float64)
-    scale = stats.binned_scale(profile.counts, edges)
-    return lambda r, c: stats.wasserstein_binned(r, c, edges, scale=scale)
+# --- scoring one feature -------------------------------------------------------------
 
 
 def _rng(seed: int, name: str) -> np.random.Generator:
@@ -252,36 +232,22 @@ def calibrate_threshold(
     rng = _rng(calibration.seed, reference.name)
     r = rng.multinomial(n_ref, p, size=calibration.samples).astype(np.float64)
     c = rng.multinomial(current_samples, p, size=calibration.samples).astype(np.float64)
-    if method == "ks":
-        # The p-value falls as D grows (fixed sizes): take the quantile of D and convert
-        # once; scipy's KS distribution is slow for large samples, 200 calls would show.
-        d = stats.ks_binned_statistic(r, c)
+    statistic = STATISTICS[method]
+    if statistic.bootstrap is not None:
+        # The score falls as the cheap statistic grows (fixed sizes): take its quantile and
+        # convert once (scipy's KS distribution is slow for large samples; 200 calls show).
+        d = statistic.bootstrap.statistic(r, c)
         d = d[np.isfinite(d)]
         if d.size == 0:
             return math.nan
-        return float(stats.ks_pvalue(np.quantile(d, calibration.quantile), n_ref, current_samples))
-    scores = _stat(method, reference)(r, c)
+        d_q = float(np.quantile(d, calibration.quantile))
+        return statistic.bootstrap.to_score(d_q, n_ref, current_samples)
+    scores = statistic.binned(reference)(r, c)
     scores = scores[np.isfinite(scores)]
     if scores.size == 0:
         return math.nan
-    q = 1.0 - calibration.quantile if method in P_VALUE_METHODS else calibration.quantile
+    q = 1.0 - calibration.quantile if statistic.p_value else calibration.quantile
     return float(np.quantile(scores, q))
-
-
-@dataclass(frozen=True)
-class _Sample:
-    """A numeric sample without its missing values: sorted values, or counts of values.
-
-    ``counts is None``: ``values`` is the sorted sample. Otherwise ``values`` are sorted
-    distinct values (shared with the other side) and ``counts`` how often each occurs.
-    """
-
-    values: FloatArray
-    counts: IntArray | None = None
-
-    @property
-    def size(self) -> int:
-        return int(self.values.size if self.counts is None else self.counts.sum())
 
 
 @dataclass(frozen=True)
@@ -293,16 +259,16 @@ class _Input:
     counts: IntArray | None  # current, aligned with profile buckets (None if raw only)
     missing: int
     samples: int
-    ref_raw: _Sample | None = None  # numeric batch mode: the values, for exact methods
-    cur_raw: _Sample | None = None
+    ref_raw: Sample | None = None  # numeric batch mode: the values, for exact methods
+    cur_raw: Sample | None = None
     problem: str = ""  # why it cannot be scored
 
 
 def _resolve(name: str, ftype: FeatureType, config: DriftConfig) -> tuple[Method, str]:
     override = config.features.get(name)
     method = override.method if override and override.method else config.method
-    if ftype == "categorical" and method in CATEGORICAL_FALLBACK:
-        fallback = CATEGORICAL_FALLBACK[method]
+    fallback = STATISTICS[method].categorical_fallback
+    if ftype == "categorical" and fallback is not None:
         return fallback, f"{method} needs ordered values: {fallback} for a categorical feature"
     return method, ""
 
@@ -316,14 +282,47 @@ def _explicit_threshold(name: str, config: DriftConfig) -> float | None:
 
 
 def _default_threshold(method: Method, config: DriftConfig) -> float:
-    same_kind = (method in P_VALUE_METHODS) == (config.method in P_VALUE_METHODS)
-    if config.threshold is not None and same_kind:
+    statistic = STATISTICS[method]
+    if config.threshold is not None and statistic.kind == STATISTICS[config.method].kind:
         return config.threshold
-    return DEFAULT_THRESHOLDS[method]
+    return statistic.default_threshold
 
 
 def _join(*parts: str) -> str:
     return "; ".join(p for p in parts if p)
+
+
+class _Measured(NamedTuple):
+    score: float
+    approximate: bool  # from buckets, although the statistic has an exact form
+    notes: list[str]
+
+
+def _measure(item: _Input, method: Method, calibrated: bool) -> _Measured | str:
+    """One feature's score before any threshold, or why it has none.
+
+    Exact on raw values when the statistic has an exact form and both samples are
+    there (never under calibration: its bootstrap threshold is a bucket statistic),
+    else from the reference's buckets.
+    """
+    statistic = STATISTICS[method]
+    exact = statistic.exact if not calibrated else None
+    if exact is not None and item.ref_raw is not None and item.cur_raw is not None:
+        if item.ref_raw.size == 0:
+            return "the reference has no values"
+        score, note = exact(item.ref_raw, item.cur_raw)
+        return _Measured(score, False, [note])
+    if item.profile.total <= 0:
+        return "the reference has no values"
+    assert item.counts is not None
+    ref = np.asarray(item.profile.counts, dtype=np.float64)
+    score = float(statistic.binned(item.profile)(ref, item.counts.astype(np.float64)))
+    if statistic.exact is None:
+        return _Measured(score, False, [])
+    notes = [statistic.approximation]
+    if calibrated:
+        notes.append("from buckets like its bootstrap threshold")
+    return _Measured(score, True, notes)
 
 
 def _score(item: _Input, config: DriftConfig) -> FeatureResult:
@@ -348,88 +347,34 @@ def _score(item: _Input, config: DriftConfig) -> FeatureResult:
         return unscored(item.problem)
     if item.samples < config.min_samples:
         return unscored(f"{item.samples} samples < minSamples {config.min_samples}")
-
-    notes = [fallback_note]
-    calibrated = config.calibration is not None and explicit is None
-    exact = method in EXACT_ON_VALUES and not calibrated
-    approximate = False
-    if exact and item.ref_raw is not None and item.cur_raw is not None:
-        if item.ref_raw.size == 0:
-            return unscored("the reference has no values")
-        score, note = _score_exact(method, item.ref_raw, item.cur_raw)
-        notes.append(note)
-    elif item.profile.total <= 0:
-        return unscored("the reference has no values")
-    else:
-        assert item.counts is not None
-        ref = np.asarray(item.profile.counts, dtype=np.float64)
-        score = float(_stat(method, item.profile)(ref, item.counts.astype(np.float64)))
-        if method in EXACT_ON_VALUES:
-            approximate = True
-            notes.append(_APPROXIMATE[method])
-            if calibrated:
-                notes.append("from buckets like its bootstrap threshold")
-    if calibrated:
-        assert config.calibration is not None
-        cal = config.calibration
+    cal = config.calibration if explicit is None else None
+    measured = _measure(item, method, cal is not None)
+    if isinstance(measured, str):
+        return unscored(measured)
+    notes = [fallback_note, *measured.notes]
+    if cal is not None:
         value = calibrate_threshold(item.profile, item.samples, method, cal)
         if math.isfinite(value):
             threshold = value
             notes.append(f"threshold: {cal.quantile:g} quantile of {cal.samples} bootstrap scores")
-    if not math.isfinite(score):
+    if not math.isfinite(measured.score):
         return unscored(_join(*notes, "score is undefined"))
     return FeatureResult(
         item.name,
         method,
-        score,
+        measured.score,
         threshold,
-        is_drift(method, score, threshold),
+        is_drift(method, measured.score, threshold),
         item.samples,
         item.missing,
-        approximate,
+        measured.approximate,
         _join(*notes),
     )
 
 
-_APPROXIMATE: Mapping[Method, str] = MappingProxyType(
-    {
-        "ks": "KS from buckets: D at the bucket edges only (a lower bound), asymptotic p-value",
-        "wasserstein": "Wasserstein from buckets: uniform within buckets, open ends one "
-        "bucket wide",
-    }
-)
-
-
-def _score_exact(method: Method, ref: _Sample, cur: _Sample) -> tuple[float, str]:
-    """KS or Wasserstein on the raw values (sorted, or counted when integer-valued)."""
-    counted = ref.counts is not None and cur.counts is not None
-    if method == "wasserstein":
-        note = "Wasserstein on raw values / robust sigma of the reference"
-        if ref.counts is not None and cur.counts is not None:
-            _, w = stats.ks_wasserstein_counts(ref.counts, cur.counts, ref.values)
-            return w / stats.robust_scale_counts(ref.counts, ref.values), note
-        finite_ref = ref.values[np.isfinite(ref.values)]
-        finite_cur = cur.values[np.isfinite(cur.values)]
-        _, w = stats.ks_wasserstein_sorted(finite_ref, finite_cur)
-        left_out = ref.size - finite_ref.size + cur.size - finite_cur.size
-        if left_out:
-            note += f" ({left_out} infinite values left out)"
-        return w / stats.robust_scale(finite_ref), note
-    small = max(ref.size, cur.size) <= stats.KS_EXACT_MAX_N
-    if ref.counts is not None and cur.counts is not None and not small:
-        d, _ = stats.ks_wasserstein_counts(ref.counts, cur.counts, ref.values)
-        p = float(stats.ks_pvalue(d, ref.size, cur.size))
-    elif ref.counts is not None and cur.counts is not None:
-        d, p = stats.ks_sorted(np.repeat(ref.values, ref.counts), np.repeat(cur.values, cur.counts))
-    else:
-        d, p = stats.ks_sorted(ref.values, cur.values)
-    kind = "exact" if small else "asymptotic"
-    return p, f"KS on raw values{' (counted)' if counted else ''}, D={d:.4g}, {kind} p-value"
-
-
 def _finish(results: list[FeatureResult], config: DriftConfig) -> DatasetResult:
     tested = [
-        i for i, r in enumerate(results) if r.score is not None and r.method in P_VALUE_METHODS
+        i for i, r in enumerate(results) if r.score is not None and STATISTICS[r.method].p_value
     ]
     if config.correction != "none" and tested:
         raw = [results[i].score for i in tested]
@@ -499,40 +444,9 @@ def score_counts(
 # --- batch mode: raw values -------------------------------------------------------------
 
 
-def _as_float(values: ArrayLike) -> FloatArray:
-    arr = np.asarray(values)
-    try:
-        return np.asarray(arr, dtype=np.float64)
-    except (TypeError, ValueError):
-        return np.array([_to_float(v) for v in arr.ravel()], dtype=np.float64)
-
-
-def _to_float(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def numeric_counts(values: ArrayLike, edges: Sequence[float]) -> tuple[IntArray, int]:
-    """:func:`~modelworks.drift.profile.bucket_numeric`, faster for the usual few edges.
-
-    Same ``le`` buckets and NaN count; with up to 32 edges it counts ``x <= edge`` per
-    edge (a few vectorised passes) instead of a binary search per value.
-    """
-    x = _as_float(values).ravel()
-    if len(edges) > 32:
-        counts, missing = bucket_numeric(x, edges)
-        return np.asarray(counts, dtype=np.int64), missing
-    missing = int(np.count_nonzero(np.isnan(x)))
-    upto = [np.count_nonzero(x <= edge) for edge in edges]  # NaN compares False
-    cumulative: IntArray = np.array([0, *upto, x.size - missing], dtype=np.int64)
-    return np.diff(cumulative), missing
-
-
 def _present(values: ArrayLike) -> tuple[FloatArray, int]:
     """Non-NaN values (infinities kept) and the NaN count."""
-    x = _as_float(values).ravel()
+    x = as_float(values).ravel()
     nan = np.isnan(x)
     missing = int(nan.sum())
     return (x[~nan] if missing else x), missing
@@ -557,7 +471,7 @@ def _integer_range(x: FloatArray) -> tuple[int, int] | None:
     return int(lo), int(hi)
 
 
-def _exact_samples(reference: ArrayLike, current: ArrayLike) -> tuple[_Sample, int, _Sample, int]:
+def _exact_samples(reference: ArrayLike, current: ArrayLike) -> tuple[Sample, int, Sample, int]:
     """Both samples for the exact methods: counted when both are small-span integers."""
     ref, ref_missing = _present(reference)
     cur, cur_missing = _present(current)
@@ -569,87 +483,12 @@ def _exact_samples(reference: ArrayLike, current: ArrayLike) -> tuple[_Sample, i
             ref_counts = np.bincount((ref - lo).astype(np.int64), minlength=values.size)
             cur_counts = np.bincount((cur - lo).astype(np.int64), minlength=values.size)
             return (
-                _Sample(values, ref_counts.astype(np.int64)),
+                Sample(values, ref_counts.astype(np.int64)),
                 ref_missing,
-                _Sample(values, cur_counts.astype(np.int64)),
+                Sample(values, cur_counts.astype(np.int64)),
                 cur_missing,
             )
-    return _Sample(np.sort(ref)), ref_missing, _Sample(np.sort(cur)), cur_missing
-
-
-def _is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def category_counts(values: ArrayLike) -> tuple[dict[str, int], int]:
-    """``({category: count}, missing)`` of a raw column; categories compared as text.
-
-    Same semantics as :func:`~modelworks.drift.profile.bucket_categorical` (``None``
-    and NaN are missing, everything else is ``str(value)``) but hash-counted (one
-    pass, no sort, no per-row Python work beyond the counting), so a million rows
-    take tens of milliseconds.
-    """
-    arr = np.asarray(values)
-    out: dict[str, int] = {}
-    missing = 0
-    if arr.dtype.kind in "iub":
-        uniq, n = np.unique(arr, return_counts=True)
-        for u, c in zip(uniq.tolist(), n.tolist(), strict=True):
-            out[str(u)] = int(c)
-    elif arr.dtype.kind == "f":
-        nan = np.isnan(arr)
-        missing = int(nan.sum())
-        uniq, n = np.unique(arr[~nan], return_counts=True)
-        for u, c in zip(uniq.tolist(), n.tolist(), strict=True):
-            out[str(u)] = int(c)
-    else:
-        for key, c in collections.Counter(arr.ravel().tolist()).items():
-            if _is_missing(key):
-                missing += c
-            else:
-                k = str(key)
-                out[k] = out.get(k, 0) + c
-    return out, missing
-
-
-def _aligned(counts: Mapping[str, int], categories: Sequence[str]) -> IntArray:
-    out = np.zeros(len(categories) + 1, dtype=np.int64)
-    index = {c: i for i, c in enumerate(categories)}
-    for key, c in counts.items():
-        out[index.get(key, len(categories))] += c
-    return out
-
-
-def profile_column(
-    name: str,
-    values: ArrayLike,
-    ftype: FeatureType | None = None,
-    *,
-    bins: int = 10,
-    max_categories: int = 50,
-) -> FeatureProfile:
-    """A feature's reference profile, as :func:`~modelworks.drift.profile.build_profile`
-    makes it (same edges, categories and counts), vectorised for large columns."""
-    arr = np.asarray(values)
-    kind = ftype or infer_type(arr)
-    if kind == "numeric":
-        x = _as_float(arr)
-        edges = quantile_edges(x, bins)
-        counts, missing = numeric_counts(x, edges)
-        return FeatureProfile(
-            name, "numeric", tuple(int(c) for c in counts), edges=edges, missing=missing
-        )
-    seen, missing = category_counts(arr)
-    order = sorted(seen.items(), key=lambda kv: (-kv[1], kv[0]))
-    categories = tuple(k for k, _ in order[:max_categories])
-    aligned = _aligned(seen, categories)
-    return FeatureProfile(
-        name,
-        "categorical",
-        tuple(int(c) for c in aligned),
-        categories=categories,
-        missing=missing,
-    )
+    return Sample(np.sort(ref)), ref_missing, Sample(np.sort(cur)), cur_missing
 
 
 def _batch_type(
@@ -674,7 +513,7 @@ def _batch_input(
     calibrated = config.calibration is not None and _explicit_threshold(name, config) is None
     if isinstance(reference, FeatureProfile):
         profile = reference
-    elif ftype == "numeric" and method in EXACT_ON_VALUES and not calibrated:
+    elif ftype == "numeric" and STATISTICS[method].exact is not None and not calibrated:
         # Exact on raw values: one sort (or count) per column is all the statistic needs.
         ref_raw, ref_missing, cur_raw, cur_missing = _exact_samples(reference, current)
         profile = FeatureProfile(name, "numeric", (ref_raw.size,), missing=ref_missing)
@@ -689,11 +528,7 @@ def _batch_input(
         )
     else:
         profile = profile_column(name, reference, ftype, bins=bins, max_categories=max_categories)
-    if profile.type == "numeric":
-        counts, missing = numeric_counts(current, profile.edges)
-    else:
-        seen, missing = category_counts(current)
-        counts = _aligned(seen, profile.categories)
+    counts, missing = count_values(profile, current)
     return _Input(name, profile, counts, missing, int(counts.sum()))
 
 
