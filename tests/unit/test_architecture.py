@@ -38,7 +38,7 @@ ALLOWED: dict[str, set[str]] = {
     "api": {"api"},
     "conditions": set(),
     "builders": {"api", "conditions", "builders"},
-    "status": {"api", "conditions", "status", "drift"},
+    "status": {"api", "conditions", "builders", "status", "drift"},
     "drift": {"drift"},
     "clients": {"api", "clients"},
     "reconcilers": {"api", "conditions", "builders", "status", "drift", "clients", "reconcilers"},

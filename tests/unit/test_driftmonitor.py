@@ -361,9 +361,10 @@ def check(verdict: str, drifted: tuple[str, ...] = ()) -> dict[str, Any]:
 def run(
     spec: dict[str, Any], facts: CheckFacts, status: dict[str, Any] | None = None
 ) -> tuple[dict[str, Any], list[str]]:
-    out, events = compute(dmon(spec, status), parse(spec), facts, NOW)
-    assert typed(DRIFT_MONITOR, out) == out
-    return out, [e.reason for e in events]
+    obj = dmon(spec, status)
+    out = compute(obj["metadata"], parse(spec), facts, obj.get("status") or {}, NOW)
+    assert typed(DRIFT_MONITOR, out.status) == out.status
+    return out.status, [e.reason for e in out.events]
 
 
 def test_no_drift_window() -> None:
