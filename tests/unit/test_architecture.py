@@ -62,7 +62,7 @@ ALLOWED: dict[str, set[str]] = {
     "schedule": set(),
     "prommath": set(),
     "builders": {"api", "conditions", "builders"},
-    "status": {"api", "conditions", "status", "drift", "gate", "schedule", "prommath"},
+    "status": {"api", "conditions", "builders", "status", "drift", "gate", "schedule", "prommath"},
     "drift": {"drift"},
     "clients": {"api", "clients"},
     "reconcilers": {
