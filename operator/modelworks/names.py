@@ -13,7 +13,7 @@ from typing import Any
 # --- the API group ---------------------------------------------------------------------
 
 GROUP = "modelworks.dev"
-PREFIX = "modelworks.dev/"  # of our labels, annotations, MLflow tags and kopf's bookkeeping
+PREFIX = "modelworks.dev/"  # of our labels, annotations and MLflow tags
 
 # --- Kubernetes' recommended labels (app.kubernetes.io) -----------------------------------
 
