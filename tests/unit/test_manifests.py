@@ -282,7 +282,10 @@ def test_retraining_is_server_side_apply() -> None:
     apply = source[source.index("    def apply(") : source.index("    def create(")]
     assert '"PATCH"' in apply and "application/apply-patch+yaml" in apply
     monitor = (ROOT / "operator" / "modelworks" / "reconcilers" / "driftmonitor.py").read_text()
-    assert "kube.apply(tj)" in monitor
+    act = monitor[monitor.index("def act(") : monitor.index("RECONCILER")]
+    assert "kube.apply(action.body)" in act
+    status = (ROOT / "operator" / "modelworks" / "status" / "driftmonitor.py").read_text()
+    assert "StartRetrain(" in status
 
 
 def test_lease_role_allows_what_leader_election_does() -> None:
