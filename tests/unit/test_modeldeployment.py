@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -21,10 +21,14 @@ from modelworks.builders.modeldeployment import (
     fixed_replicas,
     url,
 )
+from modelworks.conditions import Event
 from modelworks.status.common import typed
+from modelworks.status.decision import Decision
 from modelworks.status.modeldeployment import (
+    Action,
     AnalysisFacts,
-    Decision,
+    ApplyCanary,
+    ApplyStable,
     DeploymentState,
     Facts,
     Target,
@@ -126,25 +130,60 @@ def serving(version: str, generation: int = 1, **extra: Any) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class Pass:
+    """One decision, with what each Deployment runs read off its actions."""
+
+    decision: Decision[Action]
+
+    @property
+    def status(self) -> dict[str, Any]:
+        return self.decision.status
+
+    @property
+    def events(self) -> list[Event]:
+        return self.decision.events
+
+    @property
+    def requeue_after(self) -> float | None:
+        return self.decision.requeue_after
+
+    @property
+    def stable_version(self) -> str | None:
+        found = [a.version for a in self.decision.actions if isinstance(a, ApplyStable)]
+        return found[0] if found else None
+
+    @property
+    def canary_version(self) -> str | None:
+        found = [a.version for a in self.decision.actions if isinstance(a, ApplyCanary)]
+        return found[0] if found else None
+
+    @property
+    def canary_replicas(self) -> int:
+        found = [a.replicas for a in self.decision.actions if isinstance(a, ApplyCanary)]
+        return found[0] if found else 0
+
+
 def run(
     spec: dict[str, Any],
     facts: Facts,
     status: dict[str, Any] | None = None,
     now: str = T1,
     generation: int = 1,
-) -> Decision:
-    decision = decide(mdep(spec, status, generation), parse(spec), facts, now, URL)
+) -> Pass:
+    facts = replace(facts, generation=generation, url=URL)
+    decision = decide(parse(spec), facts, status or {}, now)
     assert typed(MODEL_DEPLOYMENT, decision.status) == decision.status
-    return decision
+    return Pass(decision)
 
 
-def cond(decision: Decision, type_: str) -> dict[str, Any]:
+def cond(decision: Pass, type_: str) -> dict[str, Any]:
     found = conditions.get(decision.status["conditions"], type_)
     assert found is not None, type_
     return found
 
 
-def reasons(decision: Decision) -> list[str]:
+def reasons(decision: Pass) -> list[str]:
     return [e.reason for e in decision.events]
 
 
