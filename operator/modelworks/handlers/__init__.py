@@ -25,31 +25,15 @@ from modelworks.handlers.controller import Controller, Reconcile
 from modelworks.handlers.leader import LeaderElector
 from modelworks.names import MANAGED_BY, MANAGED_BY_LABEL
 from modelworks.reconcilers import driftmonitor, modeldeployment, trainingjob
-from modelworks.reconcilers.base import Context, Decision
 from modelworks.settings import Settings
 
 log = logging.getLogger("modelworks")
 CHILDREN = (("batch", "v1", "jobs"), ("apps", "v1", "deployments"))
 
 
-def _legacy(reconcile: Any) -> Reconcile:
-    def run(obj: Mapping[str, Any], ctx: Context, now: str) -> Decision[Any]:
-        return reconcile(  # type: ignore[no-any-return]
-            obj,
-            kube=ctx.kube,
-            registry=ctx.registry,
-            now=now,
-            server=ctx.server,
-            memory=ctx.memory,
-        )
-
-    return run
-
-
 RECONCILERS: dict[str, Reconcile] = {
-    "TrainingJob": _legacy(trainingjob.reconcile),
-    "ModelDeployment": _legacy(modeldeployment.reconcile),
-    "DriftMonitor": _legacy(driftmonitor.reconcile),
+    r.kind.kind: r.reconcile
+    for r in (trainingjob.RECONCILER, modeldeployment.RECONCILER, driftmonitor.RECONCILER)
 }
 
 
