@@ -292,12 +292,18 @@ def test_each_canary_step_holds_its_own_pause(
     crds.apply(mdep("steps", model, replicas=3, rollout=rollout), "-n", namespace)
     crds.kubectl("wait", "mdep/steps", "-n", namespace, "--for=condition=Ready", "--timeout=90s")
     v2 = register(mlflow.uri, model, alias="champion")
-    eventually(
-        lambda: get(crds, "mdep", "steps", namespace)["status"].get("stableVersion") == v2,
-        timeout=120,
-        interval=1,
-        what="the canary to be promoted",
-    )
+    started: dict[int, set[str]] = {}  # step -> the stepStarted values status showed for it
+
+    def promoted() -> bool:
+        status = get(crds, "mdep", "steps", namespace)["status"]
+        canary = status.get("canary") or {}
+        if isinstance(canary.get("step"), int) and canary.get("stepStarted"):
+            started.setdefault(canary["step"], set()).add(canary["stepStarted"])
+        return bool(status.get("stableVersion") == v2)
+
+    eventually(promoted, timeout=120, interval=0.5, what="the canary to be promoted")
+    assert started.get(1) and started.get(2), started
+    assert not started[1] & started[2], f"step 2 inherited step 1's start: {started}"
     times = {}
     for e in events_of(crds, namespace, "steps"):
         times.setdefault(e["reason"], seconds(e["firstTimestamp"]))
