@@ -41,6 +41,32 @@ EVENTS = Counter(
     ["kind", "type", "reason"],
     registry=REGISTRY,
 )
+QUEUE_WAIT = Histogram(
+    "modelworks_queue_wait_seconds",
+    "How long an object waited in the work queue, from ready to taken by a worker.",
+    buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    registry=REGISTRY,
+)
+QUEUE_DEPTH = Gauge(
+    "modelworks_queue_depth",
+    "Objects ready for a pass and waiting for a worker.",
+    registry=REGISTRY,
+)
+QUEUE_DELAYED = Gauge(
+    "modelworks_queue_delayed",
+    "Objects waiting for their next pass to become due (requeue, resync, backoff).",
+    registry=REGISTRY,
+)
+PASSES_IN_FLIGHT = Gauge(
+    "modelworks_passes_in_flight",
+    "Reconcile passes running now.",
+    registry=REGISTRY,
+)
+LEADING = Gauge(
+    "modelworks_leader",
+    "1 while this replica holds the leader lease and runs passes, 0 while it stands by.",
+    registry=REGISTRY,
+)
 BUILD_INFO = Gauge(
     "modelworks_build_info",
     "Always 1; the version label says which operator runs.",
@@ -166,6 +192,15 @@ def _forget_drift(ns: str, name: str, keep_totals: bool = False) -> None:
 def forget_drift(meta: Mapping[str, Any]) -> None:
     """Drop a deleted monitor's series."""
     _forget_drift(str(meta.get("namespace", "")), str(meta.get("name", "")))
+
+
+def track_queue(
+    depth: Callable[[], int], delayed: Callable[[], int], in_flight: Callable[[], int]
+) -> None:
+    """Read the work queue's gauges from it at every scrape."""
+    QUEUE_DEPTH.set_function(depth)
+    QUEUE_DELAYED.set_function(delayed)
+    PASSES_IN_FLIGHT.set_function(in_flight)
 
 
 def serve(port: int) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 # --- the API group ---------------------------------------------------------------------
 
 GROUP = "modelworks.dev"
-PREFIX = "modelworks.dev/"  # of our labels, annotations, MLflow tags and kopf's bookkeeping
+PREFIX = "modelworks.dev/"  # of our labels, annotations and MLflow tags
 
 # --- Kubernetes' recommended labels (app.kubernetes.io) -----------------------------------
 
@@ -24,6 +24,7 @@ COMPONENT_LABEL = "app.kubernetes.io/component"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 PART_OF_LABEL = "app.kubernetes.io/part-of"
 MANAGED_BY = "modelworks"  # the value of MANAGED_BY_LABEL on everything the operator makes
+REPORTING_CONTROLLER = "modelworks.dev/operator"  # reportingComponent of our Events
 # Label prefixes the operator owns on its children: a user's labels under them are not copied.
 RESERVED_PREFIXES = (APP_PREFIX, PREFIX)
 

@@ -23,8 +23,12 @@ class Settings:
     mlflow_ui_url: str = ""
     image: str = "modelworks:0.1.0"
     image_pull_policy: str = "IfNotPresent"
-    peering: str = ""  # empty: standalone (no peering objects needed)
-    peering_priority: int = 0  # 0: a random priority, so exactly one replica is active
+    workers: int = 4
+    min_requeue_seconds: float = 1.0
+    drain_seconds: float = 20.0
+    leader_election: str = ""  # a Lease name; empty: this replica always runs passes
+    lease_namespace: str = ""
+    identity: str = ""
     log_format: str = "plain"
     log_level: str = "INFO"
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -41,8 +45,12 @@ class Settings:
         MODELWORKS_MLFLOW_UI_URL       base URL for run links in status (default: tracking URI)
         MODELWORKS_IMAGE               image for model servers and batch jobs
         MODELWORKS_IMAGE_PULL_POLICY   pull policy of that image (IfNotPresent)
-        MODELWORKS_PEERING             kopf peering name for active/standby replicas
-        MODELWORKS_PEERING_PRIORITY    this replica's priority (default: random, so one wins)
+        MODELWORKS_WORKERS             passes that may run at once, one per object (4)
+        MODELWORKS_DRAIN_SECONDS       on SIGTERM, how long running passes may finish (20)
+        MODELWORKS_LEADER_ELECTION     Lease name for active/standby replicas (default: none,
+                                       this replica runs passes)
+        POD_NAMESPACE                  the Lease's namespace (the operator's own)
+        POD_NAME                       this replica's identity in the Lease (default: host:pid)
         MODELWORKS_LOG_FORMAT          plain or json
         MODELWORKS_LOG_LEVEL           DEBUG, INFO, WARNING, ERROR
         """
@@ -86,8 +94,11 @@ class Settings:
             mlflow_ui_url=get("MLFLOW_UI_URL") or tracking,
             image=get("IMAGE", "modelworks:0.1.0"),
             image_pull_policy=pull,
-            peering=get("PEERING"),
-            peering_priority=int(number("PEERING_PRIORITY", 0)),
+            workers=int(number("WORKERS", 4, minimum=1)),
+            drain_seconds=number("DRAIN_SECONDS", 20.0),
+            leader_election=get("LEADER_ELECTION"),
+            lease_namespace=env.get("POD_NAMESPACE", "").strip(),
+            identity=env.get("POD_NAME", "").strip(),
             log_format=log_format,
             log_level=log_level,
         )

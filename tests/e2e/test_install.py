@@ -6,15 +6,17 @@ here proves least privilege is enough: training, registration, serving and a dri
 monitor, with no Forbidden answer in the operator's log. To stay out of the way of the
 other tests (each runs its own host operator on its own namespace), only the operator
 Deployment's environment and image are changed: it watches this test's namespace alone
-(MODELWORKS_NAMESPACES), standalone (namespaced peering is not shipped), and talks to the
-MLflow server the node's pods reach. Everything else (security context, read-only root
-file system, probes, the metrics Service) is the manifests' own.
+(MODELWORKS_NAMESPACES) and talks to the MLflow server the node's pods reach. Everything
+else is the manifests' own: security context, read-only root file system, probes, the
+metrics Service, and leader election on the Lease in modelworks-system (namespaced and
+cluster-wide alike), with the Role rbac.yaml ships for it.
 
 The settled objects are also handed to the Argo CD health checks of manifests/gitops
 (run under lua5.4 by the harness of tests/unit/test_gitops_health.py).
 
-At the end the operator Deployment and the modelworks-system namespace are deleted, so no
-later test meets a second operator; the cluster-scoped RBAC and CRDs stay.
+At the end the operator Deployment and the modelworks-system namespace (with the Lease and
+the Lease's Role) are deleted, so no later test meets a second operator; the cluster-scoped
+RBAC and CRDs stay.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ SAMPLES = ROOT / "manifests" / "samples"
 SYSTEM = "modelworks-system"
 OPERATOR = "modelworks-operator"
 METRICS_SERVICE = "modelworks-operator-metrics"
+LEASE_ROLE = "modelworks-operator-leader-election"
 SELECTOR = "app.kubernetes.io/name=modelworks,app.kubernetes.io/component=operator"
 
 
@@ -75,7 +78,6 @@ def install_documents(
         container,
         {
             "MODELWORKS_NAMESPACES": ns,
-            "MODELWORKS_PEERING": "",
             "MODELWORKS_MLFLOW_TRACKING_URI": mlflow_uri,
             "MODELWORKS_MLFLOW_UI_URL": mlflow_uri,
             "MODELWORKS_IMAGE": image,
@@ -128,13 +130,7 @@ def in_cluster(
     cluster: Cluster, crds: Cluster, real_node: Node, ns: str, image: str, mlflow_uri: str
 ) -> Iterator[InCluster]:
     """CRDs, then manifests/default; the operator Deployment rolled out and live."""
-    cluster.kubectl("apply", "-f", str(ROOT / "crds"), "-f", str(DEFAULT / "kopf-peering-crd.yaml"))
-    cluster.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "crd/clusterkopfpeerings.kopf.dev",
-        "--timeout=60s",
-    )
+    cluster.kubectl("apply", "-f", str(ROOT / "crds"))
     docs = install_documents(cluster, ns, image, mlflow_uri)
     op = InCluster(cluster, docs)
     try:
@@ -248,7 +244,7 @@ def health(kind: str, obj: dict[str, Any]) -> tuple[str, str]:
 def metric_value(text: str, family: str, /, **labels: str) -> float | None:
     """The first sample of ``family`` whose labels include ``labels``."""
     for line in text.splitlines():
-        if not line.startswith(family + "{"):
+        if not line.startswith((family + "{", family + " ")):
             continue
         head, _, value = line.rpartition(" ")
         if all(f'{k}="{v}"' in head for k, v in labels.items()):
@@ -306,6 +302,24 @@ def test_manifests_default_runs_the_sample_loop_in_cluster(
     shipped = one(op.docs, "ClusterRole", OPERATOR)["rules"]
     live = cluster.get("clusterrole", OPERATOR)
     assert live is not None and live["rules"] == shipped
+    lease_role = one(op.docs, "Role", LEASE_ROLE)
+    live = cluster.get("role", LEASE_ROLE, SYSTEM)
+    assert live is not None and live["rules"] == lease_role["rules"]
+    # The only replica leads: it holds the Lease the manifests name, under its pod name.
+    (installed,) = one(op.docs, "Deployment", OPERATOR)["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in installed["env"]}
+    lease_name = env["MODELWORKS_LEADER_ELECTION"]
+    assert lease_name, "manifests/default elects a leader"
+
+    def lease_holder() -> str | None:
+        lease = cluster.get("lease", lease_name, SYSTEM)
+        return ((lease or {}).get("spec") or {}).get("holderIdentity") or None
+
+    try:
+        holder = eventually(lease_holder, timeout=60, interval=2, what="the Lease's holder")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{why()}") from None
+    assert holder == name, (holder, name)
 
     # --- TrainingJob: trains and registers (kubectl wait, as an admin would) --------
     tj = sample(ns, image)
@@ -394,6 +408,7 @@ def test_manifests_default_runs_the_sample_loop_in_cluster(
     # from (an early Dockerfile shipped the stub's __init__: version "0").
     build_info = metric_value(metrics, "modelworks_build_info", version=__version__)
     assert build_info == 1.0, metrics[:2000]
+    assert metric_value(metrics, "modelworks_leader") == 1.0, metrics[:2000]
     assert (metric_value(metrics, "modelworks_reconcile_total", kind="TrainingJob") or 0) > 0
     for kind, obj_name, cond in (
         ("TrainingJob", "churn-train", "Succeeded"),

@@ -7,7 +7,9 @@ writes: alias resolution, children, rollouts by alias moves (rolling and canary 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -256,3 +258,100 @@ def test_canary_steps_then_promotes(
         "jsonpath={.items[*].reason}",
     ).stdout.split()
     assert {"RolloutStarted", "CanaryStep", "Promoted"} <= set(reasons), reasons
+
+
+def events_of(crds: Cluster, ns: str, name: str) -> list[dict[str, Any]]:
+    """The object's Events, oldest first."""
+    out = crds.kubectl(
+        "get", "events", "-n", ns, "--field-selector", f"involvedObject.name={name}", "-o", "json"
+    ).stdout
+    items = json.loads(out)["items"]
+    return sorted(items, key=lambda e: (e.get("firstTimestamp") or "", e["metadata"]["name"]))
+
+
+def seconds(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def test_each_canary_step_holds_its_own_pause(
+    crds: Cluster, mlflow: MlflowServer, namespace: str, operator: Operator
+) -> None:
+    """Step 2's pause starts when step 2 does: a stepStarted left over from step 1 in the
+    stored status (a merge patch that omitted the nested key) had cut it to nothing."""
+    model = f"m-{namespace}"
+    register(mlflow.uri, model, alias="champion")
+    pauses = (6, 9)
+    rollout = {
+        "strategy": "Canary",
+        "steps": [
+            {"weight": 25, "pauseSeconds": pauses[0]},
+            {"weight": 50, "pauseSeconds": pauses[1]},
+        ],
+        "analysis": {"minRequests": 0},
+    }
+    crds.apply(mdep("steps", model, replicas=3, rollout=rollout), "-n", namespace)
+    crds.kubectl("wait", "mdep/steps", "-n", namespace, "--for=condition=Ready", "--timeout=90s")
+    v2 = register(mlflow.uri, model, alias="champion")
+    started: dict[int, set[str]] = {}  # step -> the stepStarted values status showed for it
+
+    def promoted() -> bool:
+        status = get(crds, "mdep", "steps", namespace)["status"]
+        canary = status.get("canary") or {}
+        if isinstance(canary.get("step"), int) and canary.get("stepStarted"):
+            started.setdefault(canary["step"], set()).add(canary["stepStarted"])
+        return bool(status.get("stableVersion") == v2)
+
+    eventually(promoted, timeout=120, interval=0.5, what="the canary to be promoted")
+    assert started.get(1) and started.get(2), started
+    assert not started[1] & started[2], f"step 2 inherited step 1's start: {started}"
+    times = {}
+    for e in events_of(crds, namespace, "steps"):
+        times.setdefault(e["reason"], seconds(e["firstTimestamp"]))
+    assert {"RolloutStarted", "CanaryStep", "Promoted"} <= set(times), times
+    # Event times have whole seconds: each step lasts at least its pause, less one second.
+    assert times["CanaryStep"] - times["RolloutStarted"] >= pauses[0] - 1, times
+    assert times["Promoted"] - times["CanaryStep"] >= pauses[1] - 1, times
+
+
+def test_switching_from_an_alias_to_a_version_clears_the_alias_and_settles(
+    crds: Cluster, mlflow: MlflowServer, namespace: str, operator: Operator
+) -> None:
+    model = f"m-{namespace}"
+    v1 = register(mlflow.uri, model, alias="champion")
+    crds.apply(mdep("pin", model), "-n", namespace)
+    crds.kubectl("wait", "mdep/pin", "-n", namespace, "--for=condition=Ready", "--timeout=90s")
+    assert get(crds, "mdep", "pin", namespace)["status"]["resolved"]["alias"] == "champion"
+    crds.kubectl(
+        "patch",
+        "mdep",
+        "pin",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"model": {"alias": None, "version": v1}}}),
+    )
+    pinned = eventually(
+        lambda: (
+            (o := get(crds, "mdep", "pin", namespace))["status"]["observedGeneration"] == 2
+            and cond(o, "Ready")["status"] == "True"
+            and o
+        ),
+        timeout=60,
+        interval=0.5,
+        what="generation 2 to be Ready",
+    )
+    assert pinned["status"]["resolved"] == {
+        "version": v1,
+        "runId": pinned["status"]["resolved"]["runId"],
+        "source": pinned["status"]["resolved"]["source"],
+    }
+    # Settled: at least three more passes (resync 3 s), and not one write.
+    version = pinned["metadata"]["resourceVersion"]
+    passes = operator.metric("modelworks_reconcile_total", kind="ModelDeployment")
+    eventually(
+        lambda: operator.metric("modelworks_reconcile_total", kind="ModelDeployment") >= passes + 3,
+        timeout=30,
+        what="three more passes",
+    )
+    assert get(crds, "mdep", "pin", namespace)["metadata"]["resourceVersion"] == version

@@ -14,6 +14,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
+
+from modelworks.api import BY_KIND, KINDS
+from modelworks.handlers import RECONCILERS
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "operator" / "modelworks"
@@ -58,7 +62,7 @@ ALLOWED: dict[str, set[str]] = {
     "schedule": set(),
     "prommath": set(),
     "builders": {"api", "conditions", "builders"},
-    "status": {"api", "conditions", "status", "drift", "gate", "schedule", "prommath"},
+    "status": {"api", "conditions", "builders", "status", "drift", "gate", "schedule", "prommath"},
     "drift": {"drift"},
     "clients": {"api", "clients"},
     "reconcilers": {
@@ -225,3 +229,25 @@ def test_the_key_scan_finds_a_key(tmp_path: Path) -> None:
         "2: 'modelworks.dev/model-version'",
         "3: 'app.kubernetes.io/'",
     ]
+
+
+@pytest.mark.parametrize("kind", [k.kind for k in KINDS])
+def test_every_kind_is_wired(kind: str) -> None:
+    """docs/architecture.md, "Adding a kind": a reconciler, RBAC, a health check, a page."""
+    k = BY_KIND[kind]
+    assert kind in RECONCILERS, "handlers.RECONCILERS has no pass for it"
+    rbac = [
+        d
+        for d in yaml.safe_load_all((ROOT / "manifests" / "default" / "rbac.yaml").read_text())
+        if d and d["kind"] == "ClusterRole"
+    ]
+    rules = [r for d in rbac for r in d["rules"] if "modelworks.dev" in r.get("apiGroups", [])]
+    verbs = {res: set() for r in rules for res in r["resources"]}
+    for r in rules:
+        for res in r["resources"]:
+            verbs[res] |= set(r["verbs"])
+    assert {"get", "list", "watch"} <= verbs.get(k.plural, set()), "RBAC: watch the kind"
+    assert "patch" in verbs.get(f"{k.plural}/status", set()), "RBAC: write its status"
+    health = ROOT / "manifests" / "gitops" / "argocd" / "modelworks.dev" / kind / "health.lua"
+    assert health.is_file(), "an Argo CD health check"
+    assert (ROOT / "docs" / f"{k.singular}.md").is_file(), "a page in docs/"

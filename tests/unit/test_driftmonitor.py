@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,11 @@ from modelworks.builders.driftmonitor import (
     evidence_text,
     retrain_name,
 )
+from modelworks.builders.modeldeployment import ServerConfig
 from modelworks.drift.profile import FeatureProfile, Profile, bucket_labels, build_profile
 from modelworks.drift.window import (
     Snapshot,
+    Window,
     pod_counts,
     prometheus_queries,
     prometheus_window,
@@ -32,12 +35,22 @@ from modelworks.names import EVIDENCE_ANNOTATION, MONITOR_LABEL
 from modelworks.schedule import Cron
 from modelworks.status.common import typed
 from modelworks.status.driftmonitor import (
+    ApplyBatchJob,
+    BatchJob,
     CheckFacts,
+    Facts,
+    LiveCheck,
+    RetrainFacts,
     RetrainPlan,
+    StartRetrain,
+    batch_result,
+    check_key,
     compact,
     compute,
+    decide,
     due,
     plan_retrain,
+    summary_of,
 )
 
 NOW = "2026-01-01T12:00:00Z"
@@ -360,9 +373,10 @@ def check(verdict: str, drifted: tuple[str, ...] = ()) -> dict[str, Any]:
 def run(
     spec: dict[str, Any], facts: CheckFacts, status: dict[str, Any] | None = None
 ) -> tuple[dict[str, Any], list[str]]:
-    out, events = compute(dmon(spec, status), parse(spec), facts, NOW)
-    assert typed(DRIFT_MONITOR, out) == out
-    return out, [e.reason for e in events]
+    obj = dmon(spec, status)
+    out = compute(obj["metadata"], parse(spec), facts, obj.get("status") or {}, NOW)
+    assert typed(DRIFT_MONITOR, out.status) == out.status
+    return out.status, [e.reason for e in out.events]
 
 
 def test_no_drift_window() -> None:
@@ -579,3 +593,203 @@ def test_batch_check_on_csv_files(tmp_path: Path) -> None:
         == 1
     )
     assert "missing.csv" in log.read_text()
+
+
+# --- decide: facts in, status, Events and actions out --------------------------------
+
+SERVER = ServerConfig("modelworks:0.1.0", "IfNotPresent", "http://mlflow:5000")
+
+
+def facts_of(spec: dict[str, Any], status: dict[str, Any] | None = None, **kw: Any) -> Facts:
+    obj = dmon(spec, status)
+    return Facts(monitor={k: obj[k] for k in ("apiVersion", "kind", "metadata")}, **kw)
+
+
+def decided(spec: dict[str, Any], facts: Facts, status: dict[str, Any] | None = None) -> Any:
+    out = decide(parse(spec), facts, status or {}, NOW)
+    assert typed(DRIFT_MONITOR, out.status) == out.status
+    return out
+
+
+def live(shift: int) -> LiveCheck:
+    """A window of 300 rows of x: as the reference (shift 0) or all in its last bucket."""
+    counted = (100, 100, 100) if shift == 0 else (0, 0, 300)
+    return LiveCheck("3", PROFILE, Window({"x": (counted, 0)}, since=None, pods=2, restarted=0))
+
+
+@pytest.mark.parametrize(
+    ("shift", "verdict", "phase", "events"),
+    [(0, "NoDrift", "Monitoring", []), (1, "Drift", "Drifting", ["DriftDetected"])],
+)
+def test_decide_scores_the_counts_it_is_given(
+    shift: int, verdict: str, phase: str, events: list[str]
+) -> None:
+    out = decided(LIVE, facts_of(LIVE, live=live(shift)))
+    assert out.status["verdict"] == verdict and out.status["phase"] == phase
+    assert out.status["servedVersion"] == "3" and out.status["pods"] == 2
+    assert out.status["nextCheckTime"] == "2026-01-01T12:05:00Z" and out.requeue_after == 300.0
+    assert [e.reason for e in out.events] == events and out.actions == ()
+
+
+def test_decide_prometheus_window_starts_a_window_ago() -> None:
+    spec = {**LIVE, "window": "30m"}
+    check = replace(live(0), prometheus=True)
+    assert decided(spec, facts_of(spec, live=check)).status["windowStart"] == "2026-01-01T11:30:00Z"
+
+
+def test_a_new_served_version_starts_over() -> None:
+    spec = {**LIVE, "consecutiveWindows": 2}
+    first = decided(spec, facts_of(spec, live=live(1))).status
+    assert first["consecutiveDriftWindows"] == 1
+    moved = replace(live(1), served="4")
+    again = decided(spec, facts_of(spec, first, live=moved), status=first).status
+    assert again["consecutiveDriftWindows"] == 1 and again["servedVersion"] == "4"
+
+
+@pytest.mark.parametrize(
+    ("before", "events"),
+    [(None, ["TargetNotFound"]), ("TargetNotFound", []), ("TargetNotServing", ["TargetNotFound"])],
+)
+def test_a_live_problem_is_news_once(before: str | None, events: list[str]) -> None:
+    old: dict[str, Any] = {"nextCheckTime": NOW}
+    if before:
+        old["conditions"] = [
+            {
+                "type": "Ready",
+                "status": "False",
+                "reason": before,
+                "message": "m",
+                "lastTransitionTime": NOW,
+            }
+        ]
+    out = decided(LIVE, facts_of(LIVE, old, problem=("TargetNotFound", "gone")), status=old)
+    assert [e.reason for e in out.events] == events
+    assert "nextCheckTime" not in out.status and out.requeue_after == 30.0
+
+
+RETRAIN_FROM_TEMPLATE = {**LIVE, "retrain": {"template": {"image": "t:1"}}}
+
+
+@pytest.mark.parametrize(
+    ("spec", "retrain", "action", "events"),
+    [
+        (
+            RETRAIN_FROM_TEMPLATE,
+            RetrainFacts(),
+            "churn-drift-r3",
+            ["DriftDetected", "RetrainStarted"],
+        ),
+        (
+            RETRAIN,
+            RetrainFacts(source_spec={"image": "s:1"}),
+            "churn-drift-r3",
+            ["DriftDetected", "RetrainStarted"],
+        ),
+        # the source TrainingJob is gone: no action; skipped and failed, as before
+        (RETRAIN, RetrainFacts(), None, ["DriftDetected", "RetrainSkipped", "RetrainFailed"]),
+        (RETRAIN_FROM_TEMPLATE, RetrainFacts(active=1), None, ["DriftDetected", "RetrainSkipped"]),
+    ],
+)
+def test_decide_starts_a_retraining(
+    spec: dict[str, Any], retrain: RetrainFacts, action: str | None, events: list[str]
+) -> None:
+    old = {"retrainCount": 2}
+    out = decided(spec, facts_of(spec, old, live=live(1), retrain=retrain), status=old)
+    assert [e.reason for e in out.events] == events
+    if action is None:
+        assert out.actions == () and out.status["retrainCount"] == 2
+        return
+    (start,) = out.actions
+    assert isinstance(start, StartRetrain) and start.body["metadata"]["name"] == action
+    assert out.status["retrainCount"] == 3 and out.status["lastRetrain"]["trainingJob"] == action
+    evidence = json.loads(start.body["metadata"]["annotations"][EVIDENCE_ANNOTATION])
+    assert evidence["servedVersion"] == "3" and evidence["features"][0]["name"] == "x"
+
+
+BATCH = {"batch": {"currentUri": "runs:/r/cur.csv"}, "reference": {"datasetUri": "runs:/r/ref.csv"}}
+RESULT = json.dumps({**check("NoDrift"), "truncated": True})
+
+
+@pytest.mark.parametrize(
+    ("job", "phase", "ready", "action", "requeue", "events"),
+    [
+        (None, "Pending", "Waiting", True, 10.0, []),
+        (BatchJob("j"), "Pending", "Waiting", False, 10.0, []),
+        (BatchJob("j", "Complete", RESULT), "Monitoring", "Monitoring", False, 300.0, []),
+        (
+            BatchJob("j", "Complete", "not json"),
+            "Failed",
+            "CheckFailed",
+            False,
+            300.0,
+            ["CheckFailed"],
+        ),
+        (
+            BatchJob("j", "Failed", "", "BackoffLimitExceeded"),
+            "Failed",
+            "CheckFailed",
+            False,
+            300.0,
+            ["CheckFailed"],
+        ),
+    ],
+)
+def test_decide_batch(
+    job: BatchJob | None,
+    phase: str,
+    ready: str,
+    action: bool,
+    requeue: float,
+    events: list[str],
+) -> None:
+    out = decided(BATCH, facts_of(BATCH, server=SERVER, job=job))
+    assert out.status["phase"] == phase and out.requeue_after == requeue
+    assert conditions.get(out.status["conditions"], "Ready")["reason"] == ready  # type: ignore[index]
+    assert [e.reason for e in out.events] == events
+    if action:
+        (apply,) = out.actions
+        assert isinstance(apply, ApplyBatchJob)
+        assert out.status["checkJob"] == apply.body["metadata"]["name"]
+        assert apply.body["metadata"]["name"].startswith("churn-drift-check-")
+    else:
+        assert out.actions == ()
+    assert ("checkJob" in out.status) == (job is None or job.finished is None)
+
+
+@pytest.mark.parametrize(
+    ("job", "expected"),
+    [
+        (BatchJob("j"), None),
+        (BatchJob("j", "Failed", RESULT), None),
+        (BatchJob("j", "Complete", ""), None),
+        (BatchJob("j", "Complete", "[1]"), None),
+        (BatchJob("j", "Complete", '{"verdict": "Drift"}'), None),
+        (BatchJob("j", "Complete", RESULT), check("NoDrift")),
+    ],
+)
+def test_batch_result(job: BatchJob, expected: dict[str, Any] | None) -> None:
+    assert batch_result(job) == expected
+
+
+def test_check_key_is_one_per_interval_slot() -> None:
+    key = check_key("u-9", 1, NOW, 600.0)
+    assert key == check_key("u-9", 1, "2026-01-01T12:09:59Z", 600.0)
+    assert key != check_key("u-9", 1, "2026-01-01T12:10:00Z", 600.0)
+    assert key != check_key("u-9", 2, NOW, 600.0) and len(key) == 8
+
+
+@pytest.mark.parametrize(
+    ("drifted", "expected"),
+    [
+        ((), "0 of 4 features drifted in 500 rows"),
+        (("a", "c"), "2 of 4 features drifted (a, c) in 500 rows"),
+    ],
+)
+def test_summary_of(drifted: tuple[str, ...], expected: str) -> None:
+    assert summary_of(check("Drift", drifted)) == expected
+
+
+def test_suspended_decision() -> None:
+    spec = {**LIVE, "suspend": True}
+    out = decided(spec, facts_of(spec), status={"nextCheckTime": NOW})
+    assert out.result == "suspended" and out.status["phase"] == "Suspended"

@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -290,11 +291,10 @@ def test_health_lua_fits_argocd_sandbox(kind: str) -> None:
 
 def operator_statuses() -> list[tuple[str, dict[str, Any], str]]:
     """(kind, object, expected health) for statuses computed by modelworks.status."""
-    from modelworks import gate as gates
     from modelworks.api import BY_KIND
-    from modelworks.api.trainingjob import GateRule, TrainingJobSpec
+    from modelworks.api.trainingjob import TrainingJobSpec
     from modelworks.status.common import invalid_spec, not_implemented
-    from modelworks.status.trainingjob import Registration, RunFacts, TrainingFacts, compute
+    from modelworks.status.trainingjob import Registration, RunFacts, TrainingFacts, decide
 
     now = "2026-01-01T00:00:00Z"
     specs: dict[str, dict[str, Any]] = {
@@ -327,11 +327,8 @@ def operator_statuses() -> list[tuple[str, dict[str, Any], str]]:
         return {"status": {"conditions": kinds, **status}}
 
     run = RunFacts("7", "abc", metrics={"auc": 0.9})
-    rules = [GateRule.model_validate({"metric": "auc", "value": 0.8})]
-    passed = gates.evaluate(rules, {"auc": 0.9}, {})
-    failed = gates.evaluate(
-        [GateRule.model_validate({"metric": "auc", "value": 0.95})], {"auc": 0.9}, {}
-    )
+    passed = {"qualityGate": [{"metric": "auc", "value": 0.8}]}
+    failed = {"qualityGate": [{"metric": "auc", "value": 0.95}]}
     oom = {
         "metadata": {"name": "p"},
         "status": {
@@ -369,27 +366,27 @@ def operator_statuses() -> list[tuple[str, dict[str, Any], str]]:
         ("evaluating", {}, TrainingFacts("j", job=job(("Complete", "")), run=run), "Progressing"),
         (
             "gate-failed",
-            {},
-            TrainingFacts("j", job=job(("Complete", "")), run=run, gate=failed),
+            failed,
+            TrainingFacts("j", job=job(("Complete", "")), run=run, baselines={}),
             "Degraded",
         ),
         (
             "registered",
-            {},
+            passed,
             TrainingFacts(
                 "j",
                 job=job(("Complete", "")),
                 run=run,
-                gate=passed,
-                registration=Registration("churn", "3", "runs:/abc/model", "champion"),
+                baselines={},
+                registration=Registration("churn", "3", "runs:/abc/model", ("champion",)),
             ),
             "Healthy",
         ),
         (
             "artifact-missing",
-            {},
+            passed,
             TrainingFacts(
-                "j", job=job(("Complete", "")), run=run, gate=passed, registration_error="no model"
+                "j", job=job(("Complete", "")), run=run, baselines={}, registration_error="no model"
             ),
             "Degraded",
         ),
@@ -397,7 +394,8 @@ def operator_statuses() -> list[tuple[str, dict[str, Any], str]]:
     for _, extra, facts, health in tj_facts:
         spec = {**specs["TrainingJob"], **extra}
         base = obj("TrainingJob", spec)
-        status = compute(base, TrainingJobSpec.model_validate(spec), facts, now)
+        facts = replace(facts, generation=base["metadata"]["generation"])
+        status = decide(TrainingJobSpec.model_validate(spec), facts, {}, now).status
         out.append(("TrainingJob", {**base, "status": status}, health))
     return out
 

@@ -12,11 +12,10 @@ from typing import Any
 
 import pytest
 
-from modelworks import gate as gates
 from modelworks.api.trainingjob import GateRule, TrainingJobSpec
 from modelworks.humans import common, lineage, tables, watch
 from modelworks.names import MONITOR_LABEL, RETRAIN_OF_LABEL
-from modelworks.status.trainingjob import Registration, RunFacts, TrainingFacts, compute
+from modelworks.status.trainingjob import Registration, RunFacts, TrainingFacts, decide
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 T0 = "2026-01-01T00:00:00Z"
@@ -505,23 +504,24 @@ RUN = RunFacts(
 )
 
 
-def computed(facts: TrainingFacts) -> dict[str, Any]:
+def computed(facts: TrainingFacts, spec: TrainingJobSpec = SPEC) -> dict[str, Any]:
     obj = {"metadata": {"name": "churn-train", "namespace": "ml", "generation": 1}, "spec": {}}
-    return {**obj, "status": compute(obj, SPEC, facts, T0)}
+    return {**obj, "status": decide(spec, facts, {}, T0).status}
 
 
-def gate(value: float) -> gates.GateOutcome:
-    return gates.evaluate([GateRule(metric="val_auc", value=value)], {"val_auc": 0.93}, {})
+def gated(value: float) -> TrainingJobSpec:
+    return SPEC.model_copy(update={"quality_gate": [GateRule(metric="val_auc", value=value)]})
 
 
 def test_outcome_of_a_registered_model() -> None:
     obj = computed(
         TrainingFacts(
             "j",
+            generation=1,
             job=DONE_JOB,
             run=RUN,
-            gate=gate(0.8),
-            registration=Registration("churn", "4", "runs:/abc123/model", "champion"),
+            baselines={},
+            registration=Registration("churn", "4", "runs:/abc123/model", ("champion",)),
         )
     )
     assert watch.finished(obj) == 0
@@ -534,7 +534,9 @@ def test_outcome_of_a_registered_model() -> None:
 
 
 def test_outcome_of_a_failed_gate() -> None:
-    obj = computed(TrainingFacts("j", job=DONE_JOB, run=RUN, gate=gate(0.95)))
+    obj = computed(
+        TrainingFacts("j", generation=1, job=DONE_JOB, run=RUN, baselines={}), gated(0.95)
+    )
     assert watch.finished(obj) == 1
     lines = watch.outcome_lines(obj)
     assert lines[0].startswith("Failed: QualityGateFailed: quality gate failed: val_auc=0.93")
@@ -560,7 +562,7 @@ def test_outcome_of_a_crashed_trainer() -> None:
             ]
         },
     }
-    obj = computed(TrainingFacts("j", job=failed_job, pods=[pod], run=RUN))
+    obj = computed(TrainingFacts("j", generation=1, job=failed_job, pods=[pod], run=RUN))
     assert watch.finished(obj) == 1
     assert watch.outcome_lines(obj)[0] == (
         "Failed: Error: BackoffLimitExceeded: pod churn-train-0: container trainer exited "

@@ -17,7 +17,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -115,13 +115,16 @@ def test_default_builds_the_operator_install() -> None:
         ("ClusterRole", "modelworks-editor"),
         ("Deployment", "modelworks-operator"),
         ("Service", "modelworks-operator-metrics"),
-        ("CustomResourceDefinition", "clusterkopfpeerings.kopf.dev"),
-        ("ClusterKopfPeering", "modelworks"),
+        ("Role", "modelworks-operator-leader-election"),
+        ("RoleBinding", "modelworks-operator-leader-election"),
     } <= kinds
-    # The Modelworks CRDs are applied on their own (kubectl apply -f crds/), never from here.
-    crds = [d for d in docs if d["kind"] == "CustomResourceDefinition"]
-    assert all(d["spec"]["group"] != GROUP for d in crds)
-    namespaced = [d for d in docs if d["kind"] in ("Deployment", "Service", "ServiceAccount")]
+    # CRDs are applied on their own (kubectl apply -f crds/), never from here.
+    assert not [d for d in docs if d["kind"] == "CustomResourceDefinition"]
+    namespaced = [
+        d
+        for d in docs
+        if d["kind"] in ("Deployment", "Service", "ServiceAccount", "Role", "RoleBinding")
+    ]
     assert all(d["metadata"].get("namespace") == NAMESPACE for d in namespaced)
 
 
@@ -200,8 +203,8 @@ DANGEROUS = {"escalate", "bind", "impersonate", "*"}
 # What the operator's ClusterRole grants, resource by resource. A change here is a change
 # of the operator's privileges: it should come with a reason in rbac.yaml.
 OPERATOR_GRANTS: dict[tuple[str, str], set[str]] = {
-    **{(GROUP, p): {"get", "list", "watch", "patch"} for p in PLURALS},
-    (GROUP, "trainingjobs"): {"get", "list", "watch", "patch", "create"},
+    **{(GROUP, p): {"get", "list", "watch"} for p in PLURALS},
+    (GROUP, "trainingjobs"): {"get", "list", "watch", "create", "patch"},
     **{(GROUP, f"{p}/status"): {"patch"} for p in PLURALS},
     **{(GROUP, f"{p}/finalizers"): {"update"} for p in PLURALS},
     ("batch", "jobs"): {"get", "list", "watch", "create", "patch", "delete"},
@@ -213,8 +216,9 @@ OPERATOR_GRANTS: dict[tuple[str, str], set[str]] = {
     ("", "events"): {"create"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
     ("", "namespaces"): {"list", "watch"},
-    ("kopf.dev", "clusterkopfpeerings"): {"list", "watch", "patch"},
 }
+LEASE = "modelworks-operator"
+LEASE_ROLE = "modelworks-operator-leader-election"
 
 
 def rbac_documents() -> list[tuple[Path, str, dict[str, Any]]]:
@@ -268,13 +272,65 @@ def test_operator_grants_exactly_what_it_needs() -> None:
             for resource in rule["resources"]:
                 grants.setdefault((group, resource), set()).update(rule["verbs"])
     assert grants == OPERATOR_GRANTS
-    # Peering: write access to our own peering object only.
-    patch_rules = [
-        r
+    assert all("resourceNames" not in rule for rule in role["rules"])
+
+
+def test_retraining_is_server_side_apply() -> None:
+    """Why trainingjobs keep patch and create: a DriftMonitor applies its retraining
+    TrainingJob, and apply is a PATCH that the API server authorises as create too."""
+    source = (ROOT / "operator" / "modelworks" / "clients" / "kube.py").read_text()
+    apply = source[source.index("    def apply(") : source.index("    def create(")]
+    assert '"PATCH"' in apply and "application/apply-patch+yaml" in apply
+    monitor = (ROOT / "operator" / "modelworks" / "reconcilers" / "driftmonitor.py").read_text()
+    act = monitor[monitor.index("def act(") : monitor.index("RECONCILER")]
+    assert "kube.apply(action.body)" in act
+    status = (ROOT / "operator" / "modelworks" / "status" / "driftmonitor.py").read_text()
+    assert "StartRetrain(" in status
+
+
+def test_lease_role_allows_what_leader_election_does() -> None:
+    """handlers/leader.py gets the Lease, creates it when missing, and replaces it (PUT) to
+    take it over, renew it and give it up: get and update on that one Lease, and create,
+    which RBAC cannot narrow by name. Nothing else: no list, watch, patch or delete."""
+    source = (ROOT / "operator" / "modelworks" / "handlers" / "leader.py").read_text()
+    calls = set(re.findall(r"self\.kube\.(\w+)\(", source))
+    assert calls == {"get", "create", "replace"}
+    docs = sources(DEFAULT)
+    role = one(docs, "Role", LEASE_ROLE)
+    assert role["metadata"]["namespace"] == NAMESPACE
+    rules = {
+        (tuple(r["apiGroups"]), tuple(r["resources"]), tuple(r.get("resourceNames", ()))): set(
+            r["verbs"]
+        )
         for r in role["rules"]
-        if "clusterkopfpeerings" in r["resources"] and "patch" in r["verbs"]
+    }
+    lease = (("coordination.k8s.io",), ("leases",))
+    assert rules == {(*lease, ()): {"create"}, (*lease, (LEASE,)): {"get", "update"}}
+    binding = one(docs, "RoleBinding", LEASE_ROLE)
+    assert binding["metadata"]["namespace"] == NAMESPACE
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": LEASE_ROLE,
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "modelworks-operator", "namespace": NAMESPACE}
     ]
-    assert [r.get("resourceNames") for r in patch_rules] == [["modelworks"]]
+
+
+def test_operator_elects_a_leader_on_the_lease_the_role_names() -> None:
+    env = {e["name"]: e for e in operator_container()["env"]}
+    assert env["MODELWORKS_LEADER_ELECTION"]["value"] == LEASE
+    assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    settings = Settings.from_env(
+        {**operator_env(), "POD_NAMESPACE": NAMESPACE, "POD_NAME": "modelworks-operator-0"}
+    )
+    assert settings.leader_election == LEASE
+    assert settings.lease_namespace == NAMESPACE
+    assert settings.identity == "modelworks-operator-0"
+    deployment = one(sources(DEFAULT), "Deployment", "modelworks-operator")
+    assert deployment["metadata"]["namespace"] == NAMESPACE
 
 
 def kopf_resources() -> dict[str, set[tuple[str, str]]]:
@@ -282,10 +338,14 @@ def kopf_resources() -> dict[str, set[tuple[str, str]]]:
     import kopf
 
     from modelworks import handlers
+    from modelworks.handlers.controller import Controller
 
-    runtime = handlers.Runtime(settings=Settings(), kube=None, registry=None)  # type: ignore[arg-type]
+    # register() only reads the settings and wires handlers: no client is called.
+    controller = Controller(
+        settings=Settings(), kube=cast(Any, None), registry=cast(Any, None), reconcilers={}
+    )
     registry = kopf.OperatorRegistry()
-    handlers.register(runtime, registry)
+    handlers.register(controller, registry)
     out: dict[str, set[tuple[str, str]]] = {}
     for attr in ("_watching", "_changing", "_spawning", "_indexing", "_webhooks"):
         for handler in getattr(registry, attr).get_all_handlers():
@@ -296,18 +356,19 @@ def kopf_resources() -> dict[str, set[tuple[str, str]]]:
 
 
 def test_operator_may_watch_what_its_handlers_follow() -> None:
-    """kopf lists and watches every resource a handler is registered for, cluster-wide, and
-    patches the objects it reconciles (its annotations, their status)."""
+    """kopf lists and watches every resource a handler is registered for, cluster-wide.
+    Only event handlers: kopf keeps no state on the objects (no annotations, finalizers),
+    so it needs no patch; the operator writes our kinds' status itself."""
     followed = kopf_resources()
-    for resources in followed.values():
-        for group, plural in resources:
-            assert {"list", "watch"} <= OPERATOR_GRANTS.get((group, plural), set()), (
-                f"the operator watches {plural}.{group} but may not list and watch it"
-            )
-    for group, plural in followed.get("_changing", set()) | followed.get("_spawning", set()):
-        assert "patch" in OPERATOR_GRANTS[(group, plural)], plural
-        assert "patch" in OPERATOR_GRANTS[(group, f"{plural}/status")], plural
-    assert {(GROUP, p) for p in PLURALS} <= followed["_changing"]
+    assert set(followed) == {"_watching"}, "only kopf.on.event handlers"
+    for group, plural in followed["_watching"]:
+        assert {"list", "watch"} <= OPERATOR_GRANTS.get((group, plural), set()), (
+            f"the operator watches {plural}.{group} but may not list and watch it"
+        )
+    assert {(GROUP, p) for p in PLURALS} <= followed["_watching"]
+    assert {("batch", "jobs"), ("apps", "deployments")} <= followed["_watching"]
+    for plural in PLURALS:
+        assert "patch" in OPERATOR_GRANTS[(GROUP, f"{plural}/status")], plural
 
 
 def test_binding_ties_the_role_to_the_service_account() -> None:
@@ -462,7 +523,7 @@ def operator_container() -> dict[str, Any]:
 
 
 def operator_env() -> dict[str, str]:
-    """The operator's MODELWORKS_* variables (POD_ID is kopf's own: see below)."""
+    """The operator's MODELWORKS_* variables (the POD_* ones come from fieldRefs: below)."""
     return {
         e["name"]: e["value"]
         for e in operator_container()["env"]
@@ -471,12 +532,22 @@ def operator_env() -> dict[str, str]:
 
 
 def test_operator_env_besides_settings() -> None:
-    """kopf names each replica by POD_ID, else by getpass.getuser(): with no /etc/passwd
-    entry for uid 65532 in the image that raises, and the operator exits at start.
-    MLFLOW_CONFIGURE_LOGGING=false keeps MLflow's plain-text handler out of the JSON log."""
+    """kopf derives its own identity at start (standalone too) from POD_ID, else from
+    getpass.getuser(): with no /etc/passwd entry for uid 65532 in the image that raises, and
+    the operator exits at start. POD_NAME and POD_NAMESPACE are Settings' (the Lease's
+    holder identity and namespace). MLFLOW_CONFIGURE_LOGGING=false keeps MLflow's
+    plain-text handler out of the JSON log."""
     env = {e["name"]: e for e in operator_container()["env"]}
-    assert set(env) - set(operator_env()) == {"POD_ID", "MLFLOW_CONFIGURE_LOGGING"}
+    assert set(env) - set(operator_env()) == {
+        "POD_ID",
+        "POD_NAME",
+        "POD_NAMESPACE",
+        "MLFLOW_CONFIGURE_LOGGING",
+    }
     assert env["POD_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    doc = Settings.from_env.__doc__ or ""
+    assert re.search(r"^\s*POD_NAME\s", doc, flags=re.M)
+    assert re.search(r"^\s*POD_NAMESPACE\s", doc, flags=re.M)
     assert env["MLFLOW_CONFIGURE_LOGGING"]["value"] == "false"
 
 
@@ -502,7 +573,7 @@ def test_operator_sets_only_variables_settings_knows() -> None:
 def test_operator_settings_parse() -> None:
     settings = Settings.from_env(operator_env())
     container = operator_container()
-    assert settings.peering == "modelworks"
+    assert settings.leader_election == "modelworks-operator"
     assert settings.log_format == "json"
     assert settings.image == container["image"]
     assert settings.image_pull_policy == container["imagePullPolicy"]
@@ -532,14 +603,14 @@ def test_operator_points_at_the_mlflow_service() -> None:
     assert "/data" in mounts
 
 
-def test_peering_object_matches_the_operator() -> None:
-    docs = sources(DEFAULT)
-    peering = one(docs, "ClusterKopfPeering")
-    assert peering["metadata"]["name"] == operator_env()["MODELWORKS_PEERING"]
-    crd = one(docs, "CustomResourceDefinition", "clusterkopfpeerings.kopf.dev")
-    assert crd["spec"]["scope"] == "Cluster" and crd["spec"]["group"] == "kopf.dev"
-    deployment = one(docs, "Deployment", "modelworks-operator")
+def test_operator_ships_one_replica() -> None:
+    """One replica: a rolling update hands the Lease over (the surge pod stands by until
+    the old one gives it up); a warm standby (replicas: 2) is an overlay's choice."""
+    deployment = one(sources(DEFAULT), "Deployment", "modelworks-operator")
     assert deployment["spec"]["replicas"] == 1
+    # The default RollingUpdate (maxSurge 1, maxUnavailable 0 of one replica) starts the
+    # new pod before the old one stops.
+    assert "strategy" not in deployment["spec"]
 
 
 def test_metrics_service_selects_the_operator() -> None:
@@ -562,6 +633,11 @@ OPERATOR_METRICS = {
     "modelworks_events_total",
     "modelworks_build_info",
     "modelworks_kube_requests_total",
+    "modelworks_queue_wait_seconds",
+    "modelworks_queue_depth",
+    "modelworks_queue_delayed",
+    "modelworks_passes_in_flight",
+    "modelworks_leader",
     "modelworks_condition",
     "modelworks_drift_score",
     "modelworks_drift_threshold",
@@ -581,6 +657,7 @@ SERVING_METRICS = {
 }
 HISTOGRAMS = {
     "modelworks_reconcile_duration_seconds",
+    "modelworks_queue_wait_seconds",
     "modelworks_serving_request_duration_seconds",
 }
 
@@ -592,6 +669,18 @@ def metric_names(expr: str) -> set[str]:
         base = re.sub(r"_(bucket|count|sum)$", "", name)
         out.add(base if base in HISTOGRAMS else name)
     return out
+
+
+def test_operator_metric_names_match_the_operator() -> None:
+    from modelworks import metrics
+
+    exposed = {
+        f"{family.name}_total" if family.type == "counter" else family.name
+        for family in metrics.REGISTRY.collect()
+    }
+    # Registered at startup (handlers/__init__.py): the client's request counts.
+    exposed.add("modelworks_kube_requests_total")
+    assert exposed == OPERATOR_METRICS
 
 
 def test_serving_metric_names_match_the_model_server() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -20,19 +20,43 @@ from modelworks.builders.modeldeployment import (
     fixed_replicas,
     url,
 )
+from modelworks.conditions import Event
 from modelworks.names import HASH_ANNOTATION
 from modelworks.prommath import histogram_quantile
 from modelworks.status.common import typed
+from modelworks.status.decision import Decision
 from modelworks.status.modeldeployment import (
+    Action,
     AnalysisFacts,
-    Decision,
+    ApplyCanary,
+    ApplyStable,
+    CanaryState,
+    Cond,
+    DeleteCanary,
     DeploymentState,
+    EnsureHPA,
+    EnsurePDB,
+    EnsureService,
     Facts,
+    Plan,
+    RolloutState,
     Target,
+    actions,
     analyse,
+    analysed,
     analysis_facts,
+    canary_replicas,
+    canary_step,
     decide,
+    failed,
+    first_rollout,
+    pin,
     pod_failure,
+    promoting,
+    roll_back,
+    rolling_update,
+    steady,
+    summarise,
 )
 
 T0 = "2026-01-01T00:00:00Z"
@@ -126,25 +150,60 @@ def serving(version: str, generation: int = 1, **extra: Any) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class Pass:
+    """One decision, with what each Deployment runs read off its actions."""
+
+    decision: Decision[Action]
+
+    @property
+    def status(self) -> dict[str, Any]:
+        return self.decision.status
+
+    @property
+    def events(self) -> list[Event]:
+        return self.decision.events
+
+    @property
+    def requeue_after(self) -> float | None:
+        return self.decision.requeue_after
+
+    @property
+    def stable_version(self) -> str | None:
+        found = [a.version for a in self.decision.actions if isinstance(a, ApplyStable)]
+        return found[0] if found else None
+
+    @property
+    def canary_version(self) -> str | None:
+        found = [a.version for a in self.decision.actions if isinstance(a, ApplyCanary)]
+        return found[0] if found else None
+
+    @property
+    def canary_replicas(self) -> int:
+        found = [a.replicas for a in self.decision.actions if isinstance(a, ApplyCanary)]
+        return found[0] if found else 0
+
+
 def run(
     spec: dict[str, Any],
     facts: Facts,
     status: dict[str, Any] | None = None,
     now: str = T1,
     generation: int = 1,
-) -> Decision:
-    decision = decide(mdep(spec, status, generation), parse(spec), facts, now, URL)
+) -> Pass:
+    facts = replace(facts, generation=generation, url=URL)
+    decision = decide(parse(spec), facts, status or {}, now)
     assert typed(MODEL_DEPLOYMENT, decision.status) == decision.status
-    return decision
+    return Pass(decision)
 
 
-def cond(decision: Decision, type_: str) -> dict[str, Any]:
+def cond(decision: Pass, type_: str) -> dict[str, Any]:
     found = conditions.get(decision.status["conditions"], type_)
     assert found is not None, type_
     return found
 
 
-def reasons(decision: Decision) -> list[str]:
+def reasons(decision: Pass) -> list[str]:
     return [e.reason for e in decision.events]
 
 
@@ -614,3 +673,422 @@ def test_registry_outage_keeps_the_served_version() -> None:
     assert d.status["resolved"] == {"version": "1"}
     assert cond(d, "Ready")["status"] == "True"
     assert any(e.reason == "MLflowUnavailable" and e.type == "Warning" for e in d.events)
+
+
+# --- the rollout's small steps, one table each ----------------------------------------
+
+
+def plan(stable: str | None = "1", **fields: Any) -> Plan:
+    return Plan(stable=stable, run_stable=stable, **fields)
+
+
+def test_rollout_state_reads_the_old_status() -> None:
+    old = serving("1", canary={"version": "2", "step": 2, "stepStarted": T0, "replicas": 1})
+    state_ = RolloutState.read(old)
+    assert state_.stable == "1" and state_.rollback is None
+    assert state_.canary == CanaryState("2", 2, T0, 1)
+    assert RolloutState.read({}) == RolloutState(None)
+    assert CanaryState.read({}) is None and CanaryState.read({"version": "2"}) == CanaryState(
+        "2", 1, None, None
+    )
+
+
+RB = {"fromVersion": "2", "toVersion": "1", "reason": "CrashLoop", "observedGeneration": 1}
+
+
+@pytest.mark.parametrize(
+    ("rollback", "target_", "generation", "kept", "pinned"),
+    [
+        (None, target("2"), 1, False, False),
+        (RB, target("2"), 1, True, True),
+        (RB, target("3"), 1, False, False),  # the alias moved on
+        (RB, target("2"), 2, False, False),  # the spec changed
+        (RB, None, 1, True, False),  # nothing resolves: the pin stays, unused
+    ],
+)
+def test_pin(
+    rollback: dict[str, Any] | None,
+    target_: Target | None,
+    generation: int,
+    kept: bool,
+    pinned: bool,
+) -> None:
+    assert pin(rollback, target_, generation) == (rollback if kept else None, pinned)
+
+
+@pytest.mark.parametrize(
+    ("stable", "pods", "serving_", "progressing", "degraded", "poll"),
+    [
+        (None, [], None, ("True", "RollingOut"), "AsExpected", True),
+        (state("1", ready=0, complete=False), [], None, ("True", "RollingOut"), "AsExpected", True),
+        (state("1"), [], "1", ("False", "RolloutComplete"), "AsExpected", False),
+        (
+            state("1", ready=0, complete=False),
+            [crashing_pod("1")],
+            None,
+            ("False", "RolloutFailed"),
+            "CrashLoopBackOff",
+            False,
+        ),
+        (
+            state("1", ready=0, complete=False, deadline=True),
+            [],
+            None,
+            ("False", "RolloutFailed"),
+            "ProgressDeadlineExceeded",
+            False,
+        ),
+    ],
+)
+def test_first_rollout(
+    stable: DeploymentState | None,
+    pods: list[dict[str, Any]],
+    serving_: str | None,
+    progressing: tuple[str, str],
+    degraded: str,
+    poll: bool,
+) -> None:
+    facts = Facts(target("1"), stable=stable, pods=pods, generation=1)
+    got = first_rollout(parse(ALIAS), facts, plan(None), "1", T1)
+    assert got.run_stable == "1" and got.stable == serving_
+    assert (str(got.progressing.value), got.progressing.reason) == progressing
+    assert got.degraded.reason == degraded and got.failed_first == (degraded != "AsExpected")
+    assert got.poll == poll
+    assert [e.reason for e in got.events] == (["Serving"] if serving_ else [])
+    assert [h["version"] for h in got.history] == ([serving_] if serving_ else [])
+
+
+@pytest.mark.parametrize(
+    ("stable", "canary", "pinned", "poll", "degraded", "events"),
+    [
+        (state("1"), None, False, False, "AsExpected", []),
+        (state("1", complete=False), None, False, True, "AsExpected", []),
+        (state("1"), CanaryState("2", 1, None, 1), False, False, "AsExpected", ["RolloutAborted"]),
+        (state("1"), CanaryState("1", 1, None, 1), False, False, "AsExpected", []),
+        (state("1"), None, True, False, "RolledBack", []),
+    ],
+)
+def test_steady(
+    stable: DeploymentState,
+    canary: CanaryState | None,
+    pinned: bool,
+    poll: bool,
+    degraded: str,
+    events: list[str],
+) -> None:
+    start = plan(rollback={**RB, "message": "it crashed"} if pinned else None)
+    got = steady(Facts(target("2" if pinned else "1"), stable=stable), start, canary, pinned)
+    assert (got.run_stable, got.canary_version, got.poll) == ("1", None, poll)
+    assert got.degraded.reason == degraded and got.progressing.value is False
+    assert [e.reason for e in got.events] == events
+    if pinned:
+        assert "stays pinned until the spec or the alias changes" in got.degraded.message
+
+
+@pytest.mark.parametrize(
+    ("spec", "stable", "pods", "run_stable", "progressing", "events"),
+    [
+        (ALIAS, state("1"), [], "2", "RollingOut", ["RolloutStarted"]),
+        (ALIAS, state("2", complete=False), [], "2", "RollingOut", []),
+        (ALIAS, state("2"), [], "2", "RolloutComplete", ["RolledOut"]),
+        (ALIAS, state("2", complete=False), [crashing_pod("2")], "1", "RolledBack", ["RolledBack"]),
+        (
+            {**ALIAS, "rollout": {"autoRollback": False}},
+            state("2", complete=False),
+            [crashing_pod("2")],
+            "2",
+            "RolloutFailed",
+            [],
+        ),
+    ],
+)
+def test_rolling_update(
+    spec: dict[str, Any],
+    stable: DeploymentState,
+    pods: list[dict[str, Any]],
+    run_stable: str,
+    progressing: str,
+    events: list[str],
+) -> None:
+    facts = Facts(target("2"), stable=stable, pods=pods, generation=1)
+    got = rolling_update(parse(spec), facts, plan("1"), "2", T1)
+    assert got.run_stable == run_stable and got.progressing.reason == progressing
+    assert [e.reason for e in got.events] == events
+    assert got.stable == ("2" if progressing == "RolloutComplete" else "1")
+    assert got.poll == (progressing != "RolloutComplete")
+
+
+@pytest.mark.parametrize(
+    ("weight", "stable", "replicas"),
+    [
+        (25, state("1", replicas=2), 1),
+        (50, state("1", replicas=2), 2),
+        (100, None, 1),
+        (10, state("1", replicas=9), 1),
+        (90, state("1", replicas=3), 27),
+    ],
+)
+def test_canary_replicas(weight: int, stable: DeploymentState | None, replicas: int) -> None:
+    assert canary_replicas(stable, weight) == replicas
+
+
+GOOD = AnalysisFacts(150, 0, 0.01, 0.01)
+
+
+@pytest.mark.parametrize(
+    ("old", "canary", "now", "step", "started", "run_stable", "events", "progressing"),
+    [
+        # A new canary: step 1, its pods are started; no stepStarted yet.
+        (None, None, T0, 1, None, "1", ["RolloutStarted"], "starting 1 canary pod(s)"),
+        # The pods are ready: the pause begins now.
+        (None, state("2", replicas=1), T0, 1, T0, "1", ["RolloutStarted"], "25% of traffic"),
+        # Still holding: the pause is measured from the step's own stepStarted.
+        (CanaryState("2", 1, T0, 1), state("2", replicas=1), T1, 1, T0, "1", [], "25% of"),
+        # Pause over, analysis passes: on to step 2, whose pause has not begun.
+        (
+            CanaryState("2", 1, T0, 1),
+            state("2", replicas=1),
+            T2,
+            2,
+            None,
+            "1",
+            ["CanaryStep"],
+            "1/2 passed",
+        ),
+        # Step 2 needs 2 pods: waiting for them, no stepStarted.
+        (CanaryState("2", 2, None, 1), state("2", replicas=1), T2, 2, None, "1", [], "starting 2"),
+        # The last step passes: the stable Deployment takes the version.
+        (CanaryState("2", 2, T0, 2), state("2", replicas=2), T2, 3, None, "2", [], "2/2 passed"),
+        # A canary of an older target starts over.
+        (CanaryState("3", 2, T0, 2), None, T2, 1, None, "1", ["RolloutStarted"], "starting 1"),
+    ],
+)
+def test_canary_step(
+    old: CanaryState | None,
+    canary: DeploymentState | None,
+    now: str,
+    step: int,
+    started: str | None,
+    run_stable: str,
+    events: list[str],
+    progressing: str,
+) -> None:
+    facts = canary_facts(state("1"), canary, GOOD)
+    move = canary_step(parse(CANARY), facts, "2", "1", old, now)
+    assert (move.fields["step"], move.fields.get("stepStarted")) == (step, started)
+    assert move.run_stable == run_stable and not move.promoted
+    assert [e.reason for e in move.events] == events
+    assert move.progressing.value is True and progressing in move.progressing.message
+
+
+@pytest.mark.parametrize(
+    ("analysis", "step", "verdict", "weight", "run_stable", "events"),
+    [
+        (GOOD, 1, "Pass", 25, "1", ["CanaryStep"]),
+        (GOOD, 2, "Pass", 100, "2", []),
+        (AnalysisFacts(3, 0, 0.01, 0.01), 1, "Inconclusive", 25, "1", []),
+        (AnalysisFacts(100, 20, 0.01, 0.01), 1, "Fail", 25, "1", []),
+    ],
+)
+def test_analysed(
+    analysis: AnalysisFacts,
+    step: int,
+    verdict: str,
+    weight: int,
+    run_stable: str,
+    events: list[str],
+) -> None:
+    fields = {"version": "2", "step": step, "weight": 25, "stepStarted": T0, "replicas": 1}
+    facts = canary_facts(state("1"), state("2", replicas=1), analysis)
+    move = analysed(parse(CANARY), facts, "2", "1", step, fields)
+    assert move.verdict is not None and move.verdict[0] == verdict
+    assert move.fields["step"] == (step + 1 if verdict == "Pass" else step)
+    assert move.fields["stepStarted"] == (None if verdict == "Pass" else T0)
+    assert move.fields["weight"] == weight and move.run_stable == run_stable
+    assert [e.reason for e in move.events] == events
+
+
+@pytest.mark.parametrize(
+    ("stable", "promoted", "replicas", "progressing"),
+    [
+        (state("2"), True, 0, "RolloutComplete"),
+        (state("2", complete=False, ready=1), False, 2, "Promoting"),
+    ],
+)
+def test_promoting(
+    stable: DeploymentState, promoted: bool, replicas: int, progressing: str
+) -> None:
+    facts = canary_facts(stable, state("2", replicas=2))
+    move = promoting(facts, "2", CanaryState("2", 3, None, 2))
+    assert (move.promoted, move.replicas, move.run_stable) == (promoted, replicas, "2")
+    assert move.progressing.reason == progressing
+    assert move.fields["weight"] == 100 and move.fields["message"] == "promoting version 2"
+
+
+@pytest.mark.parametrize(
+    ("spec", "progressing", "rollback"),
+    [
+        (ALIAS, "RolledBack", True),
+        ({**ALIAS, "rollout": {"autoRollback": True}}, "RolledBack", True),
+        ({**ALIAS, "rollout": {"autoRollback": False}}, "RolloutFailed", False),
+    ],
+)
+def test_failed_rolls_back_unless_told_not_to(
+    spec: dict[str, Any], progressing: str, rollback: bool
+) -> None:
+    got = failed(
+        parse(spec), Facts(target("2"), generation=3), plan(), "2", ("OOMKilled", "oom"), T1
+    )
+    assert got.progressing == Cond(False, progressing, got.progressing.message)
+    assert got.degraded.value is True and (got.rollback is not None) == rollback
+
+
+def test_roll_back_pins_the_failed_version_and_keeps_the_stable_one() -> None:
+    start = plan(canary={"version": "2"}, canary_version="2", canary_replicas=1)
+    got = roll_back(start, "2", ("AnalysisFailed", "too many errors"), 4, T1)
+    assert got.rollback == {
+        "reason": "AnalysisFailed",
+        "message": "too many errors",
+        "fromVersion": "2",
+        "toVersion": "1",
+        "at": T1,
+        "observedGeneration": 4,
+    }
+    assert (got.run_stable, got.canary, got.canary_version) == ("1", None, None)
+    assert got.degraded == Cond(True, "RolledBack", "version 2 was rolled back: too many errors")
+    assert [(e.reason, e.type) for e in got.events] == [("RolledBack", "Warning")]
+    assert got.events[0].message == "Version 2 rolled back to 1: too many errors"
+
+
+ROLLING = Cond(True, "RollingOut", "rolling out version 2")
+DEGRADED = Cond(True, "CrashLoop", "pod p: restarted")
+
+
+@pytest.mark.parametrize(
+    ("facts", "plan_", "ready", "phase", "waiting"),
+    [
+        (Facts(target("1"), stable=state("1")), plan(), ("True", "Serving"), "Available", False),
+        (
+            Facts(None, resolve_reason="AliasNotFound"),
+            plan(None),
+            ("False", "AliasNotFound"),
+            "Failed",
+            False,
+        ),
+        (
+            Facts(None, resolve_reason="MLflowUnavailable"),
+            plan(None),
+            ("False", "MLflowUnavailable"),
+            "Pending",
+            False,
+        ),
+        (
+            Facts(target("2"), stable=state("1")),
+            plan(degraded=DEGRADED),
+            ("False", "CrashLoop"),
+            "Degraded",
+            False,
+        ),
+        (
+            Facts(target("1")),
+            plan(None, degraded=DEGRADED, failed_first=True),
+            ("False", "CrashLoop"),
+            "Failed",
+            False,
+        ),
+        (
+            Facts(target("2"), stable=state("1")),
+            plan(progressing=ROLLING),
+            ("False", "Progressing"),
+            "Progressing",
+            False,
+        ),
+        (
+            Facts(target("1")),
+            plan(None, progressing=ROLLING),
+            ("False", "Progressing"),
+            "Pending",
+            False,
+        ),
+        (Facts(None, stable=state("1")), plan(), ("True", "Serving"), "Available", False),
+        (
+            Facts(None, resolve_reason="MLflowUnavailable", stable=state("1", ready=0)),
+            plan(),
+            ("False", "MLflowUnavailable"),
+            "Pending",
+            False,
+        ),
+        (
+            Facts(target("1"), stable=state("1", ready=0)),
+            plan(),
+            ("False", "Pending"),
+            "Pending",
+            True,
+        ),
+    ],
+)
+def test_summarise(
+    facts: Facts, plan_: Plan, ready: tuple[str, str], phase: str, waiting: bool
+) -> None:
+    summary, got_phase, got_waiting = summarise(facts, plan_, 2)
+    assert (str(summary.value), summary.reason) == ready
+    assert (got_phase, got_waiting) == (phase, waiting)
+
+
+APPLIED = replace(state("1"), applied="h1")
+
+
+@pytest.mark.parametrize(
+    ("plan_", "facts", "old", "expected"),
+    [
+        (plan(None), Facts(None), {}, []),
+        (
+            plan(),
+            Facts(target("1"), stable=APPLIED, generation=1),
+            {"observedGeneration": 1},
+            [ApplyStable("1", "h1"), EnsureService(False), EnsureHPA(False), EnsurePDB(False)],
+        ),
+        (
+            plan(),
+            Facts(target("1"), generation=2),
+            {"observedGeneration": 1},
+            [ApplyStable("1", None), EnsureService(True), EnsureHPA(True), EnsurePDB(True)],
+        ),
+        (
+            plan(canary_version="2", canary_replicas=3),
+            Facts(
+                target("2"), stable=APPLIED, canary=replace(state("2"), applied="h2"), generation=1
+            ),
+            {"observedGeneration": 1},
+            [
+                ApplyStable("1", "h1"),
+                EnsureService(False),
+                EnsureHPA(False),
+                EnsurePDB(False),
+                ApplyCanary("2", 3, "h2"),
+            ],
+        ),
+        (
+            plan(),
+            Facts(target("1"), stable=APPLIED, canary=state("2"), generation=1),
+            {"observedGeneration": 1},
+            [
+                ApplyStable("1", "h1"),
+                EnsureService(False),
+                EnsureHPA(False),
+                EnsurePDB(False),
+                DeleteCanary(),
+            ],
+        ),
+        (
+            plan(),
+            Facts(
+                target("1"), stable=APPLIED, canary=replace(state("2"), deleting=True), generation=1
+            ),
+            {"observedGeneration": 1},
+            [ApplyStable("1", "h1"), EnsureService(False), EnsureHPA(False), EnsurePDB(False)],
+        ),
+    ],
+)
+def test_actions(plan_: Plan, facts: Facts, old: dict[str, Any], expected: list[Action]) -> None:
+    assert list(actions(plan_, facts, old)) == expected

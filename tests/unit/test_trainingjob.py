@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -14,10 +15,21 @@ from modelworks.api.trainingjob import GateRule, TrainingJobSpec
 from modelworks.builders.trainingjob import RunRef, build_job, build_service, job_name, training_key
 from modelworks.status.common import typed
 from modelworks.status.trainingjob import (
+    ACTIVE_POLL,
+    AT_ONCE,
+    RETRY,
+    ApplyJob,
+    DeletePods,
+    EndRun,
+    ModelSource,
+    Register,
     Registration,
+    RemoveStaleJobs,
     RunFacts,
+    SetAlias,
+    StartRun,
     TrainingFacts,
-    compute,
+    decide,
     job_state,
     pod_failure,
     progress,
@@ -263,12 +275,12 @@ def test_gate(
     assert out.summary == summary
 
 
-# --- status ------------------------------------------------------------------------
+# --- status: decide(spec, facts, old status, now) -> Decision ---------------------------
 
 
-def pod(phase: str = "Running", **container_state: Any) -> dict[str, Any]:
+def pod(phase: str = "Running", name: str = "p", **container_state: Any) -> dict[str, Any]:
     return {
-        "metadata": {"name": "p"},
+        "metadata": {"name": name},
         "status": {
             "phase": phase,
             "containerStatuses": [{"name": "trainer", "image": "trainer:1", **container_state}],
@@ -276,223 +288,446 @@ def pod(phase: str = "Running", **container_state: Any) -> dict[str, Any]:
     }
 
 
-def job(*conds: tuple[str, str], **status: Any) -> dict[str, Any]:
+def job(*conds: tuple[str, str], suspend: bool = False, **status: Any) -> dict[str, Any]:
     return {
+        "spec": {"suspend": suspend},
         "status": {
             "conditions": [{"type": t, "status": "True", "reason": r} for t, r in conds],
             **status,
-        }
+        },
     }
+
+
+def facts(**kw: Any) -> TrainingFacts:
+    return TrainingFacts("j", generation=1, **kw)
 
 
 RUNF = RunFacts(
     "7", "abc123", url="http://mlflow/#/experiments/7/runs/abc123", metrics={"auc": 0.9}
 )
-PASS = gates.evaluate([rule(metric="auc", value=0.8)], {"auc": 0.9}, {})
-FAIL = gates.evaluate([rule(metric="auc", value=0.95)], {"auc": 0.9}, {})
-REG = Registration("churn", "3", "runs:/abc123/model", "champion")
+OPEN = replace(RUNF, status="RUNNING")
+DONE = job(("Complete", ""), succeeded=1)
+GATED = {
+    **BASE,
+    "model": {"name": "churn", "alias": "champion"},
+    "qualityGate": [{"metric": "auc", "value": 0.8}],
+}
+STRICT = {**BASE, "qualityGate": [{"metric": "auc", "value": 0.95}]}
+SOURCE = ModelSource("runs:/abc123/model")
+REG = Registration("churn", "3", "runs:/abc123/model", ("champion",))
 OOM = pod("Failed", state={"terminated": {"reason": "OOMKilled", "exitCode": 137}})
+EXIT3 = pod(
+    "Failed", state={"terminated": {"reason": "Error", "exitCode": 3, "message": "ValueError: bad"}}
+)
+PULL = pod("Pending", state={"waiting": {"reason": "ImagePullBackOff", "message": "not found"}})
+
+# name, spec, facts -> phase, summary status, summary reason, actions
+CASES: list[tuple[str, dict[str, Any], TrainingFacts, str, str, str, tuple[Any, ...]]] = [
+    (
+        "mlflow-down",
+        BASE,
+        facts(mlflow_error="connection refused"),
+        "Pending",
+        "Unknown",
+        "MLflowUnavailable",
+        (),
+    ),
+    ("new", BASE, facts(), "Pending", "Unknown", "CreatingRun", (StartRun(None),)),
+    (
+        "new-in-experiment",
+        BASE,
+        facts(experiment_id="7"),
+        "Pending",
+        "Unknown",
+        "CreatingRun",
+        (StartRun("7"),),
+    ),
+    # A pass made the run and died before the Job: the run is found by its key.
+    (
+        "creating-job",
+        BASE,
+        facts(run=RUNF, experiment_id="7"),
+        "Pending",
+        "Unknown",
+        "Pending",
+        (StartRun("7"),),
+    ),
+    (
+        "spec-changed",
+        BASE,
+        facts(stale_jobs=("churn-old",)),
+        "Pending",
+        "Unknown",
+        "CreatingRun",
+        (RemoveStaleJobs(("churn-old",)), StartRun(None)),
+    ),
+    (
+        "pending-pods",
+        BASE,
+        facts(job=job(active=1), pods=[pod("Pending")], run=RUNF),
+        "Pending",
+        "Unknown",
+        "Pending",
+        (),
+    ),
+    (
+        "running",
+        BASE,
+        facts(job=job(active=1, ready=1), pods=[pod()], run=RUNF),
+        "Running",
+        "Unknown",
+        "Training",
+        (),
+    ),
+    # The pod exited 0, the Job has not counted it yet: not back to Pending.
+    (
+        "pods-done-job-not-yet",
+        BASE,
+        facts(job=job(active=1), pods=[pod("Succeeded")], run=RUNF),
+        "Running",
+        "Unknown",
+        "Finishing",
+        (),
+    ),
+    (
+        "image-pull",
+        BASE,
+        facts(job=job(active=1), pods=[PULL], run=RUNF),
+        "Pending",
+        "Unknown",
+        "ImagePullBackOff",
+        (),
+    ),
+    (
+        "oom",
+        BASE,
+        facts(job=job(("Failed", "BackoffLimitExceeded"), failed=1), pods=[OOM], run=RUNF),
+        "Failed",
+        "False",
+        "OOMKilled",
+        (),
+    ),
+    (
+        "oom-cleaned",
+        {**BASE, "cleanPodPolicy": "All"},
+        facts(job=job(("Failed", "BackoffLimitExceeded"), failed=1), pods=[OOM], run=OPEN),
+        "Failed",
+        "False",
+        "OOMKilled",
+        (DeletePods(("p",)), EndRun("abc123", "FAILED")),
+    ),
+    (
+        "deadline",
+        BASE,
+        facts(job=job(("Failed", "DeadlineExceeded")), run=RUNF),
+        "Failed",
+        "False",
+        "DeadlineExceeded",
+        (),
+    ),
+    (
+        "backoff",
+        BASE,
+        facts(job=job(("Failed", "BackoffLimitExceeded"), failed=2), run=RUNF),
+        "Failed",
+        "False",
+        "BackoffLimitExceeded",
+        (),
+    ),
+    (
+        "exit-code",
+        BASE,
+        facts(job=job(("Failed", "BackoffLimitExceeded")), pods=[EXIT3], run=RUNF),
+        "Failed",
+        "False",
+        "Error",
+        (),
+    ),
+    (
+        "suspended",
+        {**BASE, "suspend": True},
+        facts(job=job(("Suspended", "JobSuspended"), suspend=True), run=RUNF),
+        "Suspended",
+        "Unknown",
+        "Suspended",
+        (),
+    ),
+    (
+        "suspending",
+        {**BASE, "suspend": True},
+        facts(job=job(active=1, ready=1), pods=[pod()], run=RUNF),
+        "Suspended",
+        "Unknown",
+        "Suspended",
+        (ApplyJob("7", "abc123", True),),
+    ),
+    # Resumed: the Job still says Suspended until the Job controller starts its pods.
+    (
+        "resuming",
+        BASE,
+        facts(job=job(("Suspended", "JobSuspended"), suspend=True), run=RUNF),
+        "Suspended",
+        "Unknown",
+        "Suspended",
+        (ApplyJob("7", "abc123", False),),
+    ),
+    (
+        "evaluating",
+        BASE,
+        facts(job=job(("Complete", "")), run=RUNF),
+        "Running",
+        "Unknown",
+        "Evaluating",
+        (),
+    ),
+    (
+        "metrics-unreadable",
+        BASE,
+        facts(job=DONE, run=RUNF, mlflow_error="timed out"),
+        "Running",
+        "Unknown",
+        "MLflowUnavailable",
+        (),
+    ),
+    (
+        "gate-failed",
+        STRICT,
+        facts(job=job(("Complete", "")), run=OPEN, baselines={}),
+        "Failed",
+        "False",
+        "QualityGateFailed",
+        (EndRun("abc123", "FINISHED"),),
+    ),
+    (
+        "registering",
+        GATED,
+        facts(job=DONE, run=RUNF, baselines={}, model_source=SOURCE),
+        "Running",
+        "Unknown",
+        "Registering",
+        (Register("churn", "abc123", "runs:/abc123/model", None),),
+    ),
+    (
+        "registry-down",
+        GATED,
+        facts(job=DONE, run=RUNF, baselines={}, mlflow_error="503"),
+        "Running",
+        "Unknown",
+        "MLflowUnavailable",
+        (),
+    ),
+    (
+        "artifact-missing",
+        GATED,
+        facts(
+            job=job(("Complete", "")),
+            run=RUNF,
+            baselines={},
+            registration_error="no model at runs:/abc123/model",
+        ),
+        "Failed",
+        "False",
+        "ArtifactMissing",
+        (),
+    ),
+    (
+        "registered",
+        GATED,
+        facts(job=DONE, run=RUNF, baselines={}, registration=REG),
+        "Succeeded",
+        "True",
+        "ModelRegistered",
+        (),
+    ),
+    (
+        "alias-to-move",
+        GATED,
+        facts(job=DONE, run=RUNF, baselines={}, registration=replace(REG, aliases=())),
+        "Succeeded",
+        "True",
+        "ModelRegistered",
+        (SetAlias("churn", "champion", "3"),),
+    ),
+    (
+        "no-model",
+        {"image": "t:1"},
+        facts(job=job(("Complete", "")), run=RUNF, baselines={}),
+        "Succeeded",
+        "True",
+        "Completed",
+        (),
+    ),
+]
 
 
 @pytest.mark.parametrize(
-    ("name", "spec", "facts", "phase", "summary", "reason"),
-    [
-        (
-            "mlflow-down",
-            BASE,
-            TrainingFacts("j", mlflow_error="connection refused"),
-            "Pending",
-            "Unknown",
-            "MLflowUnavailable",
-        ),
-        ("creating-job", BASE, TrainingFacts("j", run=RUNF), "Pending", "Unknown", "Pending"),
-        (
-            "pending-pods",
-            BASE,
-            TrainingFacts("j", job=job(active=1), pods=[pod("Pending")], run=RUNF),
-            "Pending",
-            "Unknown",
-            "Pending",
-        ),
-        (
-            "running",
-            BASE,
-            TrainingFacts("j", job=job(active=1, ready=1), pods=[pod()], run=RUNF),
-            "Running",
-            "Unknown",
-            "Training",
-        ),
-        (
-            # The pod exited 0, the Job has not counted it yet: not back to Pending.
-            "pods-done-job-not-yet",
-            BASE,
-            TrainingFacts("j", job=job(active=1), pods=[pod("Succeeded")], run=RUNF),
-            "Running",
-            "Unknown",
-            "Finishing",
-        ),
-        (
-            "image-pull",
-            BASE,
-            TrainingFacts(
-                "j",
-                job=job(active=1),
-                pods=[
-                    pod(
-                        "Pending",
-                        state={"waiting": {"reason": "ImagePullBackOff", "message": "not found"}},
-                    )
-                ],
-                run=RUNF,
-            ),
-            "Pending",
-            "Unknown",
-            "ImagePullBackOff",
-        ),
-        (
-            "oom",
-            BASE,
-            TrainingFacts(
-                "j", job=job(("Failed", "BackoffLimitExceeded"), failed=1), pods=[OOM], run=RUNF
-            ),
-            "Failed",
-            "False",
-            "OOMKilled",
-        ),
-        (
-            "deadline",
-            BASE,
-            TrainingFacts("j", job=job(("Failed", "DeadlineExceeded")), run=RUNF),
-            "Failed",
-            "False",
-            "DeadlineExceeded",
-        ),
-        (
-            "backoff",
-            BASE,
-            TrainingFacts("j", job=job(("Failed", "BackoffLimitExceeded"), failed=2), run=RUNF),
-            "Failed",
-            "False",
-            "BackoffLimitExceeded",
-        ),
-        (
-            "exit-code",
-            BASE,
-            TrainingFacts(
-                "j",
-                job=job(("Failed", "BackoffLimitExceeded")),
-                pods=[
-                    pod(
-                        "Failed",
-                        state={
-                            "terminated": {
-                                "reason": "Error",
-                                "exitCode": 3,
-                                "message": "ValueError: bad",
-                            }
-                        },
-                    )
-                ],
-                run=RUNF,
-            ),
-            "Failed",
-            "False",
-            "Error",
-        ),
-        (
-            "suspended",
-            {**BASE, "suspend": True},
-            TrainingFacts("j", job=job(("Suspended", "JobSuspended")), run=RUNF),
-            "Suspended",
-            "Unknown",
-            "Suspended",
-        ),
-        (
-            "evaluating",
-            BASE,
-            TrainingFacts("j", job=job(("Complete", "")), run=RUNF),
-            "Running",
-            "Unknown",
-            "Evaluating",
-        ),
-        (
-            "gate-failed",
-            BASE,
-            TrainingFacts("j", job=job(("Complete", "")), run=RUNF, gate=FAIL),
-            "Failed",
-            "False",
-            "QualityGateFailed",
-        ),
-        (
-            "registering",
-            BASE,
-            TrainingFacts("j", job=job(("Complete", "")), run=RUNF, gate=PASS),
-            "Running",
-            "Unknown",
-            "Registering",
-        ),
-        (
-            "artifact-missing",
-            BASE,
-            TrainingFacts(
-                "j",
-                job=job(("Complete", "")),
-                run=RUNF,
-                gate=PASS,
-                registration_error="no model at runs:/abc123/model",
-            ),
-            "Failed",
-            "False",
-            "ArtifactMissing",
-        ),
-        (
-            "registered",
-            BASE,
-            TrainingFacts(
-                "j", job=job(("Complete", ""), succeeded=1), run=RUNF, gate=PASS, registration=REG
-            ),
-            "Succeeded",
-            "True",
-            "ModelRegistered",
-        ),
-        (
-            "no-model",
-            {"image": "t:1"},
-            TrainingFacts("j", job=job(("Complete", "")), run=RUNF, gate=PASS),
-            "Succeeded",
-            "True",
-            "Completed",
-        ),
-    ],
+    ("name", "spec", "facts_", "phase", "summary", "reason", "actions"),
+    CASES,
+    ids=[case[0] for case in CASES],
 )
-def test_status(
-    name: str, spec: dict[str, Any], facts: TrainingFacts, phase: str, summary: str, reason: str
+def test_decide(
+    name: str,
+    spec: dict[str, Any],
+    facts_: TrainingFacts,
+    phase: str,
+    summary: str,
+    reason: str,
+    actions: tuple[Any, ...],
 ) -> None:
-    status = compute(tj(spec), parse(spec), facts, NOW)
+    out = decide(parse(spec), facts_, {}, NOW)
+    status = out.status
     assert typed(TRAINING_JOB, status) == status
     assert status["phase"] == phase
     cond = conditions.get(status["conditions"], "Succeeded")
     assert cond is not None
     assert (cond["status"], cond["reason"]) == (summary, reason), cond["message"]
     assert status["observedGeneration"] == 1
-    # Recomputing from its own output changes nothing (no write on the next pass).
-    again = compute({**tj(spec), "status": status}, parse(spec), facts, "2026-01-02T00:00:00Z")
-    assert again == status
+    assert out.actions == actions
+    # Deciding again on its own output with the same facts changes nothing and says nothing
+    # new; the actions follow from the facts alone (each finds its work done when it is).
+    again = decide(parse(spec), facts_, status, "2026-01-02T00:00:00Z")
+    assert again.status == status
+    assert again.events == []
+    assert again.actions == actions
+
+
+def acted(facts_: TrainingFacts, actions: tuple[Any, ...]) -> TrainingFacts:
+    """The facts the next pass reads once ``actions`` were made (the world, simulated)."""
+    for action in actions:
+        if isinstance(action, RemoveStaleJobs):
+            facts_ = replace(facts_, stale_jobs=())
+        elif isinstance(action, StartRun):
+            run = facts_.run or RUNF
+            facts_ = replace(facts_, job=job(active=1), run=run, experiment_id=run.experiment_id)
+        elif isinstance(action, ApplyJob):
+            assert facts_.job is not None
+            facts_ = replace(facts_, job={**facts_.job, "spec": {"suspend": action.suspend}})
+        elif isinstance(action, DeletePods):
+            facts_ = replace(facts_, pods=())
+        elif isinstance(action, EndRun):
+            assert facts_.run is not None
+            facts_ = replace(facts_, run=replace(facts_.run, status=action.state))
+        elif isinstance(action, Register):
+            registration = Registration("churn", "3", action.source)
+            facts_ = replace(facts_, registration=registration, model_source=None)
+        elif isinstance(action, SetAlias):
+            assert facts_.registration is not None
+            facts_ = replace(
+                facts_, registration=replace(facts_.registration, aliases=(action.alias,))
+            )
+    return facts_
+
+
+@pytest.mark.parametrize(
+    ("name", "spec", "facts_"), [case[:3] for case in CASES], ids=[case[0] for case in CASES]
+)
+def test_actions_converge(name: str, spec: dict[str, Any], facts_: TrainingFacts) -> None:
+    """Once the world holds what the actions made, nothing is left to write, and a status
+    that needed the next pass (the run's id, the version) has it after a bounded number.
+
+    A final status is settled: its pass made its last writes (pods deleted, run closed) and
+    the next passes answer from the status alone (the reconciler's shortcut).
+    """
+    status: dict[str, Any] = {}
+    for _ in range(4):
+        out = decide(parse(spec), facts_, status, NOW)
+        assert typed(TRAINING_JOB, out.status) == out.status
+        status = out.status
+        if status["phase"] in ("Succeeded", "Failed"):
+            summary = conditions.get(status["conditions"], "Succeeded")
+            assert summary is not None and summary["status"] in ("True", "False")
+            return
+        if not out.actions:
+            break
+        facts_ = acted(facts_, out.actions)
+    else:
+        raise AssertionError(f"still acting: {out.actions}")
+    again = decide(parse(spec), facts_, status, "2026-01-02T00:00:00Z")
+    assert (again.status, again.events, again.actions) == (status, [], ())
+
+
+@pytest.mark.parametrize(
+    ("facts_", "requeue", "result"),
+    [
+        (facts(), AT_ONCE, "ok"),  # the run's id shows a pass later
+        (facts(mlflow_error="down"), RETRY, "retry"),
+        (facts(job=job(active=1, ready=1), pods=[pod()], run=RUNF), ACTIVE_POLL, "ok"),
+        (facts(job=DONE, run=RUNF, baselines={}, model_source=SOURCE), AT_ONCE, "ok"),
+        (facts(job=DONE, run=RUNF, baselines={}, registration=REG), None, "ok"),
+    ],
+)
+def test_requeue(facts_: TrainingFacts, requeue: float | None, result: str) -> None:
+    out = decide(parse(GATED), facts_, {}, NOW)
+    assert (out.requeue_after, out.result) == (requeue, result)
+
+
+def test_events_follow_transitions() -> None:
+    running = decide(
+        parse(GATED), facts(job=job(active=1, ready=1), pods=[pod()], run=RUNF), {}, NOW
+    )
+    assert [(e.type, e.reason) for e in running.events] == [("Normal", "Created")]
+    registering = facts(job=DONE, run=RUNF, baselines={}, model_source=SOURCE)
+    step = decide(parse(GATED), registering, running.status, NOW)
+    assert ("Normal", "Passed") in [(e.type, e.reason) for e in step.events]
+    done = decide(parse(GATED), acted(registering, step.actions), step.status, NOW)
+    assert sorted((e.type, e.reason) for e in done.events) == [
+        ("Normal", "ModelRegistered"),
+        ("Normal", "Registered"),
+    ]
+    failed = decide(
+        parse(BASE),
+        facts(job=job(("Failed", "BackoffLimitExceeded")), pods=[OOM], run=RUNF),
+        running.status,
+        NOW,
+    )
+    assert [(e.type, e.reason) for e in failed.events] == [
+        ("Warning", "OOMKilled"),
+        ("Warning", "OOMKilled"),
+    ]
+
+
+def test_a_new_generation_drops_stalled_and_moves_observed_generation() -> None:
+    old = {
+        "observedGeneration": 1,
+        "phase": "Failed",
+        "conditions": [
+            {
+                "type": "Succeeded",
+                "status": "False",
+                "reason": "InvalidSpec",
+                "message": "m",
+                "lastTransitionTime": NOW,
+                "observedGeneration": 1,
+            },
+            {
+                "type": "Stalled",
+                "status": "True",
+                "reason": "InvalidSpec",
+                "message": "m",
+                "lastTransitionTime": NOW,
+                "observedGeneration": 1,
+            },
+        ],
+    }
+    out = decide(parse(BASE), replace(facts(), generation=2), old, NOW)
+    assert out.status["observedGeneration"] == 2
+    assert conditions.get(out.status["conditions"], "Stalled") is None
+    assert all(c["observedGeneration"] == 2 for c in out.status["conditions"])
 
 
 def test_registered_status_carries_lineage_and_gate() -> None:
-    status = compute(
-        tj(BASE),
-        parse(BASE),
-        TrainingFacts(
-            "j",
+    out = decide(
+        parse(GATED),
+        facts(
             job=job(("Complete", ""), succeeded=1, startTime="t0", completionTime="t1"),
             run=RUNF,
-            gate=PASS,
+            baselines={},
             registration=REG,
         ),
+        {},
         NOW,
     )
+    status = out.status
     assert typed(TRAINING_JOB, status) == status
     assert status["registeredModel"] == {
         "name": "churn",
@@ -509,6 +744,24 @@ def test_registered_status_carries_lineage_and_gate() -> None:
     assert status["metrics"] == {"auc": 0.9}
     assert conditions.is_true(status["conditions"], "ModelRegistered")
     assert conditions.is_true(status["conditions"], "QualityGatePassed")
+
+
+def test_gate_compares_with_the_baseline_it_was_given() -> None:
+    spec = {
+        **GATED,
+        "qualityGate": [
+            {
+                "metric": "auc",
+                "op": ">",
+                "baseline": {"alias": "champion", "minRelativeChange": 0.2},
+            }
+        ],
+    }
+    out = decide(
+        parse(spec), facts(job=DONE, run=RUNF, baselines={"champion": {"auc": 0.8}}), {}, NOW
+    )
+    assert out.status["qualityGate"]["summary"] == "auc=0.9 <= 0.96 (@champion 0.8)"
+    assert out.status["phase"] == "Failed" and out.actions == ()
 
 
 def test_oom_message_names_the_pod_and_the_limit() -> None:

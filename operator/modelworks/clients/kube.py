@@ -57,6 +57,7 @@ _KNOWN = [
     Resource("v1", "Node", "nodes", namespaced=False),
     Resource("apps/v1", "Deployment", "deployments"),
     Resource("batch/v1", "Job", "jobs"),
+    Resource("coordination.k8s.io/v1", "Lease", "leases"),
     Resource("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
     Resource("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
     *(Resource(API_VERSION, k.kind, k.plural) for k in KINDS),
@@ -162,6 +163,41 @@ class Kube:
             body=dict(obj),
             query=[("fieldManager", FIELD_MANAGER), ("force", "true" if force else "false")],
             content_type="application/apply-patch+yaml",
+        )
+
+    def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Create ``obj`` (409 when it exists; ``generateName`` gives it a fresh name)."""
+        res = resource_of(obj["apiVersion"], obj["kind"])
+        return self._call("POST", res.path(obj["metadata"].get("namespace")), body=dict(obj))
+
+    def replace(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Replace ``obj`` whole; its ``metadata.resourceVersion`` guards against lost updates
+        (409 when the stored object has changed since it was read)."""
+        res = resource_of(obj["apiVersion"], obj["kind"])
+        meta = obj["metadata"]
+        return self._call("PUT", res.path(meta.get("namespace"), meta["name"]), body=dict(obj))
+
+    def patch_status(
+        self,
+        obj: Mapping[str, Any],
+        patch: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """Merge-patch the status of ``obj``, guarded by the resourceVersion it was read at.
+
+        The patch carries ``metadata.resourceVersion``, so the API server refuses it with 409
+        when the object changed since (a status computed from stale facts is not stored).
+        """
+        res = resource_of(obj["apiVersion"], obj["kind"])
+        meta = obj["metadata"]
+        body = {
+            "metadata": {"resourceVersion": meta["resourceVersion"]},
+            "status": dict(patch),
+        }
+        return self._call(
+            "PATCH",
+            res.path(meta.get("namespace"), meta["name"], "status"),
+            body=body,
+            content_type="application/merge-patch+json",
         )
 
     def delete(

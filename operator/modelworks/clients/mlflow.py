@@ -131,6 +131,13 @@ class Registry:
             again = self._call(lambda: self.client.get_experiment_by_name(name))
             return str(again.experiment_id)
 
+    def experiment_id(self, name: str) -> str | None:
+        """The id of the live experiment called ``name``; None when it is missing or deleted."""
+        found = self._call(lambda: self.client.get_experiment_by_name(name))
+        if found is None or found.lifecycle_stage == "deleted":
+            return None
+        return str(found.experiment_id)
+
     def find_run(self, experiment_id: str, source: str) -> RunInfo | None:
         """The run tagged ``modelworks.dev/source=<source>``, if one exists."""
         runs = self._call(
@@ -225,12 +232,33 @@ class Registry:
         self, name: str, run: RunInfo, artifact_path: str, *, tags: Mapping[str, str]
     ) -> VersionInfo:
         """Register the model the run logged at ``artifact_path`` (once: found again by run id)."""
-        from mlflow.exceptions import MlflowException
-
         existing = self.find_version(name, run.run_id)
         if existing is not None:
             return existing
-        source, model_id = self._model_source(run, artifact_path)
+        source, model_id = self.model_source(run, artifact_path)
+        return self._create_version(name, run.run_id, source, model_id, tags)
+
+    def create_version(
+        self,
+        name: str,
+        run_id: str,
+        source: str,
+        model_id: str | None,
+        *,
+        tags: Mapping[str, str],
+    ) -> VersionInfo:
+        """Register ``source`` (found by :meth:`model_source`) as a version of ``name``, once:
+        the version of ``run_id`` is looked for first."""
+        existing = self.find_version(name, run_id)
+        if existing is not None:
+            return existing
+        return self._create_version(name, run_id, source, model_id, tags)
+
+    def _create_version(
+        self, name: str, run_id: str, source: str, model_id: str | None, tags: Mapping[str, str]
+    ) -> VersionInfo:
+        from mlflow.exceptions import MlflowException
+
         try:
             self._call(lambda: self.client.create_registered_model(name))
         except MlflowException as exc:
@@ -240,7 +268,7 @@ class Registry:
             lambda: self.client.create_model_version(
                 name,
                 source,
-                run_id=run.run_id,
+                run_id=run_id,
                 tags=dict(tags),
                 model_id=model_id,
                 await_creation_for=60,
@@ -248,7 +276,7 @@ class Registry:
         )
         return _version_info(mv)
 
-    def _model_source(self, run: RunInfo, artifact_path: str) -> tuple[str, str | None]:
+    def model_source(self, run: RunInfo, artifact_path: str) -> tuple[str, str | None]:
         """Where the model is: the run's LoggedModel (MLflow 3), or its artifacts (MLflow 2).
 
         The LoggedModel is looked for first: MLflow 3's artifact listing of a run merges in

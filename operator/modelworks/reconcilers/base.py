@@ -16,6 +16,7 @@ from modelworks import conditions
 from modelworks.api import Kind
 from modelworks.api.common import ApiModel
 from modelworks.api.validate import parse_spec
+from modelworks.builders.events import build_event
 from modelworks.builders.modeldeployment import ServerConfig
 from modelworks.clients.kube import Kube
 from modelworks.clients.mlflow import Registry
@@ -87,7 +88,36 @@ def validate(
 
 def status_changes(kind: Kind, old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
     """The merge patch that stores ``new`` (checked against the kind's model) over ``old``."""
+    if new == old:
+        return {}  # the stored status stands, whatever an older operator wrote into it
     return merge_patch(old, typed(kind, new))
 
 
-__all__ = ["Context", "Decision", "KindReconciler", "status_changes", "validate"]
+def store_status(
+    kube: Kube, kind: Kind, obj: Mapping[str, Any], status: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """Store ``status`` whole, guarded by the resourceVersion ``obj`` was read at; the stored
+    object, or None when nothing changed (no write). A stale ``obj`` raises 409."""
+    changes = status_changes(kind, obj.get("status") or {}, status)
+    if not changes:
+        return None
+    return kube.patch_status(obj, changes)
+
+
+def post_events(
+    kube: Kube, obj: Mapping[str, Any], events: Sequence[Event], now: str, instance: str
+) -> None:
+    """Post each Event about ``obj``."""
+    for event in events:
+        kube.create(build_event(obj, event, now, instance))
+
+
+__all__ = [
+    "Context",
+    "Decision",
+    "KindReconciler",
+    "post_events",
+    "status_changes",
+    "store_status",
+    "validate",
+]

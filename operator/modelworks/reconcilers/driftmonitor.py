@@ -6,27 +6,28 @@ the increase over the window against the reference profile of the served version
 Batch mode runs the check as a Job from the project image and reads its result from the
 pod's termination message. Either way a declared drift (``consecutiveWindows`` drifting
 windows in a row), or a schedule, may start a retraining TrainingJob.
+
+``observe`` only reads the API server, MLflow, the pods and Prometheus; it also keeps
+the counter snapshots and the reference profile in the pass's memory (no API write).
+``decide`` is :func:`modelworks.status.driftmonitor.decide`; ``act`` applies the Job or
+TrainingJob it decided on, both with deterministic names.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Mapping
-from datetime import UTC, datetime
-from typing import Any, cast
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
 
 from modelworks.api import API_VERSION, DRIFT_MONITOR
 from modelworks.api.common import parse_duration
 from modelworks.api.driftmonitor import DriftMonitorSpec
-from modelworks.builders.driftmonitor import build_batch_job, build_retrain
 from modelworks.builders.modeldeployment import ServerConfig, selector
-from modelworks.clients.kube import Kube, KubeError
+from modelworks.clients.kube import Kube
 from modelworks.clients.mlflow import Registry, TrackingUnavailable
 from modelworks.clients.prometheus import PrometheusError, query
 from modelworks.clients.scrape import scrape_pods
-from modelworks.conditions import Event
-from modelworks.drift.engine import WindowCounts, score_counts
 from modelworks.drift.profile import PROFILE_FILE, Profile
 from modelworks.drift.window import (
     Snapshot,
@@ -37,32 +38,61 @@ from modelworks.drift.window import (
     prune,
     window_counts,
 )
-from modelworks.names import (
-    FEATURE_METRIC_PREFIX,
-    MONITOR_LABEL,
-    SERVER_PORT,
-    VERSION_LABEL,
-    format_time,
-    later,
-    parse_time,
-)
-from modelworks.reconcilers.base import validate
+from modelworks.names import FEATURE_METRIC_PREFIX, MONITOR_LABEL, SERVER_PORT, VERSION_LABEL
+from modelworks.reconcilers.base import Context, KindReconciler
+from modelworks.status import driftmonitor as status
 from modelworks.status.common import pod_ready
-from modelworks.status.decision import Decision
+from modelworks.status.decision import Decision, unchanged
 from modelworks.status.driftmonitor import (
-    CheckFacts,
-    RetrainPlan,
-    assess,
-    compute,
-    config_of,
+    Action,
+    BatchJob,
+    Facts,
+    LiveCheck,
+    RetrainFacts,
     due,
-    plan_retrain,
-    result_fields,
 )
 
-JOB_POLL = 10.0
-RETRY = 30.0
 FEATURE_PREFIXES = (FEATURE_METRIC_PREFIX,)
+
+
+def shortcut(obj: Mapping[str, Any], spec: DriftMonitorSpec, now: str) -> Decision[Any] | None:
+    """A suspended monitor, or one not due yet (and no batch check in flight), reads nothing."""
+    old = obj.get("status") or {}
+    if spec.suspend:
+        return status.decide(spec, Facts(monitor=_identity(obj)), old, now)
+    if spec.batch is not None and old.get("checkJob"):
+        return None
+    wait = due(old, obj["metadata"].get("generation"), now)
+    return unchanged(old, wait, "waiting") if wait > 0 else None
+
+
+def observe(obj: Mapping[str, Any], spec: DriftMonitorSpec, ctx: Context) -> Facts:
+    facts = Facts(monitor=_identity(obj), server=ctx.server)
+    if spec.batch is not None:
+        job = _batch_job(obj, ctx.kube)
+        facts = replace(facts, job=job)
+        ready = job is not None and job.finished is not None
+    else:
+        problem, live = _live(obj, spec, ctx)
+        facts = replace(facts, problem=problem, live=live)
+        ready = live is not None
+    if ready and spec.retrain is not None:
+        facts = replace(facts, retrain=_retrain_facts(obj, spec, ctx.kube))
+    return facts
+
+
+def act(
+    obj: Mapping[str, Any], spec: DriftMonitorSpec, actions: Sequence[Action], ctx: Context
+) -> None:
+    """Apply the batch check Job or the retraining TrainingJob (server-side apply, so a
+    pass that runs twice finds the same object)."""
+    for action in actions:
+        ctx.kube.apply(action.body)
+
+
+RECONCILER: KindReconciler[DriftMonitorSpec, Facts, Action] = KindReconciler(
+    kind=DRIFT_MONITOR, shortcut=shortcut, observe=observe, decide=status.decide, act=act
+)
 
 
 def reconcile(
@@ -75,132 +105,81 @@ def reconcile(
     memory: dict[str, Any] | None = None,
     **_: Any,
 ) -> Decision[Any]:
-    parsed, refused = validate(DRIFT_MONITOR, obj, now)
-    if refused is not None:
-        return refused
-    spec = cast(DriftMonitorSpec, parsed)
-    memory = {} if memory is None else memory
-    old = dict(obj.get("status") or {})
-    generation = obj["metadata"].get("generation")
-    if spec.suspend:
-        status, events = compute(obj, spec, CheckFacts(), now)
-        return Decision(status=status, events=events, result="suspended")
-    interval = parse_duration(spec.interval)
-    if spec.batch is not None:
-        return _batch(obj, spec, kube, server, now, interval)
-    wait = due(old, generation, now)
-    if wait > 0:
-        return Decision(status=old, requeue_after=wait, result="waiting")
-    return _live(obj, spec, kube, registry, now, interval, memory)
+    ctx = Context(
+        kube=kube, registry=registry, server=server, memory={} if memory is None else memory
+    )
+    return RECONCILER.reconcile(obj, ctx, now)
+
+
+def _identity(obj: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: obj[k] for k in ("apiVersion", "kind", "metadata") if k in obj}
 
 
 # --- live mode ------------------------------------------------------------------------
 
 
 def _live(
-    obj: Mapping[str, Any],
-    spec: DriftMonitorSpec,
-    kube: Kube,
-    registry: Registry,
-    now: str,
-    interval: float,
-    memory: dict[str, Any],
-) -> Decision[Any]:
+    obj: Mapping[str, Any], spec: DriftMonitorSpec, ctx: Context
+) -> tuple[tuple[str, str] | None, LiveCheck | None]:
+    """The served version's counts over the window, or (reason, message) why none."""
     assert spec.target is not None
     ns = obj["metadata"]["namespace"]
     target_name = spec.target.model_deployment.name
-
-    def problem(reason: str, message: str) -> Decision[Any]:
-        # No nextCheckTime: the pass is retried by requeue, and an unchanged problem
-        # writes nothing.
-        status, events = compute(obj, spec, CheckFacts(problem=(reason, message)), now)
-        status.pop("nextCheckTime", None)
-        old = conditions_reason(obj)
-        if old != reason:
-            events.append(Event(reason, message, "Warning"))
-        return Decision(status=status, events=events, requeue_after=min(interval, RETRY))
-
-    target = kube.get(API_VERSION, "ModelDeployment", ns, target_name)
+    target = ctx.kube.get(API_VERSION, "ModelDeployment", ns, target_name)
     if target is None:
-        return problem("TargetNotFound", f"ModelDeployment {target_name} does not exist")
+        return ("TargetNotFound", f"ModelDeployment {target_name} does not exist"), None
     uri = spec.reference.profile_uri if spec.reference else None
     if uri and not uri.startswith("runs:/"):
-        return problem(
+        return (
             "InvalidReference",
             "live mode reads spec.reference.profileUri from MLflow: use runs:/<run id>/<path>",
-        )
+        ), None
     served = (target.get("status") or {}).get("stableVersion")
     model = target["spec"]["model"]["name"]
     if not served:
-        return problem("TargetNotServing", f"ModelDeployment {target_name} serves no version yet")
+        return ("TargetNotServing", f"ModelDeployment {target_name} serves no version yet"), None
     try:
-        profile = _profile(memory, registry, spec, model, str(served))
+        profile = _profile(ctx.memory, ctx.registry, spec, model, str(served))
     except TrackingUnavailable as exc:
-        return problem("MLflowUnavailable", f"the MLflow server did not answer: {exc}")
+        return ("MLflowUnavailable", f"the MLflow server did not answer: {exc}"), None
     if profile is None:
-        where = (
-            spec.reference.profile_uri
-            if spec.reference and spec.reference.profile_uri
-            else (f"the run of {model} version {served}")
-        )
-        return problem("NoReferenceProfile", f"no reference profile ({PROFILE_FILE}) in {where}")
-
-    window = parse_duration(spec.window)
-    at = parse_time(now).timestamp()
+        where = uri or f"the run of {model} version {served}"
+        return ("NoReferenceProfile", f"no reference profile ({PROFILE_FILE}) in {where}"), None
+    key = (ns, target_name, model, str(served))
     if spec.target.prometheus is not None:
-        bucket_query, missing_query = prometheus_queries(
-            ns, target_name, model, str(served), window
-        )
-        base_url = spec.target.prometheus.url
         try:
-            counted = prometheus_window(
-                query(base_url, bucket_query), query(base_url, missing_query), profile, str(served)
-            )
+            window = _prometheus_window(spec.target.prometheus.url, key, profile, spec)
         except PrometheusError as exc:
-            return problem("PrometheusUnavailable", f"spec.target.prometheus: {exc}")
-        since: float | None = at - window
-    else:
-        counted = _scrape_window(
-            kube, ns, target_name, (model, str(served)), profile, at, window, memory
-        )
-        since = counted.since
-    result = score_counts(
-        profile,
-        {f: WindowCounts(c, m) for f, (c, m) in counted.counts.items()},
-        config_of(spec),
+            return ("PrometheusUnavailable", f"spec.target.prometheus: {exc}"), None
+        return None, LiveCheck(str(served), profile, window, prometheus=True)
+    window = _scrape_window(ctx, key, profile, parse_duration(spec.window))
+    return None, LiveCheck(str(served), profile, window)
+
+
+def _prometheus_window(
+    url: str, key: tuple[str, str, str, str], profile: Profile, spec: DriftMonitorSpec
+) -> Window:
+    """The increase of the served version's counters over the window, from Prometheus."""
+    ns, target_name, model, served = key
+    buckets, missing = prometheus_queries(
+        ns, target_name, model, served, parse_duration(spec.window)
     )
-    check = result_fields(result)
-    base = (
-        obj
-        if (obj.get("status") or {}).get("servedVersion") in (None, str(served))
-        else _fresh(obj)
-    )
-    facts = CheckFacts(
-        check=check,
-        served_version=str(served),
-        pods=counted.pods,
-        window_start=format_time(datetime.fromtimestamp(since, UTC)) if since is not None else None,
-        next_check=later(now, interval),
-    )
-    return _finish(base, spec, kube, facts, check, now, interval, served=str(served))
+    return prometheus_window(query(url, buckets), query(url, missing), profile, served)
 
 
 def _scrape_window(
-    kube: Kube,
-    ns: str,
-    target_name: str,
-    key: tuple[str, str],
-    profile: Profile,
-    at: float,
-    window: float,
-    memory: dict[str, Any],
+    ctx: Context, key: tuple[str, str, str, str], profile: Profile, window: float
 ) -> Window:
-    """Scrape the ready pods serving ``key`` (model, version) now; the increase since a
-    snapshot kept in ``memory`` at least ``window`` ago (or since the pods started)."""
-    served = key[1]
+    """Scrape the ready pods serving ``key``'s version now; the increase since a snapshot
+    kept in memory at least ``window`` ago (or since the pods started). Snapshots are
+    stamped with the time they were taken."""
+    ns, target_name, model, served = key
+    at = time.time()
     pods = [
         p
-        for p in kube.list("v1", "Pod", ns, labels=selector({"metadata": {"name": target_name}}))
+        for p in ctx.kube.list(
+            "v1", "Pod", ns, labels=selector({"metadata": {"name": target_name}})
+        )
         if pod_ready(p) and (p["metadata"].get("labels") or {}).get(VERSION_LABEL) == served
     ]
     scrapes = scrape_pods(pods, SERVER_PORT, FEATURE_PREFIXES)
@@ -215,28 +194,12 @@ def _scrape_window(
             if s.error is None
         },
     )
-    history = memory.get("history", []) if memory.get("version") == key else []
+    memory = ctx.memory
+    history = memory.get("history", []) if memory.get("version") == (model, served) else []
     counted = window_counts(snapshot, history, window)
     memory["history"] = prune([*history, snapshot], at, window)
-    memory["version"] = key
+    memory["version"] = (model, served)
     return counted
-
-
-def conditions_reason(obj: Mapping[str, Any]) -> str | None:
-    for cond in (obj.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "Ready":
-            return str(cond.get("reason"))
-    return None
-
-
-def _fresh(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """The object as if no window had drifted yet: a new served version starts over."""
-    status = dict(obj.get("status") or {})
-    status.pop("consecutiveDriftWindows", None)
-    status["conditions"] = [
-        c for c in status.get("conditions") or [] if c.get("type") != "DriftDetected"
-    ]
-    return {**obj, "status": status}
 
 
 def _profile(
@@ -260,100 +223,33 @@ def _profile(
     return profile
 
 
-# --- batch mode -----------------------------------------------------------------------
+# --- batch mode and retraining -------------------------------------------------------
 
 
-def _batch(
-    obj: Mapping[str, Any],
-    spec: DriftMonitorSpec,
-    kube: Kube,
-    server: ServerConfig,
-    now: str,
-    interval: float,
-) -> Decision[Any]:
+def _batch_job(obj: Mapping[str, Any], kube: Kube) -> BatchJob | None:
+    """The check Job named in ``status.checkJob``; its result once it finished."""
+    name = (obj.get("status") or {}).get("checkJob")
+    if not name:
+        return None
     ns = obj["metadata"]["namespace"]
-    old = dict(obj.get("status") or {})
-    generation = obj["metadata"].get("generation")
-    name = old.get("checkJob")
-    if name:
-        job = kube.get("batch/v1", "Job", ns, str(name))
-        if job is not None:
-            return _batch_result(obj, spec, kube, job, now, interval)
-    wait = due(old, generation, now)
-    if wait > 0 and not name:
-        return Decision(status=old, requeue_after=wait, result="waiting")
-    slot = int(parse_time(now).timestamp() // max(interval, 1.0))
-    digest = hashlib.sha256(
-        json.dumps([obj["metadata"]["uid"], generation, slot]).encode()
-    ).hexdigest()[:8]
-    job = build_batch_job(
-        obj,
-        spec,
-        key=digest,
-        image=server.image,
-        pull_policy=server.pull_policy,
-        tracking_uri=server.tracking_uri,
-    )
-    kube.apply(job)
-    status, events = compute(
-        obj,
-        spec,
-        CheckFacts(check_job=job["metadata"]["name"], waiting="the batch check is running"),
-        now,
-    )
-    return Decision(status=status, events=events, requeue_after=JOB_POLL)
-
-
-def _batch_result(
-    obj: Mapping[str, Any],
-    spec: DriftMonitorSpec,
-    kube: Kube,
-    job: Mapping[str, Any],
-    now: str,
-    interval: float,
-) -> Decision[Any]:
-    ns = obj["metadata"]["namespace"]
-    jname = job["metadata"]["name"]
+    job = kube.get("batch/v1", "Job", ns, str(name))
+    if job is None:
+        return None
     conds = {c.get("type"): c for c in (job.get("status") or {}).get("conditions") or []}
     finished = [t for t in ("Complete", "Failed") if (conds.get(t) or {}).get("status") == "True"]
     if not finished:
-        status, events = compute(
-            obj,
-            spec,
-            CheckFacts(check_job=jname, waiting=f"batch check Job {jname} is running"),
-            now,
-        )
-        return Decision(status=status, events=events, requeue_after=JOB_POLL)
-    pods = kube.list("v1", "Pod", ns, labels={"batch.kubernetes.io/job-name": jname})
-    message = _termination_message(pods)
-    next_check = later(now, interval)
-    check: dict[str, Any] | None = None
-    if finished[0] == "Complete" and message:
-        try:
-            parsed = json.loads(message)
-            if isinstance(parsed, dict) and "verdict" in parsed and "features" in parsed:
-                check = parsed
-        except ValueError:
-            check = None
-    if check is None:
-        why = message or str((conds.get("Failed") or {}).get("message") or "no result")
-        status, events = compute(
-            obj,
-            spec,
-            CheckFacts(
-                problem=("CheckFailed", f"batch check Job {jname}: {why[:500]}"),
-                next_check=next_check,
-            ),
-            now,
-        )
-        events.append(Event("CheckFailed", f"batch check Job {jname}: {why[:500]}", "Warning"))
-        return Decision(status=status, events=events, requeue_after=interval)
-    check.pop("truncated", None)
-    facts = CheckFacts(check=check, next_check=next_check)
-    return _finish(obj, spec, kube, facts, check, now, interval, served=None)
+        return BatchJob(str(name))
+    pods = kube.list("v1", "Pod", ns, labels={"batch.kubernetes.io/job-name": str(name)})
+    return BatchJob(
+        str(name),
+        finished=finished[0],
+        message=termination_message(pods),
+        failure=str((conds.get("Failed") or {}).get("message") or ""),
+    )
 
 
-def _termination_message(pods: list[dict[str, Any]]) -> str:
+def termination_message(pods: list[dict[str, Any]]) -> str:
+    """The newest pod's termination message (where a batch check prints its result)."""
     for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""), reverse=True):
         for cs in (pod.get("status") or {}).get("containerStatuses") or []:
             term = (cs.get("state") or {}).get("terminated") or {}
@@ -362,102 +258,20 @@ def _termination_message(pods: list[dict[str, Any]]) -> str:
     return ""
 
 
-# --- both: status and retraining --------------------------------------------------------
-
-
-def _finish(
-    obj: Mapping[str, Any],
-    spec: DriftMonitorSpec,
-    kube: Kube,
-    facts: CheckFacts,
-    check: Mapping[str, Any],
-    now: str,
-    interval: float,
-    *,
-    served: str | None,
-) -> Decision[Any]:
-    old = dict(obj.get("status") or {})
-    meta = obj["metadata"]
-    _consecutive, declared, _newly = assess(spec, old, check)
-    events: list[Event] = []
-    plan = RetrainPlan(None)
-    retrained = None
-    if spec.retrain is not None:
-        active = [
-            tj
-            for tj in kube.list(
-                API_VERSION, "TrainingJob", meta["namespace"], labels={MONITOR_LABEL: meta["name"]}
-            )
-            if (tj.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
-        ]
-        plan = plan_retrain(
-            spec,
-            old,
-            declared=declared,
-            active=len(active),
-            created=str(meta.get("creationTimestamp") or now),
-            now=now,
-        )
-        if plan.trigger is not None:
-            retrained, failure = _start_retrain(obj, spec, kube, plan.trigger, check, now, served)
-            if failure:
-                events.append(Event("RetrainFailed", failure, "Warning"))
-                plan = RetrainPlan(None, failure, plan.next_scheduled)
-    facts = CheckFacts(
-        check=facts.check,
-        served_version=facts.served_version,
-        pods=facts.pods,
-        window_start=facts.window_start,
-        next_check=facts.next_check,
-        retrain=plan,
-        retrained=retrained,
-    )
-    status, more = compute(obj, spec, facts, now)
-    status.pop("checkJob", None)
-    return Decision(status=status, events=more + events, requeue_after=interval)
-
-
-def _start_retrain(
-    obj: Mapping[str, Any],
-    spec: DriftMonitorSpec,
-    kube: Kube,
-    trigger: str,
-    check: Mapping[str, Any],
-    now: str,
-    served: str | None,
-) -> tuple[str | None, str]:
-    """Create the retraining TrainingJob; (its name, "") or (None, why not)."""
+def _retrain_facts(obj: Mapping[str, Any], spec: DriftMonitorSpec, kube: Kube) -> RetrainFacts:
+    """This monitor's retrainings still running, and the spec a retraining would copy."""
     assert spec.retrain is not None
-    ns = obj["metadata"]["namespace"]
-    source = None
+    meta = obj["metadata"]
+    active = [
+        tj
+        for tj in kube.list(
+            API_VERSION, "TrainingJob", meta["namespace"], labels={MONITOR_LABEL: meta["name"]}
+        )
+        if (tj.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+    ]
+    source_spec = None
     if spec.retrain.from_training_job is not None:
-        source = spec.retrain.from_training_job.name
-        found = kube.get(API_VERSION, "TrainingJob", ns, source)
-        if found is None:
-            return None, f"TrainingJob {source} (spec.retrain.fromTrainingJob) does not exist"
-        training_spec = found["spec"]
-    else:
-        assert spec.retrain.template is not None
-        training_spec = spec.retrain.template.wire()
-    number = int((obj.get("status") or {}).get("retrainCount") or 0) + 1
-    evidence = {
-        "monitor": obj["metadata"]["name"],
-        "trigger": trigger,
-        "at": now,
-        "servedVersion": served,
-        "verdict": check.get("verdict"),
-        "driftedShare": check.get("driftedShare"),
-        "features": [
-            {k: f.get(k) for k in ("name", "method", "score", "threshold")}
-            for f in check.get("features") or []
-            if f.get("drifted")
-        ],
-    }
-    tj = build_retrain(
-        obj, training_spec, number=number, trigger=trigger, evidence=evidence, source=source
-    )
-    try:
-        kube.apply(tj)
-    except KubeError as exc:
-        return None, f"could not create TrainingJob {tj['metadata']['name']}: {exc.message}"
-    return str(tj["metadata"]["name"]), ""
+        name = spec.retrain.from_training_job.name
+        found = kube.get(API_VERSION, "TrainingJob", meta["namespace"], name)
+        source_spec = found["spec"] if found is not None else None
+    return RetrainFacts(active=len(active), source_spec=source_spec)

@@ -1,17 +1,18 @@
-"""Reconcile a ModelDeployment: resolve the model, observe, decide the rollout, apply, report.
+"""Reconcile a ModelDeployment: observe (resolve the model, read the Deployments, pods and the
+canary's metrics), decide the rollout (:func:`status.modeldeployment.decide`, pure), act.
 
 The registry is asked which version the spec means (a version, or whatever holds the
 alias now). The stable and canary Deployments and their pods are observed; during a
-canary step the pods' /metrics are read for analysis. :func:`status.modeldeployment.decide`
-says what each Deployment must run; children are written by server-side apply only
-when their desired form changed (a digest annotation), so a settled object costs reads
-and no writes.
+canary step the pods' /metrics are read for analysis. ``act`` writes children by
+server-side apply only when their desired form changed (a digest annotation), so a
+settled object costs reads and no writes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, cast
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
 
 from modelworks.api import MODEL_DEPLOYMENT
 from modelworks.api.modeldeployment import ModelDeploymentSpec
@@ -36,21 +37,97 @@ from modelworks.names import (
     SERVING_REQUESTS_METRIC,
     TRACK_LABEL,
 )
-from modelworks.reconcilers.base import validate
+from modelworks.reconcilers.base import Context, KindReconciler
+from modelworks.status import modeldeployment as status
 from modelworks.status.common import pod_ready
 from modelworks.status.decision import Decision
 from modelworks.status.modeldeployment import (
+    Action,
     AnalysisFacts,
+    ApplyCanary,
+    ApplyStable,
+    DeleteCanary,
     DeploymentState,
+    EnsureHPA,
+    EnsurePDB,
+    EnsureService,
     Facts,
     Target,
     analysis_facts,
-    decide,
 )
 
-__all__ = ["ServerConfig", "reconcile"]
+__all__ = ["RECONCILER", "ServerConfig", "reconcile"]
 APPS = "apps/v1"
 SERVING_PREFIXES = (SERVING_REQUESTS_METRIC, SERVING_LATENCY_BUCKET)
+
+
+def observe(obj: Mapping[str, Any], spec: ModelDeploymentSpec, ctx: Context) -> Facts:
+    """Reads only: the target version, both Deployments, the pods (not when settled) and,
+    while a canary has ready pods, their metrics."""
+    ns = obj["metadata"]["namespace"]
+    old = obj.get("status") or {}
+    target, reason, message = _resolve(spec, ctx.registry)
+    stable = _deployment(ctx.kube, ns, deployment_name(obj, "stable"))
+    canary = _deployment(ctx.kube, ns, deployment_name(obj, "canary"))
+    settled = (
+        canary is None
+        and not old.get("canary")
+        and target is not None
+        and old.get("stableVersion") == target.version
+        and stable is not None
+        and stable.complete(target.version)
+    )
+    pods = [] if settled else ctx.kube.list("v1", "Pod", ns, labels=selector(obj))
+    return Facts(
+        target=target,
+        resolve_reason=reason,
+        resolve_message=message,
+        stable=stable,
+        canary=canary,
+        pods=pods,
+        analysis=_analyse(pods) if canary is not None and canary.ready else None,
+        generation=obj["metadata"].get("generation"),
+        url=url(obj, spec),
+    )
+
+
+def act(
+    obj: Mapping[str, Any], spec: ModelDeploymentSpec, actions: Sequence[Action], ctx: Context
+) -> None:
+    """The writes, in order; each applies only what differs from what is there."""
+    kube, ns, name = ctx.kube, obj["metadata"]["namespace"], obj["metadata"]["name"]
+    for action in actions:
+        match action:
+            case ApplyStable(version, applied):
+                replicas = fixed_replicas(spec)
+                desired = build_deployment(
+                    obj, spec, ctx.server, version=version, track="stable", replicas=replicas
+                )
+                if applied != desired_hash(desired):
+                    kube.apply(desired)
+            case ApplyCanary(version, replicas, applied):
+                desired = build_deployment(
+                    obj, spec, ctx.server, version=version, track="canary", replicas=replicas
+                )
+                if applied != desired_hash(desired):
+                    kube.apply(desired)
+            case DeleteCanary():
+                kube.delete(APPS, "Deployment", ns, deployment_name(obj, "canary"))
+            case EnsureService(force):
+                _ensure(kube, build_service(obj, spec), ns, name, "v1", "Service", force)
+            case EnsureHPA(force):
+                hpa = build_hpa(obj, spec)
+                _ensure_optional(
+                    kube, hpa, ns, name, "autoscaling/v2", "HorizontalPodAutoscaler", force
+                )
+            case EnsurePDB(force):
+                pdb = build_pdb(obj, spec)
+                _ensure_optional(kube, pdb, ns, name, "policy/v1", "PodDisruptionBudget", force)
+
+
+RECONCILER: KindReconciler[ModelDeploymentSpec, Facts, Action] = KindReconciler(
+    kind=MODEL_DEPLOYMENT, observe=observe, decide=status.decide, act=act
+)
 
 
 def reconcile(
@@ -60,94 +137,19 @@ def reconcile(
     registry: Registry,
     now: str,
     server: ServerConfig,
+    memory: dict[str, Any] | None = None,
     **_: Any,
 ) -> Decision[Any]:
-    parsed, refused = validate(MODEL_DEPLOYMENT, obj, now)
-    if refused is not None:
-        return refused
-    spec = cast(ModelDeploymentSpec, parsed)
-    ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
-    old = obj.get("status") or {}
-
-    target, reason, message = _resolve(spec, registry)
-    stable = kube.get(APPS, "Deployment", ns, deployment_name(obj, "stable"))
-    canary = kube.get(APPS, "Deployment", ns, deployment_name(obj, "canary"))
-    stable_state = DeploymentState.of(stable)
-    canary_state = DeploymentState.of(canary)
-    settled = (
-        canary is None
-        and not old.get("canary")
-        and target is not None
-        and old.get("stableVersion") == target.version
-        and stable_state is not None
-        and stable_state.complete(target.version)
+    ctx = Context(
+        kube=kube, registry=registry, server=server, memory=memory if memory is not None else {}
     )
-    pods = [] if settled else kube.list("v1", "Pod", ns, labels=selector(obj))
-    analysis = _analyse(pods) if canary_state is not None and canary_state.ready else None
-    facts = Facts(
-        target=target,
-        resolve_reason=reason,
-        resolve_message=message,
-        stable=stable_state,
-        canary=canary_state,
-        pods=pods,
-        analysis=analysis,
-    )
-    link = url(obj, spec)
-    decision = decide(obj, spec, facts, now, link)
+    return RECONCILER.reconcile(obj, ctx, now)
 
-    # ---- act: only what differs from what is there -----------------------------
-    generation_changed = old.get("observedGeneration") != obj["metadata"].get("generation")
-    if decision.stable_version is not None:
-        desired = build_deployment(
-            obj,
-            spec,
-            server,
-            version=decision.stable_version,
-            track="stable",
-            replicas=fixed_replicas(spec),
-        )
-        if desired_hash(stable) != desired_hash(desired):
-            kube.apply(desired)
-        _ensure(kube, build_service(obj, spec), ns, name, "v1", "Service", generation_changed)
-        _ensure_optional(
-            kube,
-            build_hpa(obj, spec),
-            ns,
-            name,
-            "autoscaling/v2",
-            "HorizontalPodAutoscaler",
-            generation_changed or stable is None,
-        )
-        _ensure_optional(
-            kube,
-            build_pdb(obj, spec),
-            ns,
-            name,
-            "policy/v1",
-            "PodDisruptionBudget",
-            generation_changed or stable is None,
-        )
-    if decision.canary_version is not None:
-        desired = build_deployment(
-            obj,
-            spec,
-            server,
-            version=decision.canary_version,
-            track="canary",
-            replicas=decision.canary_replicas,
-        )
-        if desired_hash(canary) != desired_hash(desired):
-            kube.apply(desired)
-    elif canary is not None and not canary["metadata"].get("deletionTimestamp"):
-        kube.delete(APPS, "Deployment", ns, deployment_name(obj, "canary"))
 
-    return Decision(
-        status=decision.status,
-        events=decision.events,
-        requeue_after=decision.requeue_after,
-        result="ok" if reason != "MLflowUnavailable" else "retry",
-    )
+def _deployment(kube: Kube, ns: str, name: str) -> DeploymentState | None:
+    found = kube.get(APPS, "Deployment", ns, name)
+    state = DeploymentState.of(found)
+    return None if state is None else replace(state, applied=desired_hash(found))
 
 
 def _resolve(spec: ModelDeploymentSpec, registry: Registry) -> tuple[Target | None, str, str]:

@@ -1,4 +1,4 @@
-"""Reconcile a TrainingJob: observe, act (run, Job, registration), compute status.
+"""Reconcile a TrainingJob: observe (reads) -> status.trainingjob.decide (pure) -> act.
 
 Every side effect is looked up by its key before it is made: the MLflow run by its
 ``modelworks.dev/source`` tag, the Job by its deterministic name, the model version by
@@ -7,15 +7,15 @@ the run id. A pass that dies half way and runs again creates nothing twice.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import replace
-from typing import Any, cast
+from typing import Any
 
 from modelworks import conditions
-from modelworks import gate as gates
 from modelworks.api import TRAINING_JOB
 from modelworks.api.trainingjob import TrainingJobSpec
+from modelworks.builders.modeldeployment import ServerConfig
 from modelworks.builders.trainingjob import (
     RunRef,
     build_job,
@@ -29,7 +29,6 @@ from modelworks.builders.trainingjob import (
 )
 from modelworks.clients.kube import Kube
 from modelworks.clients.mlflow import ArtifactMissing, Registry, RunInfo, TrackingUnavailable
-from modelworks.conditions import Event
 from modelworks.names import (
     EXPERIMENT_ANNOTATION,
     NAMESPACE_TAG,
@@ -37,102 +36,184 @@ from modelworks.names import (
     TRAINING_JOB_LABEL,
     TRAINING_KEY_LABEL,
 )
-from modelworks.reconcilers.base import validate
-from modelworks.status.decision import Decision
-from modelworks.status.trainingjob import Registration, RunFacts, TrainingFacts, compute, job_state
+from modelworks.reconcilers.base import Context, KindReconciler
+from modelworks.status import trainingjob as status
+from modelworks.status.decision import Decision, unchanged
+from modelworks.status.trainingjob import (
+    Action,
+    ApplyJob,
+    DeletePods,
+    EndRun,
+    ModelSource,
+    Register,
+    Registration,
+    RemoveStaleJobs,
+    RunFacts,
+    SetAlias,
+    StartRun,
+    TrainingFacts,
+    job_state,
+)
 
-ACTIVE_POLL = 10.0  # seconds between passes while a run is in progress
-RETRY = 20.0  # after MLflow did not answer
-
-
-def reconcile(
-    obj: Mapping[str, Any], *, kube: Kube, registry: Registry, now: str, **_: Any
-) -> Decision[Any]:
-    parsed, refused = validate(TRAINING_JOB, obj, now)
-    if refused is not None:
-        return refused
-    spec = cast(TrainingJobSpec, parsed)
-    old = dict(obj.get("status") or {})
-    jname = job_name(obj, spec)
-    if _settled(obj, old, jname):
-        return Decision(status=old, result="settled")
-
-    if old.get("jobName") != jname:  # first pass, or the spec changed: earlier Jobs go
-        _remove_stale_jobs(
-            kube, obj["metadata"]["namespace"], obj["metadata"]["name"], training_key(spec)
-        )
-    facts = _observe_and_act(obj, spec, jname, kube, registry)
-    status = compute(obj, spec, facts, now)
-    events = [
-        Event(reason, message, type_)
-        for type_, reason, message in conditions.transitions(
-            old.get("conditions"), status["conditions"]
-        )
-    ]
-    phase = status["phase"]
-    requeue = (
-        RETRY if facts.mlflow_error else (ACTIVE_POLL if phase in ("Pending", "Running") else None)
-    )
-    return Decision(
-        status=status,
-        events=events,
-        requeue_after=requeue,
-        result="retry" if facts.mlflow_error else "ok",
-    )
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 
 
-def _settled(obj: Mapping[str, Any], old: Mapping[str, Any], jname: str) -> bool:
+def shortcut(obj: Mapping[str, Any], spec: TrainingJobSpec, now: str) -> Decision[Any] | None:
     """A finished run of the current spec needs nothing more: no API or MLflow calls."""
-    summary = conditions.get(old.get("conditions"), "Succeeded")
-    return (
+    old = obj.get("status") or {}
+    summary = conditions.get(old.get("conditions"), TRAINING_JOB.summary)
+    settled = (
         old.get("observedGeneration") == obj["metadata"].get("generation")
-        and old.get("jobName") == jname
+        and old.get("jobName") == job_name(obj, spec)
         and old.get("phase") in ("Succeeded", "Failed")
         and summary is not None
         and summary.get("status") in ("True", "False")
     )
+    return unchanged(old, None, "settled") if settled else None
 
 
-def _observe_and_act(
-    obj: Mapping[str, Any], spec: TrainingJobSpec, jname: str, kube: Kube, registry: Registry
-) -> TrainingFacts:
+def observe(obj: Mapping[str, Any], spec: TrainingJobSpec, ctx: Context) -> TrainingFacts:
+    """Reads only: stale Jobs (when the spec changed), the Job, its pods, then MLflow."""
     meta = obj["metadata"]
-    ns = meta["namespace"]
-    job = kube.get("batch/v1", "Job", ns, jname)
-    try:
-        run = _run_of(obj, spec, job, registry)
-    except TrackingUnavailable as exc:
-        return TrainingFacts(jname, job=job, mlflow_error=str(exc))
-
-    ref = RunRef(registry.tracking_uri, run.experiment_id, run.run_id)
-    if job is None:
-        service = build_service(obj, spec)
-        if service is not None:
-            kube.apply(service)
-        job = _apply_job(kube, obj, spec, ref)
-    elif bool((job.get("spec") or {}).get("suspend")) != spec.suspend:
-        job = _apply_job(kube, obj, spec, ref)  # suspend or resume the same run
-
+    ns, jname = meta["namespace"], job_name(obj, spec)
+    stale: tuple[str, ...] = ()
+    if (obj.get("status") or {}).get("jobName") != jname:  # first pass, or a new spec
+        stale = _stale_jobs(ctx.kube, ns, meta["name"], training_key(spec))
+    job = ctx.kube.get("batch/v1", "Job", ns, jname)
     state = job_state(job)[0]
     pods: list[dict[str, Any]] = []
     if state in ("Active", "Failed") or (state == "Succeeded" and spec.clean_pod_policy != "None"):
-        pods = kube.list("v1", "Pod", ns, labels={"batch.kubernetes.io/job-name": jname})
-    if state in ("Succeeded", "Failed"):
-        _clean_pods(kube, ns, pods, spec.clean_pod_policy)
-    run_facts = RunFacts(
-        run.experiment_id,
-        run.run_id,
-        registry.run_url(run.experiment_id, run.run_id),
-        run.status,
-        run.metrics,
+        pods = ctx.kube.list("v1", "Pod", ns, labels={JOB_NAME_LABEL: jname})
+    facts = TrainingFacts(
+        jname, generation=meta.get("generation"), job=job, pods=tuple(pods), stale_jobs=stale
     )
-    facts = TrainingFacts(jname, job=job, pods=pods, run=run_facts)
-    if state == "Failed":
-        _safely(lambda: registry.end_run(run.run_id, "FAILED"))
+    try:
+        experiment_id, run = _run_of(obj, spec, job, ctx.registry)
+    except TrackingUnavailable as exc:
+        return replace(facts, mlflow_error=str(exc))
+    facts = replace(facts, experiment_id=experiment_id)
+    if run is None:
         return facts
+    url = ctx.registry.run_url(run.experiment_id, run.run_id)
+    run_facts = RunFacts(run.experiment_id, run.run_id, url, run.status, run.metrics)
+    facts = replace(facts, run=run_facts)
     if state != "Succeeded":
         return facts
-    return _finish(obj, spec, facts, run, registry)
+    return _outcome(spec, facts, run, ctx.registry)
+
+
+def _run_of(
+    obj: Mapping[str, Any], spec: TrainingJobSpec, job: Mapping[str, Any] | None, registry: Registry
+) -> tuple[str | None, RunInfo | None]:
+    """(experiment id, run): the Job remembers its run; without a Job, the run's key finds it."""
+    annotations = ((job or {}).get("metadata") or {}).get("annotations") or {}
+    if RUN_ANNOTATION in annotations:
+        run = registry.get_run(annotations[RUN_ANNOTATION])
+        return run.experiment_id, run
+    experiment = registry.experiment_id(experiment_name(obj, spec))
+    if experiment is None:
+        return None, None
+    return experiment, registry.find_run(experiment, source_key(obj, spec))
+
+
+def _outcome(
+    spec: TrainingJobSpec, facts: TrainingFacts, run: RunInfo, registry: Registry
+) -> TrainingFacts:
+    """The Job succeeded: what the gate and the registration need, as far as MLflow answers."""
+    try:
+        facts = replace(facts, baselines=_baselines(spec, run, registry))
+        if spec.model is None:
+            return facts
+        found = registry.find_version(spec.model.name, run.run_id)
+        if found is not None:
+            registration = Registration(found.name, found.version, found.source, found.aliases)
+            return replace(facts, registration=registration)
+        uri, model_id = registry.model_source(run, spec.model.artifact_path)
+        return replace(facts, model_source=ModelSource(uri, model_id))
+    except ArtifactMissing as exc:
+        return replace(facts, registration_error=str(exc))
+    except TrackingUnavailable as exc:
+        return replace(facts, mlflow_error=str(exc))
+
+
+def _baselines(
+    spec: TrainingJobSpec, run: RunInfo, registry: Registry
+) -> dict[str, dict[str, float] | None]:
+    """alias -> the metrics of the run behind the version that holds it (None: no version).
+
+    A version of this very run holding the alias (a pass moved it and died before it wrote
+    the status) is no baseline: the run would be compared with itself.
+    """
+    out: dict[str, dict[str, float] | None] = {}
+    if spec.model is None:
+        return out
+    for rule in spec.quality_gate or []:
+        if rule.baseline is None or rule.baseline.alias in out:
+            continue
+        held = registry.version_by_alias(spec.model.name, rule.baseline.alias)
+        holder = held.run_id if held is not None else None
+        theirs = holder is not None and holder != run.run_id
+        out[rule.baseline.alias] = registry.get_run(holder).metrics if theirs and holder else None
+    return out
+
+
+def _stale_jobs(kube: Kube, ns: str, name: str, key: str) -> tuple[str, ...]:
+    """Jobs of an earlier spec of this TrainingJob, not yet being deleted."""
+    jobs = kube.list("batch/v1", "Job", ns, labels={TRAINING_JOB_LABEL: name})
+    return tuple(
+        job["metadata"]["name"]
+        for job in jobs
+        if (job["metadata"].get("labels") or {}).get(TRAINING_KEY_LABEL) != key
+        and not job["metadata"].get("deletionTimestamp")
+    )
+
+
+def act(
+    obj: Mapping[str, Any], spec: TrainingJobSpec, actions: Sequence[Action], ctx: Context
+) -> None:
+    """The decided writes, in order; each finds what it would create before creating it."""
+    ns = obj["metadata"]["namespace"]
+    kube, registry = ctx.kube, ctx.registry
+    for action in actions:
+        match action:
+            case RemoveStaleJobs(names=names):
+                for name in names:
+                    kube.delete("batch/v1", "Job", ns, name, propagation="Background")
+            case StartRun(experiment_id=experiment_id):
+                _start_run(obj, spec, experiment_id, ctx)
+            case ApplyJob(experiment_id=experiment_id, run_id=run_id):
+                _apply_job(kube, obj, spec, RunRef(registry.tracking_uri, experiment_id, run_id))
+            case DeletePods(names=names):
+                for name in names:
+                    kube.delete("v1", "Pod", ns, name)
+            case EndRun(run_id=run_id, state=state):
+                _end_run(registry, run_id, state)
+            case Register(model=model, run_id=run_id, source=source, model_id=model_id):
+                tags = version_tags(obj, spec, run_id)
+                registry.create_version(model, run_id, source, model_id, tags=tags)
+            case SetAlias(model=model, alias=alias, version=version):
+                registry.set_alias(model, alias, version)
+
+
+def _start_run(
+    obj: Mapping[str, Any], spec: TrainingJobSpec, experiment_id: str | None, ctx: Context
+) -> None:
+    """The run (found by its key, else created, its params logged), then its Service and Job."""
+    meta, registry = obj["metadata"], ctx.registry
+    experiment = experiment_id or registry.ensure_experiment(
+        experiment_name(obj, spec), tags={NAMESPACE_TAG: meta["namespace"]}
+    )
+    run = registry.ensure_run(
+        experiment,
+        source_key(obj, spec),
+        run_name=f"{meta['name']}-{training_key(spec)}",
+        tags=lineage_tags(obj, spec),
+        params=spec.hyperparameters or {},
+    )
+    service = build_service(obj, spec)
+    if service is not None:
+        ctx.kube.apply(service)
+    _apply_job(ctx.kube, obj, spec, RunRef(registry.tracking_uri, run.experiment_id, run.run_id))
 
 
 def _apply_job(
@@ -144,111 +225,29 @@ def _apply_job(
     return kube.apply(desired)
 
 
-def _run_of(
-    obj: Mapping[str, Any], spec: TrainingJobSpec, job: Mapping[str, Any] | None, registry: Registry
-) -> RunInfo:
-    """The MLflow run of this training: the Job remembers it; else found by tag or created."""
-    annotations = ((job or {}).get("metadata") or {}).get("annotations") or {}
-    if RUN_ANNOTATION in annotations:
-        return registry.get_run(annotations[RUN_ANNOTATION])
-    meta = obj["metadata"]
-    experiment = registry.ensure_experiment(
-        experiment_name(obj, spec), tags={NAMESPACE_TAG: meta["namespace"]}
-    )
-    return registry.ensure_run(
-        experiment,
-        source_key(obj, spec),
-        run_name=f"{meta['name']}-{training_key(spec)}",
-        tags=lineage_tags(obj, spec),
-        params=spec.hyperparameters or {},
-    )
-
-
-def _finish(
-    obj: Mapping[str, Any],
-    spec: TrainingJobSpec,
-    facts: TrainingFacts,
-    run: RunInfo,
-    registry: Registry,
-) -> TrainingFacts:
-    """The Job succeeded: close the run, apply the gate, register what passes."""
-    try:
-        registry.end_run(run.run_id, "FINISHED")
-        run = registry.get_run(run.run_id)
-        rules = list(spec.quality_gate or [])
-        if spec.model is not None:
-            model_name = spec.model.name
-            baselines = {
-                r.baseline.alias: registry.alias_metrics(model_name, r.baseline.alias)
-                for r in rules
-                if r.baseline is not None
-            }
-        else:
-            baselines = {}
-        gate = gates.evaluate(rules, run.metrics, baselines)
-        facts = _with(facts, run, gate=gate)
-        if not gate.passed or spec.model is None:
-            return facts
-        try:
-            version = registry.register(
-                spec.model.name,
-                run,
-                spec.model.artifact_path,
-                tags=version_tags(obj, spec, run.run_id),
-            )
-        except ArtifactMissing as exc:
-            return _with(facts, run, gate=gate, registration_error=str(exc))
-        if spec.model.alias:
-            registry.set_alias(spec.model.name, spec.model.alias, version.version)
-        return _with(
-            facts,
-            run,
-            gate=gate,
-            registration=Registration(
-                version.name, version.version, version.source, spec.model.alias
-            ),
-        )
-    except TrackingUnavailable as exc:
-        return TrainingFacts(
-            facts.job_name,
-            job=facts.job,
-            pods=facts.pods,
-            run=facts.run,
-            mlflow_error=str(exc),
-            gate=facts.gate,
-        )
-
-
-def _with(facts: TrainingFacts, run: RunInfo, **changes: Any) -> TrainingFacts:
-    """The facts with the run's fresh metrics and the given fields replaced."""
-    assert facts.run is not None
-    fresh = replace(facts.run, status=run.status, metrics=run.metrics)
-    return replace(facts, run=fresh, **changes)
-
-
-def _clean_pods(kube: Kube, ns: str, pods: list[dict[str, Any]], policy: str) -> None:
-    """The run has ended: delete its pods as cleanPodPolicy says (None keeps them to debug).
-
-    Done in the pass that sees the end (the failure reason is read from the pods first,
-    in the same pass), and again on later passes until the status is final.
-    """
-    for pod in pods:
-        phase = (pod.get("status") or {}).get("phase")
-        if pod["metadata"].get("deletionTimestamp"):
-            continue
-        if policy == "All" or (policy == "Running" and phase in ("Running", "Pending")):
-            kube.delete("v1", "Pod", ns, pod["metadata"]["name"])
-
-
-def _remove_stale_jobs(kube: Kube, ns: str, name: str, key: str) -> None:
-    """Jobs of an earlier spec of this TrainingJob are deleted with their pods."""
-    for job in kube.list("batch/v1", "Job", ns, labels={TRAINING_JOB_LABEL: name}):
-        labels = job["metadata"].get("labels") or {}
-        if labels.get(TRAINING_KEY_LABEL) != key and not job["metadata"].get("deletionTimestamp"):
-            kube.delete("batch/v1", "Job", ns, job["metadata"]["name"], propagation="Background")
-
-
-def _safely(action: Callable[[], None]) -> None:
+def _end_run(registry: Registry, run_id: str, state: str) -> None:
     """The run's end state is cosmetic: if MLflow is down the next pass tries again."""
     with suppress(TrackingUnavailable):
-        action()
+        registry.end_run(run_id, state)
+
+
+RECONCILER: KindReconciler[TrainingJobSpec, TrainingFacts, Action] = KindReconciler(
+    kind=TRAINING_JOB, shortcut=shortcut, observe=observe, decide=status.decide, act=act
+)
+
+
+def reconcile(
+    obj: Mapping[str, Any],
+    *,
+    kube: Kube,
+    registry: Registry,
+    now: str,
+    server: ServerConfig | None = None,
+    memory: dict[str, Any] | None = None,
+    **_: Any,
+) -> Decision[Any]:
+    """One pass of one TrainingJob (the work queue's workers call this)."""
+    server = server or ServerConfig(image="", pull_policy="", tracking_uri=registry.tracking_uri)
+    memory = memory if memory is not None else {}
+    ctx = Context(kube=kube, registry=registry, server=server, memory=memory)
+    return RECONCILER.reconcile(obj, ctx, now)

@@ -1,27 +1,44 @@
-"""DriftMonitor: what a check found -> status, Events, and whether to retrain. Pure."""
+"""DriftMonitor: what a pass observed -> status, Events, and the writes to make. Pure.
+
+:func:`decide` runs the drift engine on the counts it is given (live mode) or reads the
+batch Job's result, then decides the status and whether to start a batch check or a
+retraining; :func:`compute` builds the status of what the pass found.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import timedelta
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from modelworks import conditions
+from modelworks.api import DRIFT_MONITOR
 from modelworks.api.common import parse_duration
 from modelworks.api.driftmonitor import DriftMonitorSpec
+from modelworks.builders.driftmonitor import build_batch_job, build_retrain
+from modelworks.builders.modeldeployment import ServerConfig
 from modelworks.conditions import Event
 from modelworks.drift.engine import (
     Calibration,
     DatasetResult,
     DriftConfig,
     FeatureOverride,
+    WindowCounts,
     hysteresis,
+    score_counts,
 )
-from modelworks.names import format_time, parse_time
+from modelworks.drift.profile import Profile
+from modelworks.drift.window import Window
+from modelworks.names import format_time, later, parse_time
 from modelworks.schedule import Cron
+from modelworks.status.decision import Decision, StatusBuilder
 
 RESULT_LIMIT = 3800  # bytes: a batch Job reports through its termination message (4096)
+JOB_POLL = 10.0  # seconds between looks at a running batch check
+RETRY = 30.0  # seconds before a live check that could not run is tried again
 
 
 def config_of(spec: DriftMonitorSpec) -> DriftConfig:
@@ -78,8 +95,6 @@ def result_fields(result: DatasetResult) -> dict[str, Any]:
 
 def compact(fields: Mapping[str, Any], limit: int = RESULT_LIMIT) -> dict[str, Any]:
     """``fields`` cut to fit ``limit`` bytes of JSON: notes first, then undrifted features."""
-    import json
-
     out = dict(fields)
 
     def size() -> int:
@@ -160,9 +175,67 @@ def plan_retrain(
     return RetrainPlan(trigger, "", next_scheduled)
 
 
+# --- what a pass observed, and what it may write --------------------------------------
+
+
+@dataclass(frozen=True)
+class LiveCheck:
+    """What the serving pods (or Prometheus) counted for the served version."""
+
+    served: str  # the target's stable version
+    profile: Profile  # its reference profile
+    window: Window  # counts per feature, pods, since (the baseline snapshot's time)
+    prometheus: bool = False  # the window is Prometheus's [now - spec.window, now]
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    """The batch check Job named in ``status.checkJob``, as found."""
+
+    name: str
+    finished: str | None = None  # "Complete" or "Failed"
+    message: str = ""  # the check pod's termination message
+    failure: str = ""  # the message of the Job's Failed condition
+
+
+@dataclass(frozen=True)
+class RetrainFacts:
+    active: int = 0  # this monitor's retraining TrainingJobs still running
+    source_spec: Mapping[str, Any] | None = None  # spec.retrain.fromTrainingJob's (None: absent)
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What ``observe`` read for one pass of a DriftMonitor."""
+
+    monitor: Mapping[str, Any]  # the object's apiVersion, kind and metadata
+    server: ServerConfig | None = None  # image and MLflow address for a batch check Job
+    problem: tuple[str, str] | None = None  # (reason, message): no live check possible
+    live: LiveCheck | None = None
+    job: BatchJob | None = None  # batch mode: the check Job in flight, if it still exists
+    retrain: RetrainFacts = field(default_factory=RetrainFacts)
+
+
+@dataclass(frozen=True)
+class ApplyBatchJob:
+    """Start a batch check: its name is keyed by uid, generation and interval slot."""
+
+    body: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class StartRetrain:
+    """Create the retraining TrainingJob ``<monitor>-r<retrainCount + 1>``."""
+
+    body: Mapping[str, Any]
+
+
+Action = ApplyBatchJob | StartRetrain
+
+
 @dataclass(frozen=True)
 class CheckFacts:
-    """One pass of a DriftMonitor."""
+    """What one pass found, as the status reports it."""
 
     problem: tuple[str, str] | None = None  # (reason, message): no check possible
     check: Mapping[str, Any] | None = None  # result_fields() of a new window
@@ -188,148 +261,374 @@ def assess(
     return h.consecutive, h.declared, h.declared and not was
 
 
-def compute(
-    obj: Mapping[str, Any], spec: DriftMonitorSpec, facts: CheckFacts, now: str
-) -> tuple[dict[str, Any], list[Event]]:
-    """The whole new status and the Events of this pass."""
-    generation = (obj.get("metadata") or {}).get("generation")
-    old = dict(obj.get("status") or {})
-    name = obj["metadata"]["name"]
-    status: dict[str, Any] = {"observedGeneration": generation}
-    keep = (
-        "verdict",
-        "driftedShare",
-        "samples",
-        "servedVersion",
-        "consecutiveDriftWindows",
-        "lastCheckTime",
-        "nextCheckTime",
-        "features",
-        "lastRetrain",
-        "retrainCount",
-        "nextScheduledRetrain",
-        "windowStart",
-        "pods",
-    )
-    status.update({k: old[k] for k in keep if k in old})
-    events: list[Event] = []
-    conds = conditions.remove(old.get("conditions"), "Stalled")
+# --- decide ---------------------------------------------------------------------------
 
-    def put(type_: str, value: bool, reason: str, message: str) -> None:
-        nonlocal conds
-        conds = conditions.set_condition(
-            conds, type_, value, reason, message, now=now, generation=generation
-        )
 
-    if facts.served_version is not None:
-        status["servedVersion"] = facts.served_version
-    if facts.pods is not None:
-        status["pods"] = facts.pods
-    if facts.next_check is not None:
-        status["nextCheckTime"] = facts.next_check
-    if facts.check_job:
-        status["checkJob"] = facts.check_job
-    if facts.retrain.next_scheduled:
-        status["nextScheduledRetrain"] = facts.retrain.next_scheduled
-
-    declared = conditions.is_true(old.get("conditions"), "DriftDetected")
+def decide(
+    spec: DriftMonitorSpec, facts: Facts, old: Mapping[str, Any], now: str
+) -> Decision[Action]:
+    """The status, Events and writes of one pass, from what ``observe`` read."""
+    meta = facts.monitor["metadata"]
+    interval = parse_duration(spec.interval)
     if spec.suspend:
-        put("Ready", True, "Suspended", "checks are suspended (spec.suspend)")
-        status["phase"] = "Suspended"
-        status.pop("nextCheckTime", None)
-    elif facts.problem is not None:
-        reason, message = facts.problem
-        put("Ready", False, reason, message)
-        status["phase"] = "Failed" if reason in ("InvalidReference", "CheckFailed") else "Pending"
-    elif facts.check is not None:
-        check = facts.check
-        consecutive, declared, newly = assess(spec, old, check)
-        status.update(
-            {
-                "verdict": check["verdict"],
-                "samples": check.get("samples", 0),
-                "features": list(check.get("features") or []),
-                "consecutiveDriftWindows": consecutive,
-                "lastCheckTime": now,
-            }
-        )
-        if "driftedShare" in check:
-            status["driftedShare"] = check["driftedShare"]
-        else:
-            status.pop("driftedShare", None)
-        if facts.window_start:
-            status["windowStart"] = facts.window_start
-        drifted = [f["name"] for f in check.get("features") or [] if f.get("drifted")]
-        scored = [f for f in check.get("features") or [] if f.get("score") is not None]
-        summary = (
-            f"{len(drifted)} of {len(scored)} features drifted"
-            + (f" ({', '.join(drifted)})" if drifted else "")
-            + f" in {check.get('samples', 0)} rows"
-        )
-        if check["verdict"] == "InsufficientData":
-            put(
-                "Ready",
-                True,
-                "InsufficientData",
-                f"fewer than {spec.min_samples} rows in the window ({check.get('samples', 0)})",
-            )
-        else:
-            put("Ready", True, "Monitoring", f"last window: {summary}")
-        if declared:
-            put(
-                "DriftDetected",
-                True,
-                "DriftDetected",
-                f"{summary}; {consecutive} drifting window(s) in a row",
-            )
-            if newly:
-                events.append(Event("DriftDetected", summary, "Warning"))
-        else:
-            was = conditions.is_true(old.get("conditions"), "DriftDetected")
-            reason = "InsufficientData" if check["verdict"] == "InsufficientData" else "NoDrift"
-            if check["verdict"] == "Drift":
-                reason = "DriftPending"
-                summary += f"; {consecutive} of {spec.consecutive_windows} windows in a row"
-            put("DriftDetected", False, reason, summary)
-            if was and check["verdict"] == "NoDrift":
-                events.append(Event("DriftResolved", summary, "Normal"))
-        status["phase"] = "Drifting" if declared else "Monitoring"
-    else:
-        # Between checks (or waiting for a batch Job): nothing new to say.
-        if conditions.get(conds, "Ready") is None:
-            put("Ready", False, "Waiting", facts.waiting or "waiting for the first check")
-        elif facts.waiting:
-            ready = conditions.get(conds, "Ready") or {}
-            put(
-                "Ready",
-                ready.get("status") == "True",
-                str(ready.get("reason") or "Waiting"),
-                str(ready.get("message") or facts.waiting),
-            )
-        status["phase"] = old.get("phase") or "Pending"
-        if status["phase"] in ("Suspended", "Failed"):
-            status["phase"] = "Pending"
-    if conditions.get(conds, "DriftDetected") is None:
-        put("DriftDetected", False, "NoCheckYet", "no window has been scored yet")
+        return replace(compute(meta, spec, CheckFacts(), old, now), result="suspended")
+    if spec.batch is not None:
+        return _decide_batch(spec, facts, old, now, interval)
+    if facts.problem is not None:
+        return _live_problem(meta, spec, old, facts.problem, now, interval)
+    live = facts.live
+    assert live is not None, "observe reports a live check or a problem"
+    result = score_counts(
+        live.profile,
+        {f: WindowCounts(c, m) for f, (c, m) in live.window.counts.items()},
+        config_of(spec),
+    )
+    since = (
+        parse_time(now).timestamp() - parse_duration(spec.window)
+        if live.prometheus
+        else live.window.since
+    )
+    found = CheckFacts(
+        check=result_fields(result),
+        served_version=live.served,
+        pods=live.window.pods,
+        window_start=format_time(datetime.fromtimestamp(since, UTC)) if since is not None else None,
+        next_check=later(now, interval),
+    )
+    base = old if old.get("servedVersion") in (None, live.served) else fresh(old)
+    return _finish(spec, facts, base, found, now, interval, served=live.served)
 
-    if facts.retrained:
-        count = int(old.get("retrainCount") or 0) + 1
-        status["retrainCount"] = count
-        reason = facts.retrain.trigger or "drift"
-        detail = status.get("verdict", "")
-        status["lastRetrain"] = {
-            "trainingJob": facts.retrained,
-            "at": now,
-            "reason": f"{reason}" + (f" ({detail})" if reason == "drift" and detail else ""),
-        }
-        events.append(
-            Event(
-                "RetrainStarted",
-                f"TrainingJob {facts.retrained} started ({reason}) by {name}",
-                "Normal",
-            )
+
+def _live_problem(
+    meta: Mapping[str, Any],
+    spec: DriftMonitorSpec,
+    old: Mapping[str, Any],
+    problem: tuple[str, str],
+    now: str,
+    interval: float,
+) -> Decision[Action]:
+    """No check possible: no nextCheckTime (a requeue retries; an unchanged problem writes
+    nothing), and an Event when the reason is new."""
+    reason, message = problem
+    decided = compute(meta, spec, CheckFacts(problem=problem), old, now)
+    status = {k: v for k, v in decided.status.items() if k != "nextCheckTime"}
+    before = conditions.get(old.get("conditions"), "Ready") or {}
+    news = [Event(reason, message, "Warning")] if before.get("reason") != reason else []
+    return Decision(status=status, events=decided.events + news, requeue_after=min(interval, RETRY))
+
+
+def fresh(old: Mapping[str, Any]) -> dict[str, Any]:
+    """The status as if no window had drifted yet: a new served version starts over."""
+    status = dict(old)
+    status.pop("consecutiveDriftWindows", None)
+    status["conditions"] = [
+        c for c in status.get("conditions") or [] if c.get("type") != "DriftDetected"
+    ]
+    return status
+
+
+def _decide_batch(
+    spec: DriftMonitorSpec, facts: Facts, old: Mapping[str, Any], now: str, interval: float
+) -> Decision[Action]:
+    meta = facts.monitor["metadata"]
+    job = facts.job
+    if job is None:
+        return _start_check(spec, facts, old, now, interval)
+    if job.finished is None:
+        running = CheckFacts(check_job=job.name, waiting=f"batch check Job {job.name} is running")
+        return replace(compute(meta, spec, running, old, now), requeue_after=JOB_POLL)
+    check = batch_result(job)
+    if check is None:
+        why = job.message or job.failure or "no result"
+        message = f"batch check Job {job.name}: {why[:500]}"
+        failed = CheckFacts(problem=("CheckFailed", message), next_check=later(now, interval))
+        decided = compute(meta, spec, failed, old, now)
+        return Decision(
+            status=decided.status,
+            events=[*decided.events, Event("CheckFailed", message, "Warning")],
+            requeue_after=interval,
         )
-    elif facts.retrain.reason and facts.check is not None and declared:
-        events.append(Event("RetrainSkipped", facts.retrain.reason, "Normal"))
-    status["conditions"] = conds
-    return status, events
+    found = CheckFacts(check=check, next_check=later(now, interval))
+    return _finish(spec, facts, old, found, now, interval, served=None)
+
+
+def batch_result(job: BatchJob) -> dict[str, Any] | None:
+    """The check a completed Job printed (result_fields()), or None."""
+    if job.finished != "Complete" or not job.message:
+        return None
+    try:
+        parsed = json.loads(job.message)
+    except ValueError:
+        return None
+    if not (isinstance(parsed, dict) and "verdict" in parsed and "features" in parsed):
+        return None
+    parsed.pop("truncated", None)
+    return parsed
+
+
+def check_key(uid: str, generation: int | None, now: str, interval: float) -> str:
+    """The batch check Job's key: one Job per object, generation and interval slot."""
+    slot = int(parse_time(now).timestamp() // max(interval, 1.0))
+    return hashlib.sha256(json.dumps([uid, generation, slot]).encode()).hexdigest()[:8]
+
+
+def _start_check(
+    spec: DriftMonitorSpec, facts: Facts, old: Mapping[str, Any], now: str, interval: float
+) -> Decision[Action]:
+    meta = facts.monitor["metadata"]
+    assert facts.server is not None
+    job = build_batch_job(
+        facts.monitor,
+        spec,
+        key=check_key(meta["uid"], meta.get("generation"), now, interval),
+        image=facts.server.image,
+        pull_policy=facts.server.pull_policy,
+        tracking_uri=facts.server.tracking_uri,
+    )
+    started = CheckFacts(check_job=job["metadata"]["name"], waiting="the batch check is running")
+    decided = compute(meta, spec, started, old, now)
+    return replace(decided, actions=(ApplyBatchJob(job),), requeue_after=JOB_POLL)
+
+
+def _finish(
+    spec: DriftMonitorSpec,
+    facts: Facts,
+    old: Mapping[str, Any],
+    found: CheckFacts,
+    now: str,
+    interval: float,
+    *,
+    served: str | None,
+) -> Decision[Action]:
+    """A scored window: its status, and the retraining it starts (if any)."""
+    assert found.check is not None
+    _consecutive, declared, _newly = assess(spec, old, found.check)
+    plan, start, failure = _retrain(spec, facts, old, declared, found.check, now, served)
+    retrained = str(start.body["metadata"]["name"]) if start is not None else None
+    decided = compute(
+        facts.monitor["metadata"],
+        spec,
+        replace(found, retrain=plan, retrained=retrained),
+        old,
+        now,
+    )
+    failed = [Event("RetrainFailed", failure, "Warning")] if failure else []
+    return Decision(
+        status=decided.status,
+        events=decided.events + failed,
+        actions=(start,) if start is not None else (),
+        requeue_after=interval,
+    )
+
+
+def _retrain(
+    spec: DriftMonitorSpec,
+    facts: Facts,
+    old: Mapping[str, Any],
+    declared: bool,
+    check: Mapping[str, Any],
+    now: str,
+    served: str | None,
+) -> tuple[RetrainPlan, StartRetrain | None, str]:
+    """The retraining plan, the TrainingJob to start, and why it cannot start ("" if it can)."""
+    if spec.retrain is None:
+        return RetrainPlan(None), None, ""
+    plan = plan_retrain(
+        spec,
+        old,
+        declared=declared,
+        active=facts.retrain.active,
+        created=str(facts.monitor["metadata"].get("creationTimestamp") or now),
+        now=now,
+    )
+    if plan.trigger is None:
+        return plan, None, ""
+    source = None
+    if spec.retrain.from_training_job is not None:
+        source = spec.retrain.from_training_job.name
+        if facts.retrain.source_spec is None:
+            failure = f"TrainingJob {source} (spec.retrain.fromTrainingJob) does not exist"
+            return RetrainPlan(None, failure, plan.next_scheduled), None, failure
+        training_spec: Mapping[str, Any] = facts.retrain.source_spec
+    else:
+        assert spec.retrain.template is not None
+        training_spec = spec.retrain.template.wire()
+    body = build_retrain(
+        facts.monitor,
+        training_spec,
+        number=int(old.get("retrainCount") or 0) + 1,
+        trigger=plan.trigger,
+        evidence=evidence(facts.monitor["metadata"]["name"], plan.trigger, check, now, served),
+        source=source,
+    )
+    return plan, StartRetrain(body), ""
+
+
+def evidence(
+    monitor: str, trigger: str, check: Mapping[str, Any], now: str, served: str | None
+) -> dict[str, Any]:
+    """Why a retraining started, as its TrainingJob's annotation carries it."""
+    return {
+        "monitor": monitor,
+        "trigger": trigger,
+        "at": now,
+        "servedVersion": served,
+        "verdict": check.get("verdict"),
+        "driftedShare": check.get("driftedShare"),
+        "features": [
+            {k: f.get(k) for k in ("name", "method", "score", "threshold")}
+            for f in check.get("features") or []
+            if f.get("drifted")
+        ],
+    }
+
+
+# --- the status of what a pass found ---------------------------------------------------
+
+KEEP = (
+    "verdict",
+    "driftedShare",
+    "samples",
+    "servedVersion",
+    "consecutiveDriftWindows",
+    "lastCheckTime",
+    "nextCheckTime",
+    "features",
+    "lastRetrain",
+    "retrainCount",
+    "nextScheduledRetrain",
+    "windowStart",
+    "pods",
+)
+
+
+def compute(
+    meta: Mapping[str, Any],
+    spec: DriftMonitorSpec,
+    found: CheckFacts,
+    old: Mapping[str, Any],
+    now: str,
+) -> Decision[Action]:
+    """The whole new status and the Events of this pass.
+
+    The Events are this kind's own (drift declared or resolved, retraining started or
+    skipped), not the builder's condition transitions: a Ready that turns Monitoring or a
+    DriftDetected that turns NoDrift is not news here.
+    """
+    b = StatusBuilder(DRIFT_MONITOR, old, meta.get("generation"), now)
+    b.set(**{k: old[k] for k in KEEP if k in old})
+    found_fields = {
+        "servedVersion": found.served_version,
+        "pods": found.pods,
+        "nextCheckTime": found.next_check,
+        "checkJob": found.check_job or None,
+        "nextScheduledRetrain": found.retrain.next_scheduled or None,
+    }
+    b.set(**{k: v for k, v in found_fields.items() if v is not None})
+    declared = conditions.is_true(old.get("conditions"), "DriftDetected")
+    events: list[Event] = []
+    if spec.suspend:
+        b.put("Ready", True, "Suspended", "checks are suspended (spec.suspend)")
+        b.set(phase="Suspended", nextCheckTime=None)
+    elif found.problem is not None:
+        reason, message = found.problem
+        b.put("Ready", False, reason, message)
+        b.set(phase="Failed" if reason in ("InvalidReference", "CheckFailed") else "Pending")
+    elif found.check is not None:
+        declared, events = _checked(b, spec, old, found.check, found.window_start)
+    else:
+        _waiting(b, old, found.waiting)
+    if b.condition("DriftDetected") is None:
+        b.put("DriftDetected", False, "NoCheckYet", "no window has been scored yet")
+    events += _retrain_news(b, old, found, declared, str(meta["name"]))
+    return replace(b.decide(), events=events)
+
+
+def summary_of(check: Mapping[str, Any]) -> str:
+    """``2 of 4 features drifted (a, b) in 500 rows``."""
+    features = check.get("features") or []
+    drifted = [f["name"] for f in features if f.get("drifted")]
+    scored = [f for f in features if f.get("score") is not None]
+    return (
+        f"{len(drifted)} of {len(scored)} features drifted"
+        + (f" ({', '.join(drifted)})" if drifted else "")
+        + f" in {check.get('samples', 0)} rows"
+    )
+
+
+def _checked(
+    b: StatusBuilder,
+    spec: DriftMonitorSpec,
+    old: Mapping[str, Any],
+    check: Mapping[str, Any],
+    window_start: str | None,
+) -> tuple[bool, list[Event]]:
+    """A scored window's fields and conditions; ``(drift declared, Events)``."""
+    consecutive, declared, newly = assess(spec, old, check)
+    b.set(
+        verdict=check["verdict"],
+        samples=check.get("samples", 0),
+        features=list(check.get("features") or []),
+        consecutiveDriftWindows=consecutive,
+        lastCheckTime=b.now,
+        driftedShare=check.get("driftedShare"),
+        windowStart=window_start or old.get("windowStart"),
+    )
+    summary = summary_of(check)
+    if check["verdict"] == "InsufficientData":
+        rows = check.get("samples", 0)
+        message = f"fewer than {spec.min_samples} rows in the window ({rows})"
+        b.put("Ready", True, "InsufficientData", message)
+    else:
+        b.put("Ready", True, "Monitoring", f"last window: {summary}")
+    b.set(phase="Drifting" if declared else "Monitoring")
+    if declared:
+        windows = f"{consecutive} drifting window(s) in a row"
+        b.put("DriftDetected", True, "DriftDetected", f"{summary}; {windows}")
+        return True, [Event("DriftDetected", summary, "Warning")] if newly else []
+    was = conditions.is_true(old.get("conditions"), "DriftDetected")
+    reason = "InsufficientData" if check["verdict"] == "InsufficientData" else "NoDrift"
+    if check["verdict"] == "Drift":
+        reason = "DriftPending"
+        summary += f"; {consecutive} of {spec.consecutive_windows} windows in a row"
+    b.put("DriftDetected", False, reason, summary)
+    resolved = was and check["verdict"] == "NoDrift"
+    return False, [Event("DriftResolved", summary, "Normal")] if resolved else []
+
+
+def _waiting(b: StatusBuilder, old: Mapping[str, Any], waiting: str) -> None:
+    """Between checks (or waiting for a batch Job): nothing new to say."""
+    ready = b.condition("Ready")
+    if ready is None:
+        b.put("Ready", False, "Waiting", waiting or "waiting for the first check")
+    elif waiting:
+        b.put(
+            "Ready",
+            ready.get("status") == "True",
+            str(ready.get("reason") or "Waiting"),
+            str(ready.get("message") or waiting),
+        )
+    phase = old.get("phase") or "Pending"
+    b.set(phase="Pending" if phase in ("Suspended", "Failed") else phase)
+
+
+def _retrain_news(
+    b: StatusBuilder, old: Mapping[str, Any], found: CheckFacts, declared: bool, name: str
+) -> list[Event]:
+    """The retraining started in this pass (count, lastRetrain, Event), or why none did."""
+    if found.retrained:
+        reason = found.retrain.trigger or "drift"
+        detail = b.fields.get("verdict", "")
+        b.set(
+            retrainCount=int(old.get("retrainCount") or 0) + 1,
+            lastRetrain={
+                "trainingJob": found.retrained,
+                "at": b.now,
+                "reason": reason + (f" ({detail})" if reason == "drift" and detail else ""),
+            },
+        )
+        message = f"TrainingJob {found.retrained} started ({reason}) by {name}"
+        return [Event("RetrainStarted", message, "Normal")]
+    if found.retrain.reason and found.check is not None and declared:
+        return [Event("RetrainSkipped", found.retrain.reason, "Normal")]
+    return []

@@ -2,21 +2,25 @@
 
 One pass sees: the version the spec resolves to (the target), the stable and canary
 Deployments as they are, the serving pods, and (during a canary step) what analysis of
-the canary's metrics found. :func:`decide` says what each Deployment must run next and
-returns the whole new status with the Events to post. The state that must survive a
-restart of the operator lives in the status: ``stableVersion`` (the last version that
-served all traffic), ``canary`` (step, weight, when the step's pause began) and
-``rollback`` (the version rolled back from, pinned away while the spec is unchanged).
+the canary's metrics found. :func:`decide` returns the whole new status, the Events to
+post and the writes (:data:`Action`) that make each Deployment run what it must. The state
+that must survive a restart of the operator lives in the status (:class:`RolloutState`):
+``stableVersion`` (the last version that served all traffic), ``canary`` (step, weight,
+when the step's pause began) and ``rollback`` (the version rolled back from, pinned away
+while the spec is unchanged). Each kind of pass is one small function returning a
+:class:`Plan`: first rollout, steady, rolling update, canary (its steps: waiting for pods,
+holding, analysed, promoting) and rollback.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple
 
 from modelworks import conditions
+from modelworks.api import MODEL_DEPLOYMENT
 from modelworks.api.modeldeployment import Analysis, ModelDeploymentSpec
 from modelworks.conditions import Event
 from modelworks.names import (
@@ -26,6 +30,7 @@ from modelworks.names import (
 )
 from modelworks.names import seconds_between as _seconds_between
 from modelworks.prommath import histogram_quantile
+from modelworks.status.decision import Decision, StatusBuilder
 
 HISTORY_LIMIT = 20
 # Container states that will not fix themselves: the version is broken.
@@ -68,6 +73,8 @@ class DeploymentState:
     available: int
     current: bool  # the controller has seen the latest spec
     deadline_exceeded: bool
+    deleting: bool = False  # it has a deletionTimestamp
+    applied: str | None = None  # the desired-hash annotation it carries (observe reads it)
 
     @classmethod
     def of(cls, obj: Mapping[str, Any] | None) -> DeploymentState | None:
@@ -87,6 +94,7 @@ class DeploymentState:
             current=int(status.get("observedGeneration") or 0)
             >= int((obj.get("metadata") or {}).get("generation") or 0),
             deadline_exceeded=progressing.get("reason") == "ProgressDeadlineExceeded",
+            deleting=bool((obj.get("metadata") or {}).get("deletionTimestamp")),
         )
 
     def complete(self, version: str) -> bool:
@@ -123,18 +131,148 @@ class Facts:
     canary: DeploymentState | None = None
     pods: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
     analysis: AnalysisFacts | None = None
+    generation: int | None = None  # metadata.generation of the ModelDeployment
+    url: str = ""  # where its Service answers
+
+
+# ---- the writes act makes: each idempotent, applied only where it differs -----------
 
 
 @dataclass(frozen=True)
-class Decision:
-    """What the Deployments must run next, and the new status."""
+class ApplyStable:
+    """The stable Deployment runs ``version`` (``applied``: its digest as observed)."""
 
-    stable_version: str | None  # None: nothing to serve yet
-    canary_version: str | None
-    canary_replicas: int
-    status: dict[str, Any]
-    events: list[Event]
-    requeue_after: float | None
+    version: str
+    applied: str | None = None
+
+
+@dataclass(frozen=True)
+class ApplyCanary:
+    """The canary Deployment runs ``replicas`` pods of ``version``."""
+
+    version: str
+    replicas: int
+    applied: str | None = None
+
+
+@dataclass(frozen=True)
+class DeleteCanary:
+    """No canary: the canary Deployment that is there goes."""
+
+
+@dataclass(frozen=True)
+class EnsureService:
+    """The Service as the spec says; ``force``: the spec changed, write without reading."""
+
+    force: bool
+
+
+@dataclass(frozen=True)
+class EnsureHPA:
+    """The HorizontalPodAutoscaler when the spec asks for one; ``force``: write (or delete a
+    leftover) without reading first."""
+
+    force: bool
+
+
+@dataclass(frozen=True)
+class EnsurePDB:
+    """The PodDisruptionBudget when two pods always run; ``force`` as for :class:`EnsureHPA`."""
+
+    force: bool
+
+
+Action = ApplyStable | ApplyCanary | DeleteCanary | EnsureService | EnsureHPA | EnsurePDB
+
+
+# ---- the rollout: what the old status remembers, and what one pass plans -------------
+
+
+@dataclass(frozen=True)
+class CanaryState:
+    """The canary as the old status remembers it."""
+
+    version: str | None
+    step: int
+    step_started: str | None  # absent until the step's pause begins
+    replicas: int | None
+
+    @classmethod
+    def read(cls, canary: Mapping[str, Any] | None) -> CanaryState | None:
+        if not canary:
+            return None
+        return cls(
+            version=canary.get("version"),
+            step=int(canary.get("step") or 1),
+            step_started=canary.get("stepStarted"),
+            replicas=canary.get("replicas"),
+        )
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    """What survives a restart of the operator: read from the old status."""
+
+    stable: str | None  # stableVersion: the last version that served all traffic
+    history: tuple[Mapping[str, Any], ...] = ()
+    rollback: Mapping[str, Any] | None = None
+    canary: CanaryState | None = None
+
+    @classmethod
+    def read(cls, old: Mapping[str, Any]) -> RolloutState:
+        return cls(
+            stable=old.get("stableVersion"),
+            history=tuple(old.get("history") or ()),
+            rollback=old.get("rollback"),
+            canary=CanaryState.read(old.get("canary")),
+        )
+
+
+class Cond(NamedTuple):
+    """A condition's value, reason and message."""
+
+    value: bool
+    reason: str
+    message: str
+
+
+COMPLETE = Cond(False, "RolloutComplete", "")
+AS_EXPECTED = Cond(False, "AsExpected", "")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one pass decided about the rollout: what each Deployment runs, what the status
+    remembers, and how the rollout stands."""
+
+    stable: str | None  # the stableVersion to record
+    run_stable: str | None  # what the stable Deployment runs (None: nothing to serve yet)
+    history: tuple[Mapping[str, Any], ...] = ()
+    rollback: Mapping[str, Any] | None = None
+    canary: Mapping[str, Any] | None = None  # the canary's status fields
+    canary_version: str | None = None  # what the canary Deployment runs (None: no canary)
+    canary_replicas: int = 0
+    progressing: Cond = COMPLETE
+    degraded: Cond = AS_EXPECTED
+    failed_first: bool = False  # the first version failed: nothing to fall back to
+    poll: bool = False  # a rollout is under way: look again soon
+    events: tuple[Event, ...] = ()
+
+    def say(self, *events: Event) -> Plan:
+        return replace(self, events=self.events + events)
+
+
+@dataclass(frozen=True)
+class CanaryMove:
+    """Where one canary step stands after this pass."""
+
+    fields: Mapping[str, Any]  # the canary's status fields
+    run_stable: str
+    replicas: int
+    progressing: Cond
+    verdict: tuple[str, str] | None = None  # the analysis, once the step's pause is over
+    promoted: bool = False  # every step passed and the stable pods run the version
+    events: tuple[Event, ...] = ()
 
 
 def pod_failure(pods: Sequence[Mapping[str, Any]], version: str) -> tuple[str, str] | None:
@@ -214,14 +352,14 @@ def latency_ratio(facts: AnalysisFacts | None) -> float | None:
 
 
 def _with_history(
-    history: list[dict[str, Any]], version: str, now: str, reason: str
-) -> list[dict[str, Any]]:
+    history: Sequence[Mapping[str, Any]], version: str, now: str, reason: str
+) -> tuple[dict[str, Any], ...]:
     out = [dict(h) for h in history]
     for entry in out:
         if entry.get("until") is None:
             entry["until"] = now
     out.append({"version": version, "since": now, "reason": reason})
-    return out[-HISTORY_LIMIT:]
+    return tuple(out[-HISTORY_LIMIT:])
 
 
 def _why(target: Target | None, generation: int | None) -> str:
@@ -231,21 +369,43 @@ def _why(target: Target | None, generation: int | None) -> str:
 
 
 def decide(
-    obj: Mapping[str, Any], spec: ModelDeploymentSpec, facts: Facts, now: str, url: str
-) -> Decision:
-    """The next step of the rollout and the whole new status."""
-    generation = (obj.get("metadata") or {}).get("generation")
-    old = dict(obj.get("status") or {})
-    events: list[Event] = []
-    history: list[dict[str, Any]] = list(old.get("history") or [])
-    stable_version: str | None = old.get("stableVersion")
-    rollback: dict[str, Any] | None = old.get("rollback")
-    canary_old: dict[str, Any] | None = old.get("canary")
-    target = facts.target
-    rollout = spec.rollout
-    canary_strategy = rollout is not None and rollout.strategy == "Canary"
-    auto_rollback = rollout.auto_rollback if rollout else True
+    spec: ModelDeploymentSpec, facts: Facts, old: Mapping[str, Any], now: str
+) -> Decision[Action]:
+    """The next step of the rollout, the whole new status and the writes that make it so."""
+    state = RolloutState.read(old)
+    rollback, pinned = pin(state.rollback, facts.target, facts.generation)
+    plan = plan_rollout(spec, facts, replace(state, rollback=rollback), pinned, now)
+    stable, canary = facts.stable, facts.canary
+    ready = (stable.ready if stable else 0) + (canary.ready if canary else 0)
+    b = StatusBuilder(MODEL_DEPLOYMENT, old, facts.generation, now)
+    b.set(
+        resolved=_resolved(facts.target, old),
+        stableVersion=plan.stable,
+        replicas=(stable.replicas if stable else 0) + plan.canary_replicas,
+        readyReplicas=ready,
+        canary=_present(plan.canary),
+        url=facts.url,
+        history=[dict(h) for h in plan.history] or None,
+        rollback=dict(plan.rollback) if plan.rollback is not None else None,
+    )
+    _put_conditions(b, spec, facts, plan)
+    summary, phase, waiting = summarise(facts, plan, ready)
+    b.put("Ready", *summary)
+    b.set(phase=phase)
+    decided = b.decide(
+        actions=actions(plan, facts, old),
+        requeue_after=_requeue(spec, facts, plan.poll or waiting),
+        result="retry" if facts.resolve_reason == "MLflowUnavailable" else "ok",
+    )
+    news = _news(old.get("conditions"), decided.status["conditions"])
+    return replace(decided, events=[*plan.events, *news])
 
+
+def pin(
+    rollback: Mapping[str, Any] | None, target: Target | None, generation: int | None
+) -> tuple[Mapping[str, Any] | None, bool]:
+    """``(rollback, pinned)``: a rollback pins its version away while the spec and the target
+    stay; when either moved on, the pin is released (kept while nothing resolves)."""
     pinned = (
         rollback is not None
         and target is not None
@@ -253,362 +413,346 @@ def decide(
         and rollback.get("observedGeneration") == generation
     )
     if rollback is not None and target is not None and not pinned:
-        rollback = None  # the spec or the alias moved on: the pin is released
-    desired = stable_version if (target is None or pinned) else target.version
+        return None, False
+    return rollback, pinned
 
-    run_stable = stable_version
-    canary_version: str | None = None
-    canary_replicas = 0
-    canary_status: dict[str, Any] | None = None
-    progressing: tuple[bool, str, str] = (False, "RolloutComplete", "")
-    degraded: tuple[bool, str, str] = (False, "AsExpected", "")
-    failed_first = False
-    requeue: float | None = None
 
-    def roll_back(failed: str, reason: str, message: str) -> None:
-        nonlocal rollback, run_stable, canary_version, canary_status, progressing, degraded
-        assert stable_version is not None
-        rollback = {
+def plan_rollout(
+    spec: ModelDeploymentSpec, facts: Facts, state: RolloutState, pinned: bool, now: str
+) -> Plan:
+    """Which kind of pass this is, and what it plans."""
+    target = facts.target
+    desired = state.stable if (target is None or pinned) else target.version
+    plan = Plan(
+        stable=state.stable,
+        run_stable=state.stable,
+        history=state.history,
+        rollback=state.rollback,
+    )
+    if desired is None:
+        return replace(plan, run_stable=None)  # nothing resolved and nothing ever served
+    if state.stable is None:
+        return first_rollout(spec, facts, plan, desired, now)
+    if desired == state.stable:
+        return steady(facts, plan, state.canary, pinned)
+    if spec.rollout is None or spec.rollout.strategy != "Canary":
+        return rolling_update(spec, facts, plan, desired, now)
+    return canary_rollout(spec, facts, plan, state.canary, desired, now)
+
+
+def first_rollout(
+    spec: ModelDeploymentSpec, facts: Facts, plan: Plan, desired: str, now: str
+) -> Plan:
+    """Nothing served yet, so nothing to fall back to: start ``desired`` and wait for it."""
+    plan = replace(plan, run_stable=desired)
+    if facts.stable is not None and facts.stable.complete(desired):
+        served = _adopt(plan, desired, facts, now)
+        return served.say(Event("Serving", f"Version {desired} is serving", "Normal"))
+    failure = pod_failure(facts.pods, desired) or deadline_failure(facts.stable, desired, spec)
+    if failure is not None:
+        return replace(
+            plan,
+            failed_first=True,
+            progressing=Cond(False, "RolloutFailed", failure[1]),
+            degraded=Cond(True, *failure),
+        )
+    return replace(
+        plan, progressing=Cond(True, "RollingOut", f"starting version {desired}"), poll=True
+    )
+
+
+def steady(facts: Facts, plan: Plan, canary: CanaryState | None, pinned: bool) -> Plan:
+    """The target is what serves (or is pinned away): keep it; a canary of another version
+    is aborted."""
+    stable_version = plan.stable
+    assert stable_version is not None
+    if canary is not None and canary.version not in (None, stable_version):
+        plan = plan.say(
+            Event(
+                "RolloutAborted",
+                f"Version {canary.version} is no longer the target; "
+                f"version {stable_version} keeps all traffic",
+                "Normal",
+            )
+        )
+    stable = facts.stable
+    if stable is not None and stable.version == stable_version:
+        plan = replace(plan, poll=not stable.complete(stable_version))  # e.g. rolling back
+    if pinned:
+        assert plan.rollback is not None
+        message = (
+            f"version {plan.rollback.get('fromVersion')} was rolled back "
+            f"({plan.rollback.get('message') or plan.rollback.get('reason')}); version "
+            f"{stable_version} stays pinned until the spec or the alias changes"
+        )
+        plan = replace(
+            plan,
+            degraded=Cond(True, "RolledBack", message),
+            progressing=Cond(False, "RolledBack", message),
+        )
+    return plan
+
+
+def rolling_update(
+    spec: ModelDeploymentSpec, facts: Facts, plan: Plan, desired: str, now: str
+) -> Plan:
+    """RollingUpdate: the stable Deployment moves to the new version; maxUnavailable 0 keeps
+    the old pods answering until new ones are ready."""
+    plan = replace(plan, run_stable=desired)
+    stable = facts.stable
+    if stable is not None and stable.complete(desired):
+        done = plan.say(Event("RolledOut", f"Version {desired} replaced {plan.stable}", "Normal"))
+        return _adopt(done, desired, facts, now)
+    if not (stable is not None and stable.version == desired):
+        plan = plan.say(
+            Event(
+                "RolloutStarted",
+                f"Rolling out version {desired} (was {plan.stable}): "
+                f"{_why(facts.target, facts.generation)}",
+                "Normal",
+            )
+        )
+    plan = replace(plan, poll=True)
+    failure = pod_failure(facts.pods, desired) or deadline_failure(stable, desired, spec)
+    if failure is not None:
+        return failed(spec, facts, plan, desired, failure, now)
+    return replace(plan, progressing=Cond(True, "RollingOut", f"rolling out version {desired}"))
+
+
+def canary_rollout(
+    spec: ModelDeploymentSpec,
+    facts: Facts,
+    plan: Plan,
+    canary: CanaryState | None,
+    desired: str,
+    now: str,
+) -> Plan:
+    """Canary: the step decides what runs; a failure or a failed analysis rolls back; the
+    last step's pods settling promotes the version."""
+    assert plan.stable is not None
+    move = canary_step(spec, facts, desired, plan.stable, canary, now)
+    plan = replace(
+        plan.say(*move.events),
+        run_stable=move.run_stable,
+        canary=move.fields,
+        canary_version=desired,
+        canary_replicas=move.replicas,
+        progressing=move.progressing,
+        poll=True,
+    )
+    failure = (
+        pod_failure(facts.pods, desired)
+        or deadline_failure(facts.canary, desired, spec)
+        or deadline_failure(facts.stable, desired, spec)
+    )
+    if failure is None and move.verdict is not None and move.verdict[0] == "Fail":
+        failure = ("AnalysisFailed", move.verdict[1])
+    if failure is not None:
+        return failed(spec, facts, plan, desired, failure, now)
+    if not move.promoted:
+        return plan
+    promoted = replace(
+        plan.say(Event("Promoted", f"Version {desired} promoted; it serves all traffic", "Normal")),
+        run_stable=desired,
+        canary=None,
+        canary_version=None,
+        canary_replicas=0,
+        progressing=Cond(False, "RolloutComplete", f"version {desired} promoted"),
+    )
+    return _adopt(promoted, desired, facts, now)
+
+
+def failed(
+    spec: ModelDeploymentSpec,
+    facts: Facts,
+    plan: Plan,
+    version: str,
+    failure: tuple[str, str],
+    now: str,
+) -> Plan:
+    """``version`` will not get ready: roll back to the stable version, or (autoRollback
+    off) say so and leave it."""
+    if spec.rollout is None or spec.rollout.auto_rollback:
+        return roll_back(plan, version, failure, facts.generation, now)
+    return replace(
+        plan, progressing=Cond(False, "RolloutFailed", failure[1]), degraded=Cond(True, *failure)
+    )
+
+
+def roll_back(
+    plan: Plan, failed_version: str, failure: tuple[str, str], generation: int | None, now: str
+) -> Plan:
+    """The stable version takes all traffic again and ``failed_version`` is pinned away."""
+    stable = plan.stable
+    assert stable is not None
+    reason, message = failure
+    said = f"version {failed_version} was rolled back: {message}"
+    rolled = replace(
+        plan,
+        rollback={
             "reason": reason,
             "message": message,
-            "fromVersion": failed,
-            "toVersion": stable_version,
+            "fromVersion": failed_version,
+            "toVersion": stable,
             "at": now,
             "observedGeneration": generation,
-        }
-        run_stable, canary_version, canary_status = stable_version, None, None
-        progressing = (False, "RolledBack", f"version {failed} was rolled back: {message}")
-        degraded = (True, "RolledBack", f"version {failed} was rolled back: {message}")
-        events.append(
-            Event(
-                "RolledBack",
-                f"Version {failed} rolled back to {stable_version}: {message}",
-                "Warning",
-            )
+        },
+        run_stable=stable,
+        canary=None,
+        canary_version=None,
+        progressing=Cond(False, "RolledBack", said),
+        degraded=Cond(True, "RolledBack", said),
+    )
+    return rolled.say(
+        Event(
+            "RolledBack", f"Version {failed_version} rolled back to {stable}: {message}", "Warning"
         )
-
-    stable = facts.stable
-    if desired is None:
-        # Nothing resolved and nothing ever served.
-        run_stable = None
-    elif stable_version is None:
-        # The first rollout: nothing to fall back to.
-        run_stable = desired
-        if stable is not None and stable.complete(desired):
-            stable_version = desired
-            history = _with_history(history, desired, now, _why(target, generation))
-            events.append(Event("Serving", f"Version {desired} is serving", "Normal"))
-        else:
-            failure = pod_failure(facts.pods, desired) or deadline_failure(stable, desired, spec)
-            if failure is not None:
-                failed_first = True
-                progressing = (False, "RolloutFailed", failure[1])
-                degraded = (True, failure[0], failure[1])
-            else:
-                progressing = (True, "RollingOut", f"starting version {desired}")
-                requeue = ACTIVE_POLL
-    elif desired == stable_version:
-        run_stable = stable_version
-        if canary_old and canary_old.get("version") not in (None, stable_version):
-            events.append(
-                Event(
-                    "RolloutAborted",
-                    f"Version {canary_old.get('version')} is no longer the target; "
-                    f"version {stable_version} keeps all traffic",
-                    "Normal",
-                )
-            )
-        if (
-            stable is not None
-            and stable.version == stable_version
-            and not stable.complete(stable_version)
-        ):
-            requeue = ACTIVE_POLL  # e.g. the stable Deployment rolling back
-        if pinned:
-            assert rollback is not None
-            degraded = (
-                True,
-                "RolledBack",
-                f"version {rollback.get('fromVersion')} was rolled back "
-                f"({rollback.get('message') or rollback.get('reason')}); version "
-                f"{stable_version} stays pinned until the spec or the alias changes",
-            )
-            progressing = (False, "RolledBack", degraded[2])
-    elif not canary_strategy:
-        # RollingUpdate: the stable Deployment moves to the new version; maxUnavailable 0
-        # keeps the old pods answering until new ones are ready.
-        run_stable = desired
-        if stable is not None and stable.complete(desired):
-            events.append(
-                Event("RolledOut", f"Version {desired} replaced {stable_version}", "Normal")
-            )
-            history = _with_history(history, desired, now, _why(target, generation))
-            stable_version = desired
-        else:
-            if not (stable is not None and stable.version == desired):
-                events.append(
-                    Event(
-                        "RolloutStarted",
-                        f"Rolling out version {desired} (was {stable_version}): "
-                        f"{_why(target, generation)}",
-                        "Normal",
-                    )
-                )
-            failure = pod_failure(facts.pods, desired) or deadline_failure(stable, desired, spec)
-            if failure is not None and auto_rollback:
-                roll_back(desired, failure[0], failure[1])
-            elif failure is not None:
-                progressing = (False, "RolloutFailed", failure[1])
-                degraded = (True, failure[0], failure[1])
-            else:
-                progressing = (True, "RollingOut", f"rolling out version {desired}")
-            requeue = ACTIVE_POLL
-    else:
-        canary_status, run_stable, canary_version, canary_replicas, progressing = _canary_step(
-            spec, facts, desired, stable_version, canary_old, now, events
-        )
-        requeue = ACTIVE_POLL
-        verdict = (canary_status or {}).pop("_verdict", None)
-        failure = (
-            pod_failure(facts.pods, desired)
-            or deadline_failure(facts.canary, desired, spec)
-            or deadline_failure(stable, desired, spec)
-        )
-        if failure is None and verdict is not None and verdict[0] == "Fail":
-            failure = ("AnalysisFailed", verdict[1])
-        if failure is not None and auto_rollback:
-            roll_back(desired, failure[0], failure[1])
-        elif failure is not None:
-            progressing = (False, "RolloutFailed", failure[1])
-            degraded = (True, failure[0], failure[1])
-        elif canary_status is not None and canary_status.get("step") == "done":
-            events.append(
-                Event("Promoted", f"Version {desired} promoted; it serves all traffic", "Normal")
-            )
-            history = _with_history(history, desired, now, _why(target, generation))
-            stable_version = desired
-            run_stable, canary_version, canary_status, canary_replicas = desired, None, None, 0
-            progressing = (False, "RolloutComplete", f"version {desired} promoted")
-
-    # ---- the status -------------------------------------------------------------
-    status: dict[str, Any] = {"observedGeneration": generation}
-    if target is not None:
-        resolved = {
-            "version": target.version,
-            "runId": target.run_id,
-            "source": target.source,
-            "alias": target.alias,
-        }
-        status["resolved"] = {k: v for k, v in resolved.items() if v is not None}
-    elif "resolved" in old:
-        status["resolved"] = old["resolved"]
-    if stable_version is not None:
-        status["stableVersion"] = stable_version
-    ready = (stable.ready if stable else 0) + (facts.canary.ready if facts.canary else 0)
-    replicas = (stable.replicas if stable else 0) + canary_replicas
-    status["replicas"] = replicas
-    status["readyReplicas"] = ready
-    if canary_status is not None:
-        status["canary"] = {k: v for k, v in canary_status.items() if v is not None}
-    status["url"] = url
-    if history:
-        status["history"] = history
-    if rollback is not None:
-        status["rollback"] = rollback
-
-    conds: list[dict[str, Any]] = [dict(c) for c in old.get("conditions") or []]
-    conds = conditions.remove(conds, "Stalled")
-
-    def put(type_: str, value: bool, reason: str, message: str) -> None:
-        nonlocal conds
-        conds = conditions.set_condition(
-            conds, type_, value, reason, message, now=now, generation=generation
-        )
-
-    if target is not None:
-        put("ModelResolved", True, "Resolved", f"{spec.model.name} version {target.version}")
-    else:
-        put("ModelResolved", False, facts.resolve_reason or "Unresolved", facts.resolve_message)
-    stable_ready = stable.ready if stable else 0
-    if stable_ready > 0:
-        put("Available", True, "MinimumReplicasAvailable", f"{stable_ready} ready")
-    else:
-        put("Available", False, "NoReplicasAvailable", "no serving pod is ready")
-    put("Progressing", progressing[0], progressing[1], progressing[2])
-    put("Degraded", degraded[0], degraded[1], degraded[2])
-
-    serving_target = target is not None and stable_version == target.version
-    if serving_target and stable_ready > 0 and not progressing[0] and not degraded[0]:
-        alias = f" (alias {target.alias})" if target and target.alias else ""
-        put(
-            "Ready",
-            True,
-            "Serving",
-            f"version {stable_version}{alias} on {ready} ready replica(s) at {url}",
-        )
-        phase = "Available"
-    elif target is None and stable_version is None:
-        put("Ready", False, facts.resolve_reason or "Unresolved", facts.resolve_message)
-        phase = "Failed" if facts.resolve_reason not in ("MLflowUnavailable", "") else "Pending"
-    elif degraded[0]:
-        put("Ready", False, degraded[1], degraded[2])
-        phase = "Failed" if failed_first else "Degraded"
-    elif progressing[0]:
-        put("Ready", False, "Progressing", progressing[2])
-        phase = "Pending" if stable_version is None else "Progressing"
-    elif target is None:
-        # Serving the last resolved version while the registry cannot be asked.
-        put(
-            "Ready",
-            stable_ready > 0,
-            "Serving" if stable_ready > 0 else (facts.resolve_reason or "Unresolved"),
-            f"version {stable_version} keeps serving; {facts.resolve_message}",
-        )
-        phase = "Available" if stable_ready > 0 else "Pending"
-    else:
-        put("Ready", False, "Pending", "waiting for serving pods to become ready")
-        phase = "Pending"
-        requeue = ACTIVE_POLL
-    status["phase"] = phase
-    status["conditions"] = conds
-
-    wanted = ("Degraded", "ModelResolved")
-    for type_, reason, message in conditions.transitions(
-        [c for c in old.get("conditions") or [] if c.get("type") in wanted],
-        [c for c in conds if c.get("type") in wanted],
-    ):
-        if reason in ("AsExpected", "Resolved", "RolledBack"):
-            continue  # a recovery or a rollback already has its own Event
-        events.append(Event(reason, message, type_))
-
-    if requeue is None and spec.model.alias:
-        requeue = ALIAS_POLL
-    if requeue is None and target is None:
-        requeue = ALIAS_POLL  # ask the registry again
-    return Decision(run_stable, canary_version, canary_replicas, status, events, requeue)
+    )
 
 
-def _canary_step(
+def _adopt(plan: Plan, version: str, facts: Facts, now: str) -> Plan:
+    """``version`` now serves all traffic: it is the stable version, with a history entry."""
+    why = _why(facts.target, facts.generation)
+    return replace(plan, stable=version, history=_with_history(plan.history, version, now, why))
+
+
+# ---- one canary step ------------------------------------------------------------------
+
+
+def canary_step(
     spec: ModelDeploymentSpec,
     facts: Facts,
     desired: str,
     stable_version: str,
-    old: Mapping[str, Any] | None,
+    old: CanaryState | None,
     now: str,
-    events: list[Event],
-) -> tuple[dict[str, Any], str, str | None, int, tuple[bool, str, str]]:
-    """Where the canary of ``desired`` stands: (canary status, stable version, canary
-    version, canary replicas, Progressing). ``step == "done"`` means promote now."""
+) -> CanaryMove:
+    """Where the canary of ``desired`` stands: a new canary starts at step 1; past the last
+    step it is promoting."""
     assert spec.rollout is not None
     steps = spec.rollout.steps or []
-    rules = spec.rollout.analysis or Analysis()
-    stable = facts.stable
-    stable_size = max(stable.replicas if stable else 1, 1)
-    fresh = old is None or old.get("version") != desired
-    step = 1 if fresh else int(old.get("step") or 1)  # type: ignore[union-attr]
-    if fresh:
-        events.append(
-            Event(
-                "RolloutStarted",
-                f"Canary of version {desired} (stable {stable_version}): "
-                f"step 1/{len(steps)} at {steps[0].weight}%",
-                "Normal",
-            )
-        )
-    promoting = step > len(steps)
-    if promoting:
-        # Every step passed: the stable Deployment takes the new version; the canary stays
-        # up (at full weight) until the stable pods of the new version are all ready.
-        if stable is not None and stable.complete(desired):
-            return {"step": "done"}, desired, None, 0, (False, "RolloutComplete", "")
-        canary = _canary_fields(old, desired, step, 100, None, facts)
-        canary["message"] = f"promoting version {desired}"
-        return (
-            canary,
-            desired,
-            desired,
-            facts.canary.replicas if facts.canary else 1,
-            (True, "Promoting", f"promoting version {desired} to stable"),
-        )
-    current = steps[step - 1]
-    replicas = (
-        stable_size
-        if current.weight >= 100
-        else max(1, math.ceil(stable_size * current.weight / (100 - current.weight)))
+    if old is not None and old.version == desired:
+        if old.step > len(steps):
+            return promoting(facts, desired, old)
+        return step_at(spec, facts, desired, stable_version, old, old.step, now)
+    started = Event(
+        "RolloutStarted",
+        f"Canary of version {desired} (stable {stable_version}): "
+        f"step 1/{len(steps)} at {steps[0].weight}%",
+        "Normal",
     )
+    move = step_at(spec, facts, desired, stable_version, None, 1, now)
+    return replace(move, events=(started, *move.events))
+
+
+def promoting(facts: Facts, desired: str, old: CanaryState) -> CanaryMove:
+    """Every step passed: the stable Deployment takes the new version; the canary stays up
+    (at full weight) until the stable pods of the new version are all ready."""
+    fields = {
+        **_canary_fields(old, desired, old.step, 100, None, facts),
+        "message": f"promoting version {desired}",
+    }
+    if facts.stable is not None and facts.stable.complete(desired):
+        return CanaryMove(fields, desired, 0, COMPLETE, promoted=True)
+    return CanaryMove(
+        fields,
+        desired,
+        facts.canary.replicas if facts.canary else 1,
+        Cond(True, "Promoting", f"promoting version {desired} to stable"),
+    )
+
+
+def step_at(
+    spec: ModelDeploymentSpec,
+    facts: Facts,
+    desired: str,
+    stable_version: str,
+    old: CanaryState | None,
+    step: int,
+    now: str,
+) -> CanaryMove:
+    """Step ``step``: wait for its canary pods, then hold its weight for its pause (measured
+    from ``stepStarted``, set when the pods are ready), then analyse."""
+    assert spec.rollout is not None
+    steps = spec.rollout.steps or []
+    current = steps[step - 1]
+    replicas = canary_replicas(facts.stable, current.weight)
     observed = facts.canary
-    ready = (
+    if not (
         observed is not None
         and observed.version == desired
         and observed.current
         and observed.ready >= replicas
-    )
-    started = None if fresh else old.get("stepStarted")  # type: ignore[union-attr]
-    if not ready:
-        fields = _canary_fields(
-            old if not fresh else None, desired, step, current.weight, None, facts
-        )
-        fields["replicas"] = replicas
-        fields["message"] = f"waiting for {replicas} canary pod(s) of version {desired}"
-        return (
-            fields,
-            stable_version,
-            desired,
-            replicas,
-            (True, "CanaryStep", f"step {step}/{len(steps)}: starting {replicas} canary pod(s)"),
-        )
-    if started is None:
-        started = now
+    ):
+        fields = {
+            **_canary_fields(old, desired, step, current.weight, None, facts),
+            "replicas": replicas,
+            "message": f"waiting for {replicas} canary pod(s) of version {desired}",
+        }
+        starting = f"step {step}/{len(steps)}: starting {replicas} canary pod(s)"
+        return CanaryMove(fields, stable_version, replicas, Cond(True, "CanaryStep", starting))
+    started = old.step_started if old is not None and old.step_started is not None else now
     elapsed = _seconds_between(started, now)
-    fields = _canary_fields(old, desired, step, current.weight, started, facts)
-    fields["replicas"] = replicas
+    fields = {
+        **_canary_fields(old, desired, step, current.weight, started, facts),
+        "replicas": replicas,
+    }
     if elapsed < current.pause_seconds:
         fields["message"] = (
             f"holding {current.weight}% for {int(current.pause_seconds - elapsed)}s more"
         )
-        return (
-            fields,
+        holding = f"step {step}/{len(steps)}: {current.weight}% of traffic"
+        return CanaryMove(fields, stable_version, replicas, Cond(True, "CanaryStep", holding))
+    return analysed(spec, facts, desired, stable_version, step, fields)
+
+
+def analysed(
+    spec: ModelDeploymentSpec,
+    facts: Facts,
+    desired: str,
+    stable_version: str,
+    step: int,
+    fields: Mapping[str, Any],
+) -> CanaryMove:
+    """The step's pause is over: the analysis passes it (on to the next step, or promote
+    after the last), fails it, or has too little to say yet."""
+    assert spec.rollout is not None
+    steps = spec.rollout.steps or []
+    replicas = int(fields["replicas"])
+    verdict, message = analyse(facts.analysis, spec.rollout.analysis or Analysis())
+    if verdict != "Pass":
+        return CanaryMove(
+            {**fields, "message": message},
             stable_version,
-            desired,
             replicas,
-            (True, "CanaryStep", f"step {step}/{len(steps)}: {current.weight}% of traffic"),
+            Cond(True, "CanaryStep", f"step {step}/{len(steps)}: {message}"),
+            verdict=(verdict, message),
         )
-    verdict, message = analyse(facts.analysis, rules)
-    fields["message"] = message
-    fields["_verdict"] = (verdict, message)
-    if verdict == "Pass":
-        nxt = step + 1
-        if nxt <= len(steps):
-            events.append(
-                Event(
-                    "CanaryStep",
-                    f"Version {desired}: step {nxt}/{len(steps)} at {steps[nxt - 1].weight}% "
-                    f"({message})",
-                    "Normal",
-                )
-            )
-        fields.update({"step": nxt, "stepStarted": None})
-        if nxt > len(steps):
-            fields["weight"] = 100
-            fields["message"] = f"analysis passed ({message}); promoting"
-        return (
-            fields,
-            desired if nxt > len(steps) else stable_version,
-            desired,
-            replicas,
-            (True, "CanaryStep", f"step {step}/{len(steps)} passed: {message}"),
+    passed = Cond(True, "CanaryStep", f"step {step}/{len(steps)} passed: {message}")
+    nxt = {**fields, "step": step + 1, "stepStarted": None, "message": message}
+    if step < len(steps):
+        event = Event(
+            "CanaryStep",
+            f"Version {desired}: step {step + 1}/{len(steps)} at {steps[step].weight}% ({message})",
+            "Normal",
         )
-    return (
-        fields,
-        stable_version,
-        desired,
-        replicas,
-        (True, "CanaryStep", f"step {step}/{len(steps)}: {message}"),
-    )
+        return CanaryMove(
+            nxt, stable_version, replicas, passed, (verdict, message), False, (event,)
+        )
+    last = {**nxt, "weight": 100, "message": f"analysis passed ({message}); promoting"}
+    return CanaryMove(last, desired, replicas, passed, (verdict, message))
+
+
+def canary_replicas(stable: DeploymentState | None, weight: int) -> int:
+    """Canary pods for ``weight`` percent of the traffic next to the stable pods."""
+    stable_size = max(stable.replicas if stable else 1, 1)
+    if weight >= 100:
+        return stable_size
+    return max(1, math.ceil(stable_size * weight / (100 - weight)))
 
 
 def _canary_fields(
-    old: Mapping[str, Any] | None,
+    old: CanaryState | None,
     version: str,
     step: int,
     weight: int,
@@ -620,7 +764,7 @@ def _canary_fields(
         "step": step,
         "weight": weight,
         "stepStarted": started,
-        "replicas": (old or {}).get("replicas"),
+        "replicas": old.replicas if old is not None else None,
         "readyReplicas": facts.canary.ready if facts.canary else 0,
     }
     analysis = facts.analysis
@@ -634,6 +778,119 @@ def _canary_fields(
         ratio = latency_ratio(analysis)
         fields["latencyRatio"] = round(ratio, 3) if ratio is not None else None
     return fields
+
+
+# ---- the status, the writes, the next pass ----------------------------------------------
+
+
+def _present(fields: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    return None if fields is None else {k: v for k, v in fields.items() if v is not None}
+
+
+def _resolved(target: Target | None, old: Mapping[str, Any]) -> dict[str, Any] | None:
+    if target is None:
+        return old.get("resolved")  # the last version resolved, while the registry is down
+    resolved = {
+        "version": target.version,
+        "runId": target.run_id,
+        "source": target.source,
+        "alias": target.alias,
+    }
+    return {k: v for k, v in resolved.items() if v is not None}
+
+
+def _put_conditions(b: StatusBuilder, spec: ModelDeploymentSpec, facts: Facts, plan: Plan) -> None:
+    target = facts.target
+    if target is not None:
+        b.put("ModelResolved", True, "Resolved", f"{spec.model.name} version {target.version}")
+    else:
+        b.put("ModelResolved", False, facts.resolve_reason or "Unresolved", facts.resolve_message)
+    stable_ready = facts.stable.ready if facts.stable else 0
+    if stable_ready > 0:
+        b.put("Available", True, "MinimumReplicasAvailable", f"{stable_ready} ready")
+    else:
+        b.put("Available", False, "NoReplicasAvailable", "no serving pod is ready")
+    b.put("Progressing", *plan.progressing)
+    b.put("Degraded", *plan.degraded)
+
+
+def summarise(facts: Facts, plan: Plan, ready: int) -> tuple[Cond, str, bool]:
+    """``(Ready, phase, waiting)``: the summary condition, the phase, and whether the pass
+    waits for serving pods (and looks again soon)."""
+    target, stable_version = facts.target, plan.stable
+    stable_ready = facts.stable.ready if facts.stable else 0
+    reason = facts.resolve_reason or "Unresolved"
+    progressing, degraded = plan.progressing, plan.degraded
+    serving_target = target is not None and stable_version == target.version
+    if serving_target and stable_ready > 0 and not progressing.value and not degraded.value:
+        alias = f" (alias {target.alias})" if target and target.alias else ""
+        message = f"version {stable_version}{alias} on {ready} ready replica(s) at {facts.url}"
+        return Cond(True, "Serving", message), "Available", False
+    if target is None and stable_version is None:
+        phase = "Failed" if facts.resolve_reason not in ("MLflowUnavailable", "") else "Pending"
+        return Cond(False, reason, facts.resolve_message), phase, False
+    if degraded.value:
+        summary = Cond(False, degraded.reason, degraded.message)
+        return summary, "Failed" if plan.failed_first else "Degraded", False
+    if progressing.value:
+        phase = "Pending" if stable_version is None else "Progressing"
+        return Cond(False, "Progressing", progressing.message), phase, False
+    if target is None:
+        # Serving the last resolved version while the registry cannot be asked.
+        message = f"version {stable_version} keeps serving; {facts.resolve_message}"
+        serves = stable_ready > 0
+        summary = Cond(serves, "Serving" if serves else reason, message)
+        return summary, "Available" if serves else "Pending", False
+    return Cond(False, "Pending", "waiting for serving pods to become ready"), "Pending", True
+
+
+NEWS = ("Degraded", "ModelResolved")
+OWN_EVENTS = ("AsExpected", "Resolved", "RolledBack")  # a recovery or a rollback has its own
+
+
+def _news(
+    before: Sequence[Mapping[str, Any]] | None, after: Sequence[Mapping[str, Any]]
+) -> list[Event]:
+    """Events for the transitions of Degraded and ModelResolved; the other conditions'
+    transitions are told by the rollout's own Events."""
+    return [
+        Event(reason, message, type_)
+        for type_, reason, message in conditions.transitions(
+            [c for c in before or () if c.get("type") in NEWS],
+            [c for c in after if c.get("type") in NEWS],
+        )
+        if reason not in OWN_EVENTS
+    ]
+
+
+def actions(plan: Plan, facts: Facts, old: Mapping[str, Any]) -> tuple[Action, ...]:
+    """The writes: each Deployment as planned (act skips one whose digest is already there),
+    the Service, HPA and PDB (written without reading when the spec changed), and no canary
+    Deployment when none is planned."""
+    out: list[Action] = []
+    stable, canary = facts.stable, facts.canary
+    if plan.run_stable is not None:
+        spec_changed = old.get("observedGeneration") != facts.generation
+        out += [
+            ApplyStable(plan.run_stable, stable.applied if stable else None),
+            EnsureService(force=spec_changed),
+            EnsureHPA(force=spec_changed or stable is None),
+            EnsurePDB(force=spec_changed or stable is None),
+        ]
+    if plan.canary_version is not None:
+        applied = canary.applied if canary else None
+        out.append(ApplyCanary(plan.canary_version, plan.canary_replicas, applied))
+    elif canary is not None and not canary.deleting:
+        out.append(DeleteCanary())
+    return tuple(out)
+
+
+def _requeue(spec: ModelDeploymentSpec, facts: Facts, active: bool) -> float | None:
+    if active:
+        return ACTIVE_POLL
+    if spec.model.alias or facts.target is None:
+        return ALIAS_POLL  # follow the alias; or ask the registry again
+    return None
 
 
 SampleTuple = tuple[str, Mapping[str, str], float]

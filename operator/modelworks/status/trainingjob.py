@@ -1,4 +1,10 @@
-"""(TrainingJob, observed Job and pods, MLflow facts, now) -> status. Pure."""
+"""decide(spec, facts, old status, now) -> Decision[Action] for a TrainingJob. Pure.
+
+The facts are what one pass read (the Job, its pods, the MLflow run, the gate's baselines,
+the version registered from the run); the actions are the writes that bring the world
+closer to the spec, each idempotent. Where the status needs what an action makes (the run's
+id, the version's number) the next pass reads it: such actions ask for a pass at once.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,27 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelworks import conditions
-from modelworks.api.trainingjob import TrainingJobSpec
-from modelworks.gate import GateOutcome
+from modelworks import gate as gates
+from modelworks.api import TRAINING_JOB
+from modelworks.api.trainingjob import ModelTarget, TrainingJobSpec
+from modelworks.status.decision import Decision, StatusBuilder
 
-SUMMARY = "Succeeded"
+SUMMARY = TRAINING_JOB.summary
+AT_ONCE = 1.0  # seconds: the next pass reads what this one's actions made
+ACTIVE_POLL = 10.0  # seconds between passes while a run is in progress
+RETRY = 20.0  # after MLflow did not answer
+OPEN_RUN = ("RUNNING", "SCHEDULED")
+# Status fields a pass keeps when it has nothing newer to say about them.
+CARRIED = (
+    "startTime",
+    "completionTime",
+    "attempts",
+    "metrics",
+    "progress",
+    "qualityGate",
+    "registeredModel",
+    "mlflow",
+)
 IMAGE_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
 CONFIG_REASONS = ("CreateContainerConfigError", "CreateContainerError", "RunContainerError")
 
@@ -28,24 +51,102 @@ class RunFacts:
 
 @dataclass(frozen=True)
 class Registration:
+    """The model version registered from the run, and the aliases it holds."""
+
     name: str
     version: str
     source: str
-    alias: str | None = None
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where the run logged its model: what a new version is registered from."""
+
+    uri: str
+    model_id: str | None = None
 
 
 @dataclass(frozen=True)
 class TrainingFacts:
-    """Everything one pass observed; the reconciler fills it, this module judges it."""
+    """Everything one pass read; the reconciler fills it, this module judges it."""
 
     job_name: str
+    generation: int | None = None
     job: Mapping[str, Any] | None = None
     pods: Sequence[Mapping[str, Any]] = ()
     run: RunFacts | None = None
+    experiment_id: str | None = None  # the run's experiment, when it exists
     mlflow_error: str | None = None  # transient: the tracking server did not answer
-    gate: GateOutcome | None = None
+    # Read once the Job succeeded: alias -> metrics of the version holding it (None: none).
+    baselines: Mapping[str, Mapping[str, float] | None] | None = None
     registration: Registration | None = None
+    model_source: ModelSource | None = None  # looked up while nothing is registered
     registration_error: str | None = None  # permanent: e.g. the artifact is missing
+    stale_jobs: tuple[str, ...] = ()  # Jobs of an earlier spec, still there
+
+
+# --- actions: what act() does, each idempotent ----------------------------------------
+
+
+@dataclass(frozen=True)
+class StartRun:
+    """The Job is missing: find the run by its key or create it (experiment too; None: look
+    it up or create it), log the hyperparameters, then apply the Service and the Job."""
+
+    experiment_id: str | None
+
+
+@dataclass(frozen=True)
+class ApplyJob:
+    """Apply the Job of this run again with ``suspend``: pause or resume the same run."""
+
+    experiment_id: str
+    run_id: str
+    suspend: bool
+
+
+@dataclass(frozen=True)
+class EndRun:
+    """Close the run (FINISHED or FAILED) the trainer left open."""
+
+    run_id: str
+    state: str
+
+
+@dataclass(frozen=True)
+class Register:
+    """Register the run's model as a new version (found by run id first)."""
+
+    model: str
+    run_id: str
+    source: str
+    model_id: str | None
+
+
+@dataclass(frozen=True)
+class SetAlias:
+    model: str
+    alias: str
+    version: str
+
+
+@dataclass(frozen=True)
+class DeletePods:
+    """The run ended: its pods go, as cleanPodPolicy says."""
+
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RemoveStaleJobs:
+    """Jobs of an earlier spec go, with their pods."""
+
+    names: tuple[str, ...]
+
+
+Action = StartRun | ApplyJob | EndRun | Register | SetAlias | DeletePods | RemoveStaleJobs
+NEXT_PASS_READS = (StartRun, Register)  # what they make shows in the status a pass later
 
 
 @dataclass(frozen=True)
@@ -151,218 +252,233 @@ def progress(spec: TrainingJobSpec, metrics: Mapping[str, float]) -> dict[str, A
     return out or None
 
 
-def compute(
-    obj: Mapping[str, Any], spec: TrainingJobSpec, facts: TrainingFacts, now: str
-) -> dict[str, Any]:
-    """The whole new status of the TrainingJob."""
-    generation = obj["metadata"].get("generation")
-    old = dict(obj.get("status") or {})
-    conds: list[dict[str, Any]] = list(old.get("conditions") or [])
+def decide(
+    spec: TrainingJobSpec, facts: TrainingFacts, old: Mapping[str, Any], now: str
+) -> Decision[Action]:
+    """The whole new status of the TrainingJob, its Events, and the writes to make."""
+    b = StatusBuilder(TRAINING_JOB, old, facts.generation, now)
+    b.set(jobName=facts.job_name, **{key: old[key] for key in CARRIED if key in old})
+    _record(b, spec, facts)
+    actions = [*_upkeep(spec, facts), *_judge(b, spec, facts)]
+    if facts.mlflow_error:
+        return b.decide(actions=actions, requeue_after=RETRY, result="retry")
+    if any(isinstance(action, NEXT_PASS_READS) for action in actions):
+        requeue: float | None = AT_ONCE
+    else:
+        requeue = ACTIVE_POLL if b.fields["phase"] in ("Pending", "Running") else None
+    return b.decide(actions=actions, requeue_after=requeue)
 
-    def put(type_: str, status: bool | str, reason: str, message: str) -> None:
-        nonlocal conds
-        conds = conditions.set_condition(
-            conds, type_, status, reason, message, now=now, generation=generation
-        )
 
-    status: dict[str, Any] = {"observedGeneration": generation, "jobName": facts.job_name}
-    for key in (
-        "startTime",
-        "completionTime",
-        "attempts",
-        "metrics",
-        "progress",
-        "qualityGate",
-        "registeredModel",
-    ):
-        if key in old:
-            status[key] = old[key]
-    conds = conditions.remove(conds, "Stalled")  # a valid spec is never stalled
-
+def _record(b: StatusBuilder, spec: TrainingJobSpec, facts: TrainingFacts) -> None:
+    """What the run and the Job say, whatever the verdict: ids, metrics, times, attempts."""
     if facts.run is not None:
-        mlflow: dict[str, Any] = {
-            "experimentId": facts.run.experiment_id,
-            "runId": facts.run.run_id,
-        }
-        if facts.run.url:
-            mlflow["runUrl"] = facts.run.url
-        status["mlflow"] = mlflow
-        if facts.run.metrics:
-            status["metrics"] = {k: float(v) for k, v in sorted(facts.run.metrics.items())}
-            prog = progress(spec, facts.run.metrics)
-            if prog:
-                status["progress"] = prog
-    elif "mlflow" in old:
-        status["mlflow"] = old["mlflow"]
+        run = facts.run
+        mlflow = {"experimentId": run.experiment_id, "runId": run.run_id}
+        b.set(mlflow={**mlflow, "runUrl": run.url} if run.url else mlflow)
+        if run.metrics:
+            b.set(metrics={k: float(v) for k, v in sorted(run.metrics.items())})
+            b.set(progress=progress(spec, run.metrics) or b.fields.get("progress"))
+    if facts.job is None:
+        return
+    job_status = facts.job.get("status") or {}
+    for key in ("startTime", "completionTime"):
+        if job_status.get(key):
+            b.set(**{key: job_status[key]})
+    counted = job_status.get("active") or job_status.get("succeeded")
+    running = 1 if (counted or job_state(facts.job)[0] == "Succeeded") else 0
+    b.set(attempts=int(job_status.get("failed") or 0) + running)
 
-    state, job_reason, job_message = job_state(facts.job)
-    job_status = (facts.job or {}).get("status") or {}
-    if job_status.get("startTime"):
-        status["startTime"] = job_status["startTime"]
-    if job_status.get("completionTime"):
-        status["completionTime"] = job_status["completionTime"]
-    if facts.job is not None:
-        status["attempts"] = int(job_status.get("failed") or 0) + (
-            1
-            if (job_status.get("active") or job_status.get("succeeded") or state == "Succeeded")
-            else 0
-        )
-    failure = pod_failure(facts.pods)
 
-    # --- the run and the Job ------------------------------------------------------
+def _upkeep(spec: TrainingJobSpec, facts: TrainingFacts) -> list[Action]:
+    """Writes that follow from the facts alone: stale Jobs, the run and its Job, clean-up."""
+    actions: list[Action] = []
+    if facts.stale_jobs:
+        actions.append(RemoveStaleJobs(facts.stale_jobs))
+    run = facts.run
+    if facts.job is None and not facts.mlflow_error:
+        actions.append(StartRun(run.experiment_id if run else facts.experiment_id))
+    elif run is not None and _suspended(facts.job) != spec.suspend:
+        actions.append(ApplyJob(run.experiment_id, run.run_id, spec.suspend))
+    state = job_state(facts.job)[0]
+    if state not in ("Succeeded", "Failed"):
+        return actions
+    doomed = _doomed_pods(facts.pods, spec.clean_pod_policy)
+    if doomed:
+        actions.append(DeletePods(doomed))
+    if run is not None and run.status in OPEN_RUN:
+        actions.append(EndRun(run.run_id, "FINISHED" if state == "Succeeded" else "FAILED"))
+    return actions
+
+
+def _doomed_pods(pods: Sequence[Mapping[str, Any]], policy: str) -> tuple[str, ...]:
+    """The run has ended: the pods cleanPodPolicy deletes (None keeps them to debug)."""
+    names = []
+    for pod in pods:
+        if (pod.get("metadata") or {}).get("deletionTimestamp"):
+            continue
+        phase = (pod.get("status") or {}).get("phase")
+        if policy == "All" or (policy == "Running" and phase in ("Running", "Pending")):
+            names.append(str(pod["metadata"]["name"]))
+    return tuple(names)
+
+
+def _judge(b: StatusBuilder, spec: TrainingJobSpec, facts: TrainingFacts) -> list[Action]:
+    """Conditions and phase: the run, then the Job, then (once it succeeded) gate and model."""
     if facts.run is None:
         reason, message = (
             ("MLflowUnavailable", f"cannot create the MLflow run: {facts.mlflow_error}")
             if facts.mlflow_error
             else ("CreatingRun", "creating the MLflow run before any pod starts")
         )
-        put("JobCreated", False, reason, message)
-        put("Running", False, reason, message)
-        put(SUMMARY, "Unknown", reason, message)
-        status["phase"] = "Pending"
-        status["conditions"] = conds
-        return status
+        _waiting(b, "Pending", reason, message, also=("JobCreated", "Running"))
+        return []
     if facts.job is None:
-        put("JobCreated", False, "Creating", f"creating Job {facts.job_name}")
+        b.put("JobCreated", False, "Creating", f"creating Job {facts.job_name}")
     else:
-        put(
-            "JobCreated",
-            True,
-            "Created",
-            f"Job {facts.job_name} runs MLflow run {facts.run.run_id}",
-        )
-
+        message = f"Job {facts.job_name} runs MLflow run {facts.run.run_id}"
+        b.put("JobCreated", True, "Created", message)
+    state, reason, message = job_state(facts.job)
     if state == "Failed":
-        reason = failure.reason if failure else job_reason
-        message = failure.message if failure else (job_message or f"Job {facts.job_name} failed")
-        if failure and job_reason and job_reason != failure.reason:
-            message = f"{job_reason}: {message}"
-        put("Running", False, reason, message)
-        put(SUMMARY, False, reason, message)
-        status["phase"] = "Failed"
-        status["conditions"] = conds
-        return status
-
+        _failed(b, facts, reason, message)
+        return []
     if state == "Suspended" or (spec.suspend and state != "Succeeded"):
-        put("Running", False, "Suspended", "spec.suspend is true: no training pods run")
-        put("Suspended", True, "Suspended", "spec.suspend is true")
-        put(SUMMARY, "Unknown", "Suspended", "suspended; set spec.suspend to false to resume")
-        status["phase"] = "Suspended"
-        status["conditions"] = conds
-        return status
-    conds = conditions.remove(conds, "Suspended")
-
+        b.put("Running", False, "Suspended", "spec.suspend is true: no training pods run")
+        b.put("Suspended", True, "Suspended", "spec.suspend is true")
+        b.put(SUMMARY, "Unknown", "Suspended", "suspended; set spec.suspend to false to resume")
+        b.set(phase="Suspended")
+        return []
+    b.drop("Suspended")
     if state in ("Missing", "Active"):
-        active = int(job_status.get("active") or 0)
-        ready = int(job_status.get("ready") or 0)
-        if failure and failure.reason in ("ImagePullBackOff", *CONFIG_REASONS):
-            put("Running", False, failure.reason, failure.message)
-            put(SUMMARY, "Unknown", failure.reason, failure.message)
-            status["phase"] = "Pending"
-        elif ready or (active and _any_running(facts.pods)):
-            put(
-                "Running",
-                True,
-                "Training",
-                f"{max(ready, 1)} of {spec.replicas} training pods running",
-            )
-            put(SUMMARY, "Unknown", "Training", "training is in progress")
-            status["phase"] = "Running"
-        elif _any_finished(facts.pods) or job_status.get("succeeded"):
-            # The pods are done and the Job controller has not counted them yet: still
-            # running (not back to Pending), for the seconds until the Job completes.
-            message = f"the training pods finished; Job {facts.job_name} is completing"
-            put("Running", True, "Finishing", message)
-            put(SUMMARY, "Unknown", "Finishing", message)
-            status["phase"] = "Running"
+        _in_progress(b, spec, facts)
+        return []
+    return _finished(b, spec, facts)
+
+
+def _waiting(
+    b: StatusBuilder, phase: str, reason: str, message: str, also: Sequence[str] = ()
+) -> None:
+    """Not done yet: the summary (and the conditions in ``also``) say what it waits for."""
+    for type_ in also:
+        b.put(type_, False, reason, message)
+    b.put(SUMMARY, "Unknown", reason, message)
+    b.set(phase=phase)
+
+
+def _failed(b: StatusBuilder, facts: TrainingFacts, job_reason: str, job_message: str) -> None:
+    failure = pod_failure(facts.pods)
+    reason = failure.reason if failure else job_reason
+    message = failure.message if failure else (job_message or f"Job {facts.job_name} failed")
+    if failure and job_reason and job_reason != failure.reason:
+        message = f"{job_reason}: {message}"
+    b.put("Running", False, reason, message)
+    b.summarise(["Running"], reason, message)
+    b.set(phase="Failed")
+
+
+def _in_progress(b: StatusBuilder, spec: TrainingJobSpec, facts: TrainingFacts) -> None:
+    job_status = (facts.job or {}).get("status") or {}
+    active = int(job_status.get("active") or 0)
+    ready = int(job_status.get("ready") or 0)
+    failure = pod_failure(facts.pods)
+    if failure and failure.reason in ("ImagePullBackOff", *CONFIG_REASONS):
+        _waiting(b, "Pending", failure.reason, failure.message, also=("Running",))
+    elif ready or (active and _any_running(facts.pods)):
+        running = f"{max(ready, 1)} of {spec.replicas} training pods running"
+        b.put("Running", True, "Training", running)
+        _waiting(b, "Running", "Training", "training is in progress")
+    elif _any_finished(facts.pods) or job_status.get("succeeded"):
+        # The pods are done and the Job controller has not counted them yet: still
+        # running (not back to Pending), for the seconds until the Job completes.
+        message = f"the training pods finished; Job {facts.job_name} is completing"
+        b.put("Running", True, "Finishing", message)
+        _waiting(b, "Running", "Finishing", message)
+    else:
+        message = "waiting for the training pods to start"
+        _waiting(b, "Pending", "Pending", message, also=("Running",))
+
+
+def _finished(b: StatusBuilder, spec: TrainingJobSpec, facts: TrainingFacts) -> list[Action]:
+    """The Job succeeded: the quality gate, then the registration."""
+    assert facts.run is not None
+    b.put("Running", False, "Finished", f"Job {facts.job_name} completed")
+    if facts.baselines is None:
+        if facts.mlflow_error:
+            message = f"cannot read the run's metrics: {facts.mlflow_error}"
+            _waiting(b, "Running", "MLflowUnavailable", message)
         else:
-            put("Running", False, "Pending", "waiting for the training pods to start")
-            put(SUMMARY, "Unknown", "Pending", "waiting for the training pods to start")
-            status["phase"] = "Pending"
-        status["conditions"] = conds
-        return status
-
-    # --- the Job succeeded: gate, then registration --------------------------------
-    put("Running", False, "Finished", f"Job {facts.job_name} completed")
-    if facts.gate is None:
-        reason = "MLflowUnavailable" if facts.mlflow_error else "Evaluating"
-        message = (
-            f"cannot read the run's metrics: {facts.mlflow_error}"
-            if facts.mlflow_error
-            else "reading the run's metrics"
-        )
-        put(SUMMARY, "Unknown", reason, message)
-        status["phase"] = "Running"
-        status["conditions"] = conds
-        return status
-
-    gate = facts.gate
-    status["qualityGate"] = {
-        "passed": gate.passed,
-        "summary": gate.summary or "no rules",
-        "results": [
-            {
-                k: v
-                for k, v in {
-                    "metric": r.metric,
-                    "op": r.op,
-                    "value": r.value,
-                    "threshold": r.threshold,
-                    "passed": r.passed,
-                }.items()
-                if v is not None
-            }
-            for r in gate.results
-        ],
-    }
+            _waiting(b, "Running", "Evaluating", "reading the run's metrics")
+        return []
+    gate = gates.evaluate(list(spec.quality_gate or []), facts.run.metrics, facts.baselines)
+    b.set(qualityGate=gate_status(gate))
     if not gate.passed:
         message = f"quality gate failed: {gate.summary}; nothing was registered"
-        put("QualityGatePassed", False, "QualityGateFailed", message)
+        b.put("QualityGatePassed", False, "QualityGateFailed", message)
         if spec.model is not None:
-            put(
-                "ModelRegistered",
-                False,
-                "QualityGateFailed",
-                "not registered: the quality gate failed",
-            )
-        put(SUMMARY, False, "QualityGateFailed", message)
-        status["phase"] = "Failed"
-        status["conditions"] = conds
-        return status
-    put("QualityGatePassed", True, "Passed", gate.summary or "no quality gate rules")
-
+            refused = "not registered: the quality gate failed"
+            b.put("ModelRegistered", False, "QualityGateFailed", refused)
+        b.summarise(["QualityGatePassed"], "QualityGateFailed", message)
+        b.set(phase="Failed")
+        return []
+    b.put("QualityGatePassed", True, "Passed", gate.summary or "no quality gate rules")
     if spec.model is None:
-        put(SUMMARY, True, "Completed", "training completed; no model registration was requested")
-        status["phase"] = "Succeeded"
-    elif facts.registration_error:
-        put("ModelRegistered", False, "ArtifactMissing", facts.registration_error)
-        put(SUMMARY, False, "ArtifactMissing", facts.registration_error)
-        status["phase"] = "Failed"
-    elif facts.registration is None:
-        reason = "MLflowUnavailable" if facts.mlflow_error else "Registering"
-        message = facts.mlflow_error or f"registering {spec.model.name}"
-        put("ModelRegistered", False, reason, message)
-        put(SUMMARY, "Unknown", reason, message)
-        status["phase"] = "Running"
-    else:
-        reg = facts.registration
-        status["registeredModel"] = {
-            k: v
-            for k, v in {
-                "name": reg.name,
-                "version": reg.version,
-                "alias": reg.alias,
-                "source": reg.source,
+        done = "training completed; no model registration was requested"
+        b.summarise(["QualityGatePassed"], "Completed", done)
+        b.set(phase="Succeeded")
+        return []
+    return _registration(b, spec.model, facts)
+
+
+def gate_status(gate: gates.GateOutcome) -> dict[str, Any]:
+    """The gate as stored: the verdict, one line, and each rule (unset fields left out)."""
+    results = [
+        {
+            key: value
+            for key, value in {
+                "metric": r.metric,
+                "op": r.op,
+                "value": r.value,
+                "threshold": r.threshold,
+                "passed": r.passed,
             }.items()
-            if v
+            if value is not None
         }
-        alias = f" as @{reg.alias}" if reg.alias else ""
-        message = f"registered {reg.name} version {reg.version}{alias}"
-        put("ModelRegistered", True, "Registered", message)
-        put(SUMMARY, True, "ModelRegistered", message)
-        status["phase"] = "Succeeded"
-    status["conditions"] = conds
-    return status
+        for r in gate.results
+    ]
+    return {"passed": gate.passed, "summary": gate.summary or "no rules", "results": results}
+
+
+def _registration(b: StatusBuilder, model: ModelTarget, facts: TrainingFacts) -> list[Action]:
+    """The gate passed: register the run's model once, then point the alias at it."""
+    assert facts.run is not None
+    reg = facts.registration
+    order = ["QualityGatePassed", "ModelRegistered"]
+    if facts.registration_error:
+        b.put("ModelRegistered", False, "ArtifactMissing", facts.registration_error)
+        b.summarise(order, "ArtifactMissing", facts.registration_error)
+        b.set(phase="Failed")
+        return []
+    if reg is None:
+        source = facts.model_source
+        reason = "MLflowUnavailable" if facts.mlflow_error else "Registering"
+        message = facts.mlflow_error or f"registering {model.name}"
+        _waiting(b, "Running", reason, message, also=("ModelRegistered",))
+        if source is None or facts.mlflow_error:
+            return []
+        return [Register(model.name, facts.run.run_id, source.uri, source.model_id)]
+    registered = {"name": reg.name, "version": reg.version, "alias": model.alias}
+    b.set(registeredModel={k: v for k, v in {**registered, "source": reg.source}.items() if v})
+    alias = f" as @{model.alias}" if model.alias else ""
+    message = f"registered {reg.name} version {reg.version}{alias}"
+    b.put("ModelRegistered", True, "Registered", message)
+    b.summarise(order, "ModelRegistered", message)
+    b.set(phase="Succeeded")
+    if model.alias and model.alias not in reg.aliases:
+        return [SetAlias(reg.name, model.alias, reg.version)]
+    return []
+
+
+def _suspended(job: Mapping[str, Any] | None) -> bool:
+    return bool(((job or {}).get("spec") or {}).get("suspend"))
 
 
 def _any_running(pods: Sequence[Mapping[str, Any]]) -> bool:

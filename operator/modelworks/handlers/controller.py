@@ -1,0 +1,270 @@
+"""The controller behind the kopf wiring: latest bodies, one work queue, a pool of workers.
+
+kopf's watches feed :meth:`Controller.observed` (our objects) and :meth:`Controller.child`
+(their Jobs and Deployments): both only record and enqueue. A bounded pool of worker
+threads takes uids off the queue, one pass per object at a time, while this replica leads;
+each pass stores the status it computed (guarded by the resourceVersion it was computed
+from), posts its Events, and is queued again after ``requeue_after`` or the resync period.
+Errors back off exponentially per object. Deleted objects are dropped for good, also when
+a relist missed their DELETED event (:meth:`Controller.sweep`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelworks import metrics
+from modelworks.api import API_VERSION, KINDS, Kind
+from modelworks.clients.kube import Kube, KubeError
+from modelworks.clients.mlflow import Registry
+from modelworks.handlers.queue import WorkQueue
+from modelworks.names import now_rfc3339
+from modelworks.reconcilers.base import Context, Decision, post_events, store_status
+from modelworks.reconcilers.modeldeployment import ServerConfig
+from modelworks.settings import Settings
+
+Reconcile = Callable[[Mapping[str, Any], Context, str], Decision[Any]]
+log = logging.getLogger("modelworks")
+
+
+@dataclass
+class Entry:
+    kind: Kind
+    body: dict[str, Any]
+    seen: float  # monotonic time the body arrived
+    written: str | None = None  # resourceVersion of this operator's own last status write
+
+
+@dataclass
+class Controller:
+    settings: Settings
+    kube: Kube
+    registry: Registry
+    reconcilers: Mapping[str, Reconcile]
+    leading: threading.Event = field(default_factory=threading.Event)
+    queue: WorkQueue = field(default_factory=WorkQueue)
+    identity: str = "modelworks"
+
+    def __post_init__(self) -> None:
+        self._entries: dict[str, Entry] = {}
+        self._memory: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._in_flight = 0
+        self.server = ServerConfig(
+            image=self.settings.image,
+            pull_policy=self.settings.image_pull_policy,
+            tracking_uri=self.settings.mlflow_tracking_uri,
+        )
+
+    # -- fed by the watches ---------------------------------------------------------------
+
+    def observed(self, kind: Kind, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """A watch event of one of our objects: keep its body, queue a pass (or drop it)."""
+        uid = body["metadata"]["uid"]
+        if event_type == "DELETED":
+            self.forget(uid)
+            return
+        version = body["metadata"].get("resourceVersion")
+        with self._lock:
+            old = self._entries.get(uid)
+            written = old.written if old is not None else None
+            self._entries[uid] = Entry(kind, dict(body), time.monotonic(), written)
+        if written is None or written != version:  # not merely the echo of our own write
+            self.queue.add(uid)
+
+    def child(self, body: Mapping[str, Any]) -> None:
+        """A child changed: its controlling owner, if we know it, gets a pass."""
+        for ref in body.get("metadata", {}).get("ownerReferences") or []:
+            if ref.get("controller") and ref.get("uid") in self._entries:
+                self.queue.add(ref["uid"])
+
+    def forget(self, uid: str) -> None:
+        """The object is gone: no pass for it again, and nothing kept for it."""
+        self.queue.drop(uid)
+        with self._lock:
+            entry = self._entries.pop(uid, None)
+            self._memory.pop(uid, None)
+        if entry is not None:
+            meta = entry.body["metadata"]
+            metrics.forget_conditions(entry.kind.kind, meta)
+            if entry.kind.kind == "DriftMonitor":
+                metrics.forget_drift(meta)
+
+    def known(self, uid: str) -> bool:
+        return uid in self._entries
+
+    # -- the workers ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        for i in range(self.settings.workers):
+            thread = threading.Thread(target=self._work, name=f"worker-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        sweeper = threading.Thread(target=self._sweep_every_resync, name="sweep", daemon=True)
+        sweeper.start()
+        metrics.track_queue(self.queue.depth, self.queue.delayed, lambda: self._in_flight)
+
+    def stop(self, timeout: float) -> bool:
+        """No new passes; wait up to ``timeout`` for the running ones. True if all finished."""
+        self._stopping.set()
+        self.queue.shutdown()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads)
+
+    def _work(self) -> None:
+        while not self._stopping.is_set():
+            if not self.leading.wait(timeout=1.0):
+                continue
+            item = self.queue.get(timeout=1.0)
+            if item is None:
+                continue
+            uid, waited = item
+            metrics.QUEUE_WAIT.observe(waited)
+            try:
+                self.process(uid)
+            finally:
+                self.queue.done(uid)
+
+    # -- one pass -------------------------------------------------------------------------
+
+    def process(self, uid: str) -> None:
+        """One pass of one object, start to end: reconcile, store the status, post Events."""
+        entry = self._entries.get(uid)
+        if entry is None:
+            return  # deleted since it was queued
+        kind, obj = entry.kind, entry.body
+        ctx = Context(self.kube, self.registry, self.server, self._memory.setdefault(uid, {}))
+        now = now_rfc3339()
+        decision = self._reconcile(kind, obj, ctx, now)
+        if decision is None:
+            self.queue.add_rate_limited(uid)
+            return
+        if not self._store(uid, kind, obj, decision):
+            return
+        self._report(kind, obj, decision, now)
+        self.queue.forget(uid)
+        self.queue.add_after(uid, self._next_pass(decision))
+
+    def _reconcile(
+        self, kind: Kind, obj: Mapping[str, Any], ctx: Context, now: str
+    ) -> Decision[Any] | None:
+        started = time.monotonic()
+        with self._lock:
+            self._in_flight += 1
+        try:
+            return self.reconcilers[kind.kind](obj, ctx, now)
+        except Exception as exc:
+            metrics.RECONCILES.labels(kind.kind, "error").inc()
+            metrics.RECONCILE_ERRORS.labels(kind.kind, type(exc).__name__).inc()
+            log.exception("%s %s: pass failed", kind.kind, _name(obj))
+            return None
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+            metrics.RECONCILE_SECONDS.labels(kind.kind).observe(time.monotonic() - started)
+
+    def _store(self, uid: str, kind: Kind, obj: Mapping[str, Any], decision: Decision[Any]) -> bool:
+        """Store the status; False (and the object queued or dropped) when it could not be."""
+        try:
+            stored = store_status(self.kube, kind, obj, decision.status)
+        except KubeError as exc:
+            if exc.status == 404:
+                self.forget(uid)
+                return False
+            if exc.status == 409:  # computed from a stale body: the watch brings the new one
+                metrics.RECONCILES.labels(kind.kind, "conflict").inc()
+            else:
+                metrics.RECONCILE_ERRORS.labels(kind.kind, "StatusWrite").inc()
+                log.warning("%s %s: status not stored: %s", kind.kind, _name(obj), exc)
+            self.queue.add_rate_limited(uid)
+            return False
+        except Exception:
+            metrics.RECONCILE_ERRORS.labels(kind.kind, "StatusInvalid").inc()
+            log.exception("%s %s: status not stored", kind.kind, _name(obj))
+            self.queue.add_rate_limited(uid)
+            return False
+        if stored is not None:
+            metrics.STATUS_WRITES.labels(kind.kind).inc()
+            with self._lock:
+                if uid in self._entries:
+                    self._entries[uid] = Entry(
+                        kind, stored, time.monotonic(), stored["metadata"]["resourceVersion"]
+                    )
+        return True
+
+    def _report(
+        self, kind: Kind, obj: Mapping[str, Any], decision: Decision[Any], now: str
+    ) -> None:
+        metrics.RECONCILES.labels(kind.kind, decision.result).inc()
+        metrics.observe_conditions(kind.kind, obj["metadata"], decision.status.get("conditions"))
+        if kind.kind == "DriftMonitor":
+            metrics.observe_drift(obj["metadata"], obj.get("status") or {}, decision.status)
+        try:
+            post_events(self.kube, obj, decision.events, now, self.identity)
+        except KubeError as exc:  # an Event is news, not state: the pass stands
+            log.warning("%s %s: event not posted: %s", kind.kind, _name(obj), exc)
+        for event in decision.events:
+            metrics.EVENTS.labels(kind.kind, event.type, event.reason).inc()
+
+    def _next_pass(self, decision: Decision[Any]) -> float:
+        """The resync period is the longest gap between two passes of an object."""
+        delay = self.settings.resync_seconds
+        if decision.requeue_after is not None:
+            delay = min(decision.requeue_after, delay)
+        return max(delay, self.settings.min_requeue_seconds)
+
+    # -- deletions a relist missed --------------------------------------------------------
+
+    def sweep(self) -> int:
+        """Drop every kept object the API server no longer has; how many were dropped.
+
+        A watch that relists after a disconnect sees no DELETED event for what was deleted
+        in between: one list per kind, each resync period, finds those.
+        """
+        dropped = 0
+        for kind in KINDS:
+            started = time.monotonic()
+            present = self._present(kind)
+            with self._lock:
+                stale = [
+                    uid
+                    for uid, e in self._entries.items()
+                    if e.kind is kind and uid not in present and e.seen < started
+                ]
+            for uid in stale:
+                self.forget(uid)
+            dropped += len(stale)
+        return dropped
+
+    def _present(self, kind: Kind) -> set[str]:
+        uids: set[str] = set()
+        for ns in self.settings.namespaces or (None,):
+            items = self.kube.list(API_VERSION, kind.kind, ns)
+            uids.update(item["metadata"]["uid"] for item in items)
+        return uids
+
+    def _sweep_every_resync(self) -> None:
+        while not self._stopping.wait(self.settings.resync_seconds):
+            if not self.leading.is_set():
+                continue
+            try:
+                dropped = self.sweep()
+            except (KubeError, OSError) as exc:
+                log.warning("sweep for deleted objects failed: %s", exc)
+                continue
+            if dropped:
+                log.info("dropped %d objects deleted while a watch was reconnecting", dropped)
+
+
+def _name(obj: Mapping[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace')}/{meta.get('name')}"
