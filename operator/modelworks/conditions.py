@@ -109,6 +109,7 @@ QUIET_REASONS = frozenset(
         "Waiting",
         "Training",
         "Finishing",
+        "Finished",
     }
 )
 

@@ -835,6 +835,11 @@ def test_progress(
             [{"type": "Degraded", "status": "True", "reason": "RolledBack", "message": "m"}],
             [("Warning", "RolledBack", "m")],
         ),
+        (  # a Job that completed is no longer Running: that is no warning
+            [{"type": "Running", "status": "True", "reason": "Training"}],
+            [{"type": "Running", "status": "False", "reason": "Finished", "message": "m"}],
+            [],
+        ),
     ],
 )
 def test_transitions(
