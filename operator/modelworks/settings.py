@@ -55,50 +55,62 @@ class Settings:
         MODELWORKS_LOG_LEVEL           DEBUG, INFO, WARNING, ERROR
         """
         env = os.environ if env is None else env
-
-        def get(name: str, default: str = "") -> str:
-            return env.get(PREFIX + name, default).strip()
-
-        def number(name: str, default: float, *, minimum: float = 0) -> float:
-            text = get(name, str(default))
-            try:
-                value = float(text)
-            except ValueError:
-                raise ValueError(f"{PREFIX}{name} must be a number, not {text!r}") from None
-            if value < minimum:
-                raise ValueError(f"{PREFIX}{name} must be at least {minimum}, not {text!r}")
-            return value
-
-        def port(name: str, default: int) -> int:
-            value = number(name, default)
-            if value != int(value) or value > 65535:
-                raise ValueError(f"{PREFIX}{name} must be a port number (0 disables)")
-            return int(value)
-
-        log_format = get("LOG_FORMAT", "plain")
-        if log_format not in ("plain", "json"):
-            raise ValueError(f"{PREFIX}LOG_FORMAT must be plain or json, not {log_format!r}")
-        log_level = get("LOG_LEVEL", "INFO").upper()
-        if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise ValueError(f"{PREFIX}LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
-        pull = get("IMAGE_PULL_POLICY", "IfNotPresent")
-        if pull not in ("Always", "IfNotPresent", "Never"):
-            raise ValueError(f"{PREFIX}IMAGE_PULL_POLICY must be Always, IfNotPresent or Never")
-        tracking = get("MLFLOW_TRACKING_URI") or env.get("MLFLOW_TRACKING_URI", "").strip()
+        read = _Reader(env)
+        log_format, log_level, pull = read.choices()
+        tracking = read.get("MLFLOW_TRACKING_URI") or env.get("MLFLOW_TRACKING_URI", "").strip()
         return cls(
-            namespaces=tuple(n.strip() for n in get("NAMESPACES").split(",") if n.strip()),
-            resync_seconds=number("RESYNC_SECONDS", 300.0, minimum=1),
-            health_port=port("HEALTH_PORT", HEALTH_PORT),
-            metrics_port=port("METRICS_PORT", METRICS_PORT),
+            namespaces=tuple(n.strip() for n in read.get("NAMESPACES").split(",") if n.strip()),
+            resync_seconds=read.number("RESYNC_SECONDS", 300.0, minimum=1),
+            health_port=read.port("HEALTH_PORT", HEALTH_PORT),
+            metrics_port=read.port("METRICS_PORT", METRICS_PORT),
             mlflow_tracking_uri=tracking,
-            mlflow_ui_url=get("MLFLOW_UI_URL") or tracking,
-            image=get("IMAGE", "modelworks:0.1.0"),
+            mlflow_ui_url=read.get("MLFLOW_UI_URL") or tracking,
+            image=read.get("IMAGE", "modelworks:0.1.0"),
             image_pull_policy=pull,
-            workers=int(number("WORKERS", 4, minimum=1)),
-            drain_seconds=number("DRAIN_SECONDS", 20.0),
-            leader_election=get("LEADER_ELECTION"),
+            workers=int(read.number("WORKERS", 4, minimum=1)),
+            drain_seconds=read.number("DRAIN_SECONDS", 20.0),
+            leader_election=read.get("LEADER_ELECTION"),
             lease_namespace=env.get("POD_NAMESPACE", "").strip(),
             identity=env.get("POD_NAME", "").strip(),
             log_format=log_format,
             log_level=log_level,
         )
+
+
+@dataclass(frozen=True)
+class _Reader:
+    """Reads ``MODELWORKS_<name>`` variables; each ``ValueError`` names the variable."""
+
+    env: Mapping[str, str]
+
+    def get(self, name: str, default: str = "") -> str:
+        return self.env.get(PREFIX + name, default).strip()
+
+    def number(self, name: str, default: float, *, minimum: float = 0) -> float:
+        text = self.get(name, str(default))
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"{PREFIX}{name} must be a number, not {text!r}") from None
+        if value < minimum:
+            raise ValueError(f"{PREFIX}{name} must be at least {minimum}, not {text!r}")
+        return value
+
+    def port(self, name: str, default: int) -> int:
+        value = self.number(name, default)
+        if value != int(value) or value > 65535:
+            raise ValueError(f"{PREFIX}{name} must be a port number (0 disables)")
+        return int(value)
+
+    def choices(self) -> tuple[str, str, str]:
+        """The log format, the log level and the image pull policy, each from its list."""
+        log_format = self.get("LOG_FORMAT", "plain")
+        if log_format not in ("plain", "json"):
+            raise ValueError(f"{PREFIX}LOG_FORMAT must be plain or json, not {log_format!r}")
+        log_level = self.get("LOG_LEVEL", "INFO").upper()
+        if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError(f"{PREFIX}LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+        pull = self.get("IMAGE_PULL_POLICY", "IfNotPresent")
+        if pull not in ("Always", "IfNotPresent", "Never"):
+            raise ValueError(f"{PREFIX}IMAGE_PULL_POLICY must be Always, IfNotPresent or Never")
+        return log_format, log_level, pull

@@ -251,3 +251,49 @@ def test_every_kind_is_wired(kind: str) -> None:
     health = ROOT / "manifests" / "gitops" / "argocd" / "modelworks.dev" / kind / "health.lua"
     assert health.is_file(), "an Argo CD health check"
     assert (ROOT / "docs" / f"{k.singular}.md").is_file(), "a page in docs/"
+
+
+# The layers whose functions must stay short enough to read at once.
+SHORT_LAYERS = PURE | {"handlers", "reconcilers"}
+MAX_FUNCTION_LINES = 60
+
+
+def long_functions(path: Path, limit: int = MAX_FUNCTION_LINES) -> list[str]:
+    """``line name (n lines)`` of every def and async def (methods and nested functions
+    included) longer than ``limit`` lines, decorators not counted."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    return [
+        f"{node.lineno} {node.name} ({length} lines)"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and (length := (node.end_lineno or node.lineno) - node.lineno + 1) > limit
+    ]
+
+
+def test_functions_are_short() -> None:
+    offenders = [
+        f"{path.relative_to(PACKAGE)}:{found}"
+        for path in SOURCES
+        if layer_of(path) in SHORT_LAYERS
+        for found in long_functions(path)
+    ]
+    assert not offenders, f"split functions over {MAX_FUNCTION_LINES} lines: {offenders}"
+
+
+def test_the_length_scan_finds_a_long_function(tmp_path: Path) -> None:
+    source = tmp_path / "example.py"
+    source.write_text(
+        "class A:\n"
+        "    @staticmethod\n"
+        "    async def method():\n"
+        "        def nested():\n"
+        "            a = 1\n"
+        "            b = 2\n"
+        "            return a + b\n"
+        "\n"
+        "        return nested\n"
+        "\n"
+        "def short():\n"
+        "    return 1\n"
+    )
+    assert long_functions(source, limit=3) == ["3 method (7 lines)", "4 nested (4 lines)"]

@@ -125,6 +125,43 @@ def batch_config(spec: DriftMonitorSpec) -> dict[str, Any]:
     )
 
 
+def _batch_args(spec: DriftMonitorSpec) -> list[str]:
+    """``drift --reference ... --current ... --config ...``: the check's command line."""
+    assert spec.batch is not None and spec.reference is not None
+    reference = spec.reference.dataset_uri or spec.reference.profile_uri or ""
+    kind = "dataset" if spec.reference.dataset_uri else "profile"
+    return [
+        "drift",
+        "--reference",
+        reference,
+        "--reference-kind",
+        kind,
+        "--current",
+        spec.batch.current_uri,
+        "--config",
+        json.dumps(batch_config(spec), sort_keys=True, separators=(",", ":")),
+    ]
+
+
+def _batch_container(
+    spec: DriftMonitorSpec, *, image: str, pull_policy: str, tracking_uri: str
+) -> dict[str, Any]:
+    return {
+        "name": BATCH_CONTAINER,
+        "image": image,
+        "imagePullPolicy": pull_policy,
+        "args": _batch_args(spec),
+        "env": [
+            {"name": "MLFLOW_TRACKING_URI", "value": tracking_uri},
+            {"name": "MLFLOW_DISABLE_TELEMETRY", "value": "true"},
+        ],
+        "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
+        "securityContext": {**restricted_container_security(), "readOnlyRootFilesystem": True},
+        "terminationMessagePolicy": "File",
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+
+
 def build_batch_job(
     monitor: Mapping[str, Any],
     spec: DriftMonitorSpec,
@@ -136,41 +173,16 @@ def build_batch_job(
 ) -> dict[str, Any]:
     """A Job that compares the current dataset with the reference and reports through its
     termination message (read back by the operator)."""
-    assert spec.batch is not None and spec.reference is not None
-    meta = monitor["metadata"]
-    reference = spec.reference.dataset_uri or spec.reference.profile_uri or ""
-    kind = "dataset" if spec.reference.dataset_uri else "profile"
+    container = _batch_container(
+        spec, image=image, pull_policy=pull_policy, tracking_uri=tracking_uri
+    )
     labels = {**standard_labels(monitor, "drift-check"), CHECK_KEY_LABEL: key}
-    container = {
-        "name": BATCH_CONTAINER,
-        "image": image,
-        "imagePullPolicy": pull_policy,
-        "args": [
-            "drift",
-            "--reference",
-            reference,
-            "--reference-kind",
-            kind,
-            "--current",
-            spec.batch.current_uri,
-            "--config",
-            json.dumps(batch_config(spec), sort_keys=True, separators=(",", ":")),
-        ],
-        "env": [
-            {"name": "MLFLOW_TRACKING_URI", "value": tracking_uri},
-            {"name": "MLFLOW_DISABLE_TELEMETRY", "value": "true"},
-        ],
-        "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
-        "securityContext": {**restricted_container_security(), "readOnlyRootFilesystem": True},
-        "terminationMessagePolicy": "File",
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-    }
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
             "name": batch_job_name(monitor, key),
-            "namespace": meta["namespace"],
+            "namespace": monitor["metadata"]["namespace"],
             "labels": labels,
             "ownerReferences": [owner_reference(monitor)],
         },

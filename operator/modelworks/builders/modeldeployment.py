@@ -112,44 +112,42 @@ def desired_hash(obj: Mapping[str, Any] | None) -> str | None:
     return ((obj.get("metadata") or {}).get("annotations") or {}).get(HASH_ANNOTATION)
 
 
-def build_deployment(
-    obj: Mapping[str, Any],
-    spec: ModelDeploymentSpec,
-    config: ServerConfig,
-    *,
-    version: str,
-    track: Track,
-    replicas: int | None,
-) -> dict[str, Any]:
-    """A Deployment of model servers for ``version``; ``replicas`` None leaves it to the HPA."""
-    ns = obj["metadata"]["namespace"]
-    pod_labels = {**selector(obj, track), VERSION_LABEL: version}
+def _pod_labels(obj: Mapping[str, Any], track: Track, version: str) -> dict[str, str]:
+    """The pod's selector labels and version, then our other standard labels."""
+    labels = {**selector(obj, track), VERSION_LABEL: version}
     for key, value in standard_labels(obj, COMPONENT).items():
         if key.startswith(RESERVED_PREFIXES):
-            pod_labels.setdefault(key, value)
-    env = [
+            labels.setdefault(key, value)
+    return labels
+
+
+def _server_env(
+    spec: ModelDeploymentSpec, config: ServerConfig, version: str
+) -> list[dict[str, Any]]:
+    return [
         {"name": "MLFLOW_TRACKING_URI", "value": config.tracking_uri},
         {"name": "MLFLOW_DISABLE_TELEMETRY", "value": "true"},
         {"name": MODEL_URI_ENV, "value": model_uri(spec, version)},
         *env_entries(spec.env),
     ]
+
+
+def _server_args(spec: ModelDeploymentSpec, version: str) -> list[str]:
+    return [
+        "serve",
+        "--model-uri",
+        model_uri(spec, version),
+        "--port",
+        str(SERVER_PORT),
+        "--workers",
+        str(spec.workers),
+    ]
+
+
+def _probes() -> dict[str, Any]:
+    """The server container's startup, readiness and liveness probes."""
     probe = {"httpGet": {"path": "/ping", "port": "http"}}
-    container: dict[str, Any] = {
-        "name": CONTAINER,
-        "image": spec.image or config.image,
-        "imagePullPolicy": spec.image_pull_policy or config.pull_policy,
-        "args": [
-            "serve",
-            "--model-uri",
-            model_uri(spec, version),
-            "--port",
-            str(SERVER_PORT),
-            "--workers",
-            str(spec.workers),
-        ],
-        "env": env,
-        "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],
-        "resources": spec.resources.wire() if spec.resources else DEFAULT_RESOURCES,
+    return {
         # Loading downloads the model from MLflow: give it minutes before liveness counts.
         "startupProbe": {**probe, "periodSeconds": 5, "failureThreshold": 60},
         "readinessProbe": {**probe, "periodSeconds": 5, "failureThreshold": 2},
@@ -160,6 +158,21 @@ def build_deployment(
             "periodSeconds": 10,
             "failureThreshold": 6,
         },
+    }
+
+
+def _server_container(
+    spec: ModelDeploymentSpec, config: ServerConfig, version: str
+) -> dict[str, Any]:
+    return {
+        "name": CONTAINER,
+        "image": spec.image or config.image,
+        "imagePullPolicy": spec.image_pull_policy or config.pull_policy,
+        "args": _server_args(spec, version),
+        "env": _server_env(spec, config, version),
+        "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],
+        "resources": spec.resources.wire() if spec.resources else DEFAULT_RESOURCES,
+        **_probes(),
         "securityContext": {**restricted_container_security(), "readOnlyRootFilesystem": True},
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
         # A pod leaving (scale-in, a rollout, a canary removed) keeps accepting connections
@@ -168,9 +181,20 @@ def build_deployment(
         # during a rollout. The kubelet's own sleep: no binary needed in the image.
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SECONDS}}},
     }
+
+
+def _server_pod(
+    obj: Mapping[str, Any],
+    spec: ModelDeploymentSpec,
+    container: dict[str, Any],
+    *,
+    track: Track,
+    version: str,
+) -> dict[str, Any]:
+    """The pod template around ``container``, the user's podTemplate merged in."""
     pod: dict[str, Any] = {
         "metadata": {
-            "labels": pod_labels,
+            "labels": _pod_labels(obj, track, version),
             "annotations": {
                 SCRAPE_ANNOTATION: "true",
                 SCRAPE_PORT_ANNOTATION: str(SERVER_PORT),
@@ -188,6 +212,14 @@ def build_deployment(
         },
     }
     apply_pod_overrides(pod, spec.pod_template, CONTAINER)
+    _keep_tmp_volume(pod, container, spec)
+    return pod
+
+
+def _keep_tmp_volume(
+    pod: dict[str, Any], container: dict[str, Any], spec: ModelDeploymentSpec
+) -> None:
+    """The user's volumes and mounts come after /tmp's, which the read-only root needs."""
     if spec.pod_template is not None and spec.pod_template.volumes:
         pod["spec"]["volumes"] = [{"name": "tmp", "emptyDir": {}}, *spec.pod_template.volumes]
     if spec.pod_template is not None and spec.pod_template.volume_mounts:
@@ -195,6 +227,20 @@ def build_deployment(
             {"name": "tmp", "mountPath": "/tmp"},
             *(dict(m) for m in spec.pod_template.volume_mounts),
         ]
+
+
+def build_deployment(
+    obj: Mapping[str, Any],
+    spec: ModelDeploymentSpec,
+    config: ServerConfig,
+    *,
+    version: str,
+    track: Track,
+    replicas: int | None,
+) -> dict[str, Any]:
+    """A Deployment of model servers for ``version``; ``replicas`` None leaves it to the HPA."""
+    container = _server_container(spec, config, version)
+    pod = _server_pod(obj, spec, container, track=track, version=version)
     rollout = spec.rollout
     deployment_spec: dict[str, Any] = {
         "selector": {"matchLabels": selector(obj, track)},
@@ -216,7 +262,7 @@ def build_deployment(
             "kind": "Deployment",
             "metadata": {
                 "name": deployment_name(obj, track),
-                "namespace": ns,
+                "namespace": obj["metadata"]["namespace"],
                 "labels": labels,
                 "ownerReferences": [owner_reference(obj)],
             },
