@@ -67,6 +67,23 @@ class KindReconciler(Generic[SpecT, FactsT, ActionT]):
         self.act(obj, spec, decision.actions, ctx)
         return decision
 
+    def run(
+        self,
+        obj: Mapping[str, Any],
+        *,
+        kube: Kube,
+        registry: Registry,
+        now: str,
+        server: ServerConfig | None = None,
+        memory: dict[str, Any] | None = None,
+    ) -> Decision[Any]:
+        """One pass with the clients given one by one (tests and tools; workers use reconcile)."""
+        server = server or ServerConfig(
+            image="", pull_policy="", tracking_uri=registry.tracking_uri
+        )
+        ctx = Context(kube, registry, server, {} if memory is None else memory)
+        return self.reconcile(obj, ctx, now)
+
 
 def validate(
     kind: Kind, obj: Mapping[str, Any], now: str

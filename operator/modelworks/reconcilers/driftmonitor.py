@@ -23,7 +23,7 @@ from typing import Any
 from modelworks.api import API_VERSION, DRIFT_MONITOR
 from modelworks.api.common import parse_duration
 from modelworks.api.driftmonitor import DriftMonitorSpec
-from modelworks.builders.modeldeployment import ServerConfig, selector
+from modelworks.builders.modeldeployment import selector
 from modelworks.clients.kube import Kube
 from modelworks.clients.mlflow import Registry, TrackingUnavailable
 from modelworks.clients.prometheus import PrometheusError, query
@@ -95,20 +95,7 @@ RECONCILER: KindReconciler[DriftMonitorSpec, Facts, Action] = KindReconciler(
 )
 
 
-def reconcile(
-    obj: Mapping[str, Any],
-    *,
-    kube: Kube,
-    registry: Registry,
-    now: str,
-    server: ServerConfig,
-    memory: dict[str, Any] | None = None,
-    **_: Any,
-) -> Decision[Any]:
-    ctx = Context(
-        kube=kube, registry=registry, server=server, memory={} if memory is None else memory
-    )
-    return RECONCILER.reconcile(obj, ctx, now)
+reconcile = RECONCILER.run
 
 
 def _identity(obj: Mapping[str, Any]) -> dict[str, Any]:

@@ -40,7 +40,6 @@ from modelworks.names import (
 from modelworks.reconcilers.base import Context, KindReconciler
 from modelworks.status import modeldeployment as status
 from modelworks.status.common import pod_ready
-from modelworks.status.decision import Decision
 from modelworks.status.modeldeployment import (
     Action,
     AnalysisFacts,
@@ -130,20 +129,7 @@ RECONCILER: KindReconciler[ModelDeploymentSpec, Facts, Action] = KindReconciler(
 )
 
 
-def reconcile(
-    obj: Mapping[str, Any],
-    *,
-    kube: Kube,
-    registry: Registry,
-    now: str,
-    server: ServerConfig,
-    memory: dict[str, Any] | None = None,
-    **_: Any,
-) -> Decision[Any]:
-    ctx = Context(
-        kube=kube, registry=registry, server=server, memory=memory if memory is not None else {}
-    )
-    return RECONCILER.reconcile(obj, ctx, now)
+reconcile = RECONCILER.run
 
 
 def _deployment(kube: Kube, ns: str, name: str) -> DeploymentState | None:

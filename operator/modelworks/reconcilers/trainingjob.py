@@ -15,7 +15,6 @@ from typing import Any
 from modelworks import conditions
 from modelworks.api import TRAINING_JOB
 from modelworks.api.trainingjob import TrainingJobSpec
-from modelworks.builders.modeldeployment import ServerConfig
 from modelworks.builders.trainingjob import (
     RunRef,
     build_job,
@@ -236,18 +235,4 @@ RECONCILER: KindReconciler[TrainingJobSpec, TrainingFacts, Action] = KindReconci
 )
 
 
-def reconcile(
-    obj: Mapping[str, Any],
-    *,
-    kube: Kube,
-    registry: Registry,
-    now: str,
-    server: ServerConfig | None = None,
-    memory: dict[str, Any] | None = None,
-    **_: Any,
-) -> Decision[Any]:
-    """One pass of one TrainingJob (the work queue's workers call this)."""
-    server = server or ServerConfig(image="", pull_policy="", tracking_uri=registry.tracking_uri)
-    memory = memory if memory is not None else {}
-    ctx = Context(kube=kube, registry=registry, server=server, memory=memory)
-    return RECONCILER.reconcile(obj, ctx, now)
+reconcile = RECONCILER.run
