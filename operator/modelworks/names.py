@@ -134,8 +134,3 @@ def later(now: str, seconds: float) -> str:
 def seconds_between(start: str, end: str) -> float:
     """``end - start`` in seconds (negative when ``end`` is earlier)."""
     return (parse_time(end) - parse_time(start)).total_seconds()
-
-
-def now_rfc3339() -> str:
-    """The clock, formatted: read once per pass by the handlers; pure layers take ``now``."""
-    return format_time(datetime.now(UTC))

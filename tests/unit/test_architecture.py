@@ -297,3 +297,34 @@ def test_the_length_scan_finds_a_long_function(tmp_path: Path) -> None:
         "    return 1\n"
     )
     assert long_functions(source, limit=3) == ["3 method (7 lines)", "4 nested (4 lines)"]
+
+
+CLOCKS = {("datetime", "now"), ("datetime", "utcnow"), ("date", "today"), ("time", "time")}
+CLOCKS |= {("time", "monotonic"), ("time", "perf_counter")}
+
+
+def clock_reads(tree: ast.AST) -> list[str]:
+    """Calls that read the clock: ``datetime.now()``, ``time.monotonic()``, ..."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            owner = node.func.value
+            name = owner.id if isinstance(owner, ast.Name) else getattr(owner, "attr", "")
+            if (name, node.func.attr) in CLOCKS:
+                found.append(f"{name}.{node.func.attr}() at line {node.lineno}")
+    return found
+
+
+def test_pure_layers_take_now_and_never_read_the_clock() -> None:
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE)
+        layer = rel.parts[0].removesuffix(".py")
+        if layer in PURE:
+            offenders += [f"{rel}: {c}" for c in clock_reads(ast.parse(path.read_text()))]
+    assert not offenders
+
+
+def test_the_clock_scan_finds_a_clock_read() -> None:
+    tree = ast.parse("import datetime, time\nx = datetime.datetime.now()\ny = time.monotonic()")
+    assert clock_reads(tree) == ["datetime.now() at line 2", "time.monotonic() at line 3"]

@@ -16,7 +16,9 @@ from typing import Any, cast
 import pytest
 
 from modelworks.api import API_VERSION, MODEL_DEPLOYMENT
-from modelworks.handlers.controller import Controller
+from modelworks.conditions import Event
+from modelworks.handlers.controller import Controller, now_rfc3339
+from modelworks.names import format_time, parse_time
 from modelworks.reconcilers.base import Context, Decision
 from modelworks.settings import Settings
 from modelworks.status.decision import unchanged
@@ -138,16 +140,64 @@ def test_a_failing_pass_backs_off(started: Any) -> None:
     eventually(lambda: c.queue.delayed() == 1, timeout=5, what="the next retry to wait")
 
 
-def test_the_echo_of_the_operators_own_write_is_not_a_new_pass() -> None:
+def test_the_echo_of_the_operators_own_writes_is_not_a_new_pass() -> None:
     c = controller(settled())
     c.observed(MODEL_DEPLOYMENT, None, body("a", "5"))
+    read = c._entries["a"]
     assert c.queue.get(timeout=0) is not None
     c.queue.done("a")
-    c._entries["a"].written = "6"  # the status write this operator made returned version 6
-    c.observed(MODEL_DEPLOYMENT, "MODIFIED", body("a", "6"))
-    assert c.queue.get(timeout=0) is None
-    c.observed(MODEL_DEPLOYMENT, "MODIFIED", body("a", "7"))  # someone else's change
+    c.remember("a", read, body("a", "6"))  # two status writes of this operator: 6, then 7
+    c.remember("a", c._entries["a"], body("a", "7"))
+    for echo in ("6", "7", "6"):  # however late the watch delivers them
+        c.observed(MODEL_DEPLOYMENT, "MODIFIED", body("a", echo))
+        assert c.queue.get(timeout=0) is None
+        assert c._entries["a"].body["metadata"]["resourceVersion"] == "7"
+    c.observed(MODEL_DEPLOYMENT, "MODIFIED", body("a", "8"))  # someone else's change
     assert c.queue.get(timeout=0) is not None
+
+
+def test_a_newer_body_from_the_watch_outlives_the_status_write_of_an_older_one() -> None:
+    """The write of a pass returns version 10; meanwhile the watch brought a user's change
+    (11): the kept body stays 11, so the next pass acts on the new spec."""
+    c = controller(settled())
+    c.observed(MODEL_DEPLOYMENT, None, body("a", "9"))
+    read = c._entries["a"]
+    c.observed(MODEL_DEPLOYMENT, "MODIFIED", body("a", "11"))
+    c.remember("a", read, body("a", "10"))
+    assert c._entries["a"].body["metadata"]["resourceVersion"] == "11"
+    assert "10" in c._entries["a"].written
+
+
+def test_a_pass_whose_object_was_deleted_meanwhile_leaves_nothing_behind(started: Any) -> None:
+    c: Controller
+
+    def deleted_meanwhile(obj: Mapping[str, Any], ctx: Context, now: str) -> Decision[Any]:
+        ctx.memory["snapshot"] = 1
+        c.observed(MODEL_DEPLOYMENT, "DELETED", obj)
+        return unchanged(obj["status"], 0.05, "ok")
+
+    c = started(controller(deleted_meanwhile))
+    c.observed(MODEL_DEPLOYMENT, None, body("a"))
+    eventually(lambda: not c.known("a"), timeout=5, what="the deletion")
+    time.sleep(0.3)
+    assert c.queue.delayed() == 0 and c.queue.depth() == 0
+    assert "a" not in c._memory
+
+
+def test_a_worker_outlives_a_broken_client(started: Any) -> None:
+    """Posting an Event with a client that raises something unexpected fails that pass,
+    not the worker: the next object still gets its pass."""
+    seen: list[str] = []
+
+    def with_news(obj: Mapping[str, Any], ctx: Context, now: str) -> Decision[Any]:
+        seen.append(obj["metadata"]["uid"])
+        return Decision(status=obj["status"], events=[Event("News", "m")])
+
+    c = started(controller(with_news, workers=1))
+    c.observed(MODEL_DEPLOYMENT, None, body("a"))
+    c.observed(MODEL_DEPLOYMENT, None, body("b"))
+    eventually(lambda: {"a", "b"} <= set(seen), timeout=5, what="both passes")
+    assert all(t.is_alive() for t in c._threads)
 
 
 def test_stop_lets_the_running_pass_finish(started: Any) -> None:
@@ -182,3 +232,9 @@ def test_nothing_runs_while_standing_by(started: Any) -> None:
     assert seen == []
     c.leading.set()
     eventually(lambda: seen == ["a"], timeout=5, what="the pass once leading")
+
+
+def test_now_round_trips() -> None:
+    now = now_rfc3339()
+    assert now.endswith("Z")
+    assert format_time(parse_time(now)) == now

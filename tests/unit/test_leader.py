@@ -11,39 +11,41 @@ from modelworks.handlers.leader import micro_time, next_lease
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 T = micro_time(NOW)
+ACQUIRED = "2026-01-01T11:00:00.000000Z"
 
 
-def lease(
-    holder: str, renewed_seconds_ago: float, duration: int = 15, transitions: int = 3
-) -> dict[str, Any]:
-    renewed = datetime.fromtimestamp(NOW.timestamp() - renewed_seconds_ago, UTC)
+def lease(holder: str, duration: int = 15, transitions: int = 3) -> dict[str, Any]:
     return {
         "holderIdentity": holder,
         "leaseDurationSeconds": duration,
-        "acquireTime": "2026-01-01T11:00:00.000000Z",
-        "renewTime": micro_time(renewed),
+        "acquireTime": ACQUIRED,
+        "renewTime": "2026-01-01T11:59:59.000000Z",  # another node's clock: never compared
         "leaseTransitions": transitions,
     }
 
 
 @pytest.mark.parametrize(
-    ("spec", "held", "acquire", "transitions"),
+    ("spec", "age", "held", "acquire", "transitions"),
     [
-        (None, True, T, 1),  # no lease yet: take it
-        ({}, True, T, 1),
-        (lease("me", 5), True, "2026-01-01T11:00:00.000000Z", 3),  # renew: same term
-        (lease("me", 60), True, "2026-01-01T11:00:00.000000Z", 3),  # mine, even if late
-        (lease("other", 5), False, None, None),  # another holder's valid lease
-        (lease("other", 14.9), False, None, None),
-        (lease("other", 15), True, T, 4),  # expired: take it over
-        (lease("other", 5, duration=2), True, T, 4),  # its own duration counts
-        (lease("", 1), True, T, 4),  # released
+        (None, 0.0, True, T, 1),  # no lease yet: take it
+        ({}, 0.0, True, T, 1),
+        (lease("me"), 5.0, True, ACQUIRED, 3),  # renew: the same term
+        (lease("me"), 60.0, True, ACQUIRED, 3),  # mine, even if late
+        (lease("other"), 0.0, False, None, None),  # just seen: valid for its duration
+        (lease("other"), 14.9, False, None, None),
+        (lease("other"), 15.0, True, T, 4),  # unchanged for its duration here: take it over
+        (lease("other", duration=2), 2.0, True, T, 4),  # its own duration counts
+        (lease(""), 0.0, True, T, 4),  # given up: take it at once
     ],
 )
 def test_next_lease(
-    spec: dict[str, Any] | None, held: bool, acquire: str | None, transitions: int | None
+    spec: dict[str, Any] | None,
+    age: float,
+    held: bool,
+    acquire: str | None,
+    transitions: int | None,
 ) -> None:
-    out = next_lease(spec, "me", NOW, 15)
+    out = next_lease(spec, "me", NOW, 15, age)
     assert (out is not None) == held
     if out is not None:
         assert out["holderIdentity"] == "me"

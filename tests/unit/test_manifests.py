@@ -293,7 +293,7 @@ def test_lease_role_allows_what_leader_election_does() -> None:
     take it over, renew it and give it up: get and update on that one Lease, and create,
     which RBAC cannot narrow by name. Nothing else: no list, watch, patch or delete."""
     source = (ROOT / "operator" / "modelworks" / "handlers" / "leader.py").read_text()
-    calls = set(re.findall(r"self\.kube\.(\w+)\(", source))
+    calls = set(re.findall(r"self\._api\.(\w+)\(", source))
     assert calls == {"get", "create", "replace"}
     docs = sources(DEFAULT)
     role = one(docs, "Role", LEASE_ROLE)

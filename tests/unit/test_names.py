@@ -89,12 +89,6 @@ def test_seconds_between(start: str, end: str, expected: float) -> None:
     assert names.seconds_between(start, end) == expected
 
 
-def test_now_round_trips() -> None:
-    now = names.now_rfc3339()
-    assert now.endswith("Z")
-    assert names.format_time(names.parse_time(now)) == now
-
-
 def test_owner_labels_follow_the_kinds() -> None:
     assert names.kind_label(TRAINING_JOB.kind) == names.TRAINING_JOB_LABEL
     assert names.kind_label(MODEL_DEPLOYMENT.kind) == names.MODEL_DEPLOYMENT_LABEL

@@ -170,3 +170,19 @@ def test_one_pass_per_key_at_a_time_with_many_workers() -> None:
         w.join(timeout=30)
     assert not overlaps
     assert set(passes) == {"a", "b", "c"}
+
+
+def test_a_key_dropped_while_processing_is_not_added_back_by_its_own_pass() -> None:
+    clock = Clock()
+    q = WorkQueue(clock=clock)
+    q.add("a")
+    assert q.get(timeout=0) is not None
+    q.drop("a")  # deleted while its pass runs
+    q.add_after("a", 5.0)  # what the end of that pass would do
+    q.add_rate_limited("a")
+    q.add("a")
+    q.done("a")
+    clock.t += 600.0
+    assert drain(q) == [] and q.delayed() == 0
+    q.add("a")  # a new object with the same key later is queued as usual
+    assert drain(q) == ["a"]

@@ -14,12 +14,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from modelworks.api import API_VERSION, KINDS
 
 FIELD_MANAGER = "modelworks"
+# (connect, read) seconds for one request: a half-open connection to the API server never
+# holds a worker, the leader election or a shutdown for longer.
+TIMEOUT = (5.0, 30.0)
 
 
 @dataclass(frozen=True)
@@ -85,10 +89,18 @@ class KubeError(Exception):
 class Kube:
     """A client for one cluster. Thread-safe: kopf runs sync handlers in a thread pool."""
 
-    def __init__(self, api: client.ApiClient) -> None:
+    def __init__(self, api: client.ApiClient, timeout: tuple[float, float] = TIMEOUT) -> None:
         self._api = api
+        self._timeout = timeout
         self._lock = threading.Lock()
         self.requests: Counter[str] = Counter()
+
+    def bounded(self, seconds: float) -> Kube:
+        """The same client, each request limited to ``seconds`` (connect and read)."""
+        other = Kube(self._api, (seconds, seconds))
+        other.requests = self.requests
+        other._lock = self._lock
+        return other
 
     @classmethod
     def from_environment(cls) -> Kube:
@@ -119,9 +131,13 @@ class Kube:
             auth_settings=["BearerToken"],
         )
         try:
-            response = self._api.call_api(method_, url, header_params=headers, body=payload)
+            response = self._api.call_api(
+                method_, url, header_params=headers, body=payload, _request_timeout=self._timeout
+            )
         except ApiException as exc:
             raise _error(exc) from None
+        except urllib3.exceptions.HTTPError as exc:  # no answer: refused, reset, timed out
+            raise KubeError(0, type(exc).__name__, str(exc)) from None
         raw = response.read()  # type: ignore[no-untyped-call]
         if response.status >= 400:
             text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)

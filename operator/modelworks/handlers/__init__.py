@@ -80,7 +80,11 @@ def _elector(controller: Controller) -> LeaderElector | None:
     if not settings.lease_namespace:
         raise ValueError("MODELWORKS_LEADER_ELECTION needs POD_NAMESPACE (the Lease's namespace)")
     elector = LeaderElector(
-        controller.kube, settings.lease_namespace, settings.leader_election, controller.identity
+        controller.kube,
+        settings.lease_namespace,
+        settings.leader_election,
+        controller.identity,
+        on_lead=controller.sweep,  # objects deleted while this replica stood by go first
     )
     elector.leading = controller.leading
     return elector

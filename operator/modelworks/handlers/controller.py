@@ -15,7 +15,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from modelworks import metrics
@@ -23,8 +24,14 @@ from modelworks.api import API_VERSION, KINDS, Kind
 from modelworks.clients.kube import Kube, KubeError
 from modelworks.clients.mlflow import Registry
 from modelworks.handlers.queue import WorkQueue
-from modelworks.names import now_rfc3339
-from modelworks.reconcilers.base import Context, Decision, post_events, store_status
+from modelworks.names import format_time
+from modelworks.reconcilers.base import (
+    Context,
+    Decision,
+    StatusInvalid,
+    post_events,
+    store_status,
+)
 from modelworks.reconcilers.modeldeployment import ServerConfig
 from modelworks.settings import Settings
 
@@ -37,7 +44,10 @@ class Entry:
     kind: Kind
     body: dict[str, Any]
     seen: float  # monotonic time the body arrived
-    written: str | None = None  # resourceVersion of this operator's own last status write
+    written: tuple[str, ...] = ()  # resourceVersions of this operator's latest status writes
+
+
+WRITES_KEPT = 8
 
 
 @dataclass
@@ -74,10 +84,11 @@ class Controller:
         version = body["metadata"].get("resourceVersion")
         with self._lock:
             old = self._entries.get(uid)
-            written = old.written if old is not None else None
-            self._entries[uid] = Entry(kind, dict(body), time.monotonic(), written)
-        if written is None or written != version:  # not merely the echo of our own write
-            self.queue.add(uid)
+            ours = old.written if old is not None else ()
+            if version in ours:
+                return  # the echo of our own status write: what we keep is as new or newer
+            self._entries[uid] = Entry(kind, dict(body), time.monotonic(), ours)
+        self.queue.add(uid)
 
     def child(self, body: Mapping[str, Any]) -> None:
         """A child changed: its controlling owner, if we know it, gets a pass."""
@@ -130,7 +141,13 @@ class Controller:
             uid, waited = item
             metrics.QUEUE_WAIT.observe(waited)
             try:
-                self.process(uid)
+                if self.leading.is_set():
+                    self.process(uid)
+                else:  # lost the lease while waiting for work: the next leader runs it
+                    self.queue.add(uid)
+            except Exception:  # a worker outlives any one pass
+                log.exception("pass of %s failed", uid)
+                self.queue.add_rate_limited(uid)
             finally:
                 self.queue.done(uid)
 
@@ -138,17 +155,23 @@ class Controller:
 
     def process(self, uid: str) -> None:
         """One pass of one object, start to end: reconcile, store the status, post Events."""
-        entry = self._entries.get(uid)
+        with self._lock:
+            entry = self._entries.get(uid)
+            memory = self._memory.setdefault(uid, {}) if entry is not None else {}
         if entry is None:
             return  # deleted since it was queued
         kind, obj = entry.kind, entry.body
-        ctx = Context(self.kube, self.registry, self.server, self._memory.setdefault(uid, {}))
         now = now_rfc3339()
-        decision = self._reconcile(kind, obj, ctx, now)
+        decision = self._reconcile(
+            kind, obj, Context(self.kube, self.registry, self.server, memory), now
+        )
         if decision is None:
             self.queue.add_rate_limited(uid)
             return
-        if not self._store(uid, kind, obj, decision):
+        if not self._store(uid, entry, decision):
+            return
+        if not self.known(uid):
+            self.forget(uid)  # deleted while the pass ran: nothing of it may come back
             return
         self._report(kind, obj, decision, now)
         self.queue.forget(uid)
@@ -172,8 +195,9 @@ class Controller:
                 self._in_flight -= 1
             metrics.RECONCILE_SECONDS.labels(kind.kind).observe(time.monotonic() - started)
 
-    def _store(self, uid: str, kind: Kind, obj: Mapping[str, Any], decision: Decision[Any]) -> bool:
+    def _store(self, uid: str, entry: Entry, decision: Decision[Any]) -> bool:
         """Store the status; False (and the object queued or dropped) when it could not be."""
+        kind, obj = entry.kind, entry.body
         try:
             stored = store_status(self.kube, kind, obj, decision.status)
         except KubeError as exc:
@@ -187,19 +211,28 @@ class Controller:
                 log.warning("%s %s: status not stored: %s", kind.kind, _name(obj), exc)
             self.queue.add_rate_limited(uid)
             return False
-        except Exception:
+        except StatusInvalid:
             metrics.RECONCILE_ERRORS.labels(kind.kind, "StatusInvalid").inc()
             log.exception("%s %s: status not stored", kind.kind, _name(obj))
             self.queue.add_rate_limited(uid)
             return False
         if stored is not None:
             metrics.STATUS_WRITES.labels(kind.kind).inc()
-            with self._lock:
-                if uid in self._entries:
-                    self._entries[uid] = Entry(
-                        kind, stored, time.monotonic(), stored["metadata"]["resourceVersion"]
-                    )
+            self.remember(uid, entry, stored)
         return True
+
+    def remember(self, uid: str, read: Entry, stored: Mapping[str, Any]) -> None:
+        """Keep the object as our status write stored it, unless the watch brought a newer
+        body while the pass ran (that one stays); either way its echo will be ignored."""
+        with self._lock:
+            current = self._entries.get(uid)
+            if current is None:
+                return  # deleted meanwhile
+            ours = (*current.written, stored["metadata"]["resourceVersion"])[-WRITES_KEPT:]
+            if current is read:
+                self._entries[uid] = Entry(current.kind, dict(stored), time.monotonic(), ours)
+            else:
+                self._entries[uid] = replace(current, written=ours)
 
     def _report(
         self, kind: Kind, obj: Mapping[str, Any], decision: Decision[Any], now: str
@@ -258,11 +291,16 @@ class Controller:
                 continue
             try:
                 dropped = self.sweep()
-            except (KubeError, OSError) as exc:
+            except Exception as exc:  # the next resync tries again
                 log.warning("sweep for deleted objects failed: %s", exc)
                 continue
             if dropped:
                 log.info("dropped %d objects deleted while a watch was reconnecting", dropped)
+
+
+def now_rfc3339() -> str:
+    """The clock, read once per pass here: the pure layers take ``now`` as an argument."""
+    return format_time(datetime.now(UTC))
 
 
 def _name(obj: Mapping[str, Any]) -> str:

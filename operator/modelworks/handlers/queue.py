@@ -48,6 +48,7 @@ class WorkQueue:
         self._heap: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
         self._failures: dict[str, int] = {}
+        self._gone: set[str] = set()  # dropped while being processed: no adds until done
         self._closed = False
 
     # -- adding -------------------------------------------------------------------------
@@ -57,7 +58,7 @@ class WorkQueue:
             self._add(key)
 
     def _add(self, key: str) -> None:
-        if self._closed or key in self._dirty:
+        if self._closed or key in self._dirty or key in self._gone:
             return
         self._dirty[key] = self._clock()
         self._due.pop(key, None)  # now beats later: the delayed entry is stale
@@ -71,7 +72,7 @@ class WorkQueue:
             if delay <= 0:
                 self._add(key)
                 return
-            if self._closed or key in self._dirty:
+            if self._closed or key in self._dirty or key in self._gone:
                 return
             due = self._clock() + delay
             if self._due.get(key, float("inf")) <= due:
@@ -83,6 +84,8 @@ class WorkQueue:
     def add_rate_limited(self, key: str) -> float:
         """Queue ``key`` after its backoff, which doubles with each call until :meth:`forget`."""
         with self._cond:
+            if key in self._gone:
+                return 0.0
             failures = self._failures.get(key, 0)
             self._failures[key] = failures + 1
         delay = self._backoff.delay(failures)
@@ -102,6 +105,8 @@ class WorkQueue:
             self._failures.pop(key, None)
             if key in self._ready:
                 self._ready.remove(key)
+            if key in self._processing:
+                self._gone.add(key)
 
     # -- taking -------------------------------------------------------------------------
 
@@ -126,6 +131,7 @@ class WorkQueue:
         """The pass of ``key`` ended: if it was added meanwhile, it is ready again now."""
         with self._cond:
             self._processing.discard(key)
+            self._gone.discard(key)
             if key in self._dirty:
                 self._ready.append(key)
                 self._cond.notify()

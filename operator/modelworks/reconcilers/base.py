@@ -21,7 +21,7 @@ from modelworks.builders.modeldeployment import ServerConfig
 from modelworks.clients.kube import Kube
 from modelworks.clients.mlflow import Registry
 from modelworks.conditions import Event
-from modelworks.status.common import invalid_spec, merge_patch, typed
+from modelworks.status.common import StatusInvalid, invalid_spec, merge_patch, typed
 from modelworks.status.decision import Decision
 
 SpecT = TypeVar("SpecT", bound=ApiModel)
@@ -133,6 +133,7 @@ __all__ = [
     "Context",
     "Decision",
     "KindReconciler",
+    "StatusInvalid",
     "post_events",
     "status_changes",
     "store_status",
