@@ -176,7 +176,7 @@ def test_crash_after_the_run_was_created_reuses_it(
     orphan = registry.ensure_run(
         exp, source_key(obj, spec), run_name="x", tags=lineage_tags(obj, spec), params={}
     )
-    out = reconcile(obj, kube=kube, registry=registry, now=NOW)
+    out = settle(obj, kube=kube, registry=registry)
     assert out.status["mlflow"]["runId"] == orphan.run_id
     assert len(runs_of(mlflow.uri, obj)) == 1
     run = mlflow_client(mlflow.uri).get_run(orphan.run_id)

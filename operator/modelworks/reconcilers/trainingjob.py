@@ -104,14 +104,16 @@ def observe(obj: Mapping[str, Any], spec: TrainingJobSpec, ctx: Context) -> Trai
 def _run_of(
     obj: Mapping[str, Any], spec: TrainingJobSpec, job: Mapping[str, Any] | None, registry: Registry
 ) -> tuple[str | None, RunInfo | None]:
-    """(experiment id, run): the Job remembers its run; without a Job, the run's key finds it."""
+    """(experiment id, run): the Job remembers its run. Without a Job there is no run to read
+    yet: StartRun finds it by its key or creates it (one search, not two); the experiment
+    is looked up all the same, so an MLflow outage shows as a condition on the first pass."""
     annotations = ((job or {}).get("metadata") or {}).get("annotations") or {}
     if RUN_ANNOTATION in annotations:
         run = registry.get_run(annotations[RUN_ANNOTATION])
         return run.experiment_id, run
     experiment = registry.experiment_id(experiment_name(obj, spec))
-    if experiment is None:
-        return None, None
+    if experiment is None or job is None:
+        return experiment, None
     return experiment, registry.find_run(experiment, source_key(obj, spec))
 
 
