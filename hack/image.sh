@@ -377,6 +377,22 @@ collect_garbage() {
 
 containerd_ok() { [[ -S $containerd_address ]] && ctr --address "$containerd_address" version >/dev/null 2>&1; }
 
+# An import into containerd 1.6 failed here once with "parent snapshot ... does not exist"
+# (a layer snapshot it had just found was gone when the next layer was stacked on it, as
+# when its garbage collector runs meanwhile); the same import passed when run again, which
+# recreates a missing layer: try three times before giving up.
+import_image() {
+  local archive=$1 try
+  for try in 1 2 3; do
+    if ctr --address "$containerd_address" -n k8s.io images import --snapshotter "$snapshotter" "$archive" >&2; then
+      return 0
+    fi
+    log "import failed (try $try of 3)"
+    sleep 3
+  done
+  die "could not import $archive into containerd"
+}
+
 cmd_load() {
   local ref id have tmp
   need_root
@@ -399,7 +415,7 @@ cmd_load() {
   step_begin "load $ref into containerd k8s.io ($containerd_address)"
   rm -f "$tmp"
   buildah push --quiet "$ref" "docker-archive:$tmp:$ref" >&2
-  ctr --address "$containerd_address" -n k8s.io images import --snapshotter "$snapshotter" "$tmp" >&2
+  import_image "$tmp"
   ctr --address "$containerd_address" -n k8s.io images label "$ref" "$ctr_label_id=$id" \
     io.cri-containerd.pinned=pinned >/dev/null
   # The CRI plugin keeps a sha256:<image id> reference to every image it saw; drop the one of
