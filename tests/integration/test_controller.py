@@ -98,8 +98,8 @@ def test_one_replica_leads_and_a_standby_takes_over(
             namespace,
             "modelworks-test",
             identity,
-            duration_seconds=4,
-            deadline_seconds=3,
+            duration_seconds=5,
+            deadline_seconds=4,
             renew_seconds=0.5,
         )
 
