@@ -8,7 +8,9 @@ due, and the conditions and Events of each case.
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 from typing import Any
 
 import pytest
@@ -189,7 +191,7 @@ def test_prometheus_source_that_does_not_answer(
     out = one_pass(crds, kube, mlflow, namespace, "watch")
     cond = ready(out)
     assert cond["status"] == "False" and cond["reason"] == "PrometheusUnavailable"
-    assert cond["message"].startswith(f"spec.target.prometheus: {url}")
+    assert cond["message"].startswith(f"spec.target.prometheus: Prometheus at {url}")
     assert [e.reason for e in out.events] == ["PrometheusUnavailable"]
     assert out.requeue_after == 30.0
     assert "nextCheckTime" not in out.status
@@ -201,3 +203,74 @@ def test_prometheus_url_is_validated(crds: Cluster, namespace: str) -> None:
     out = crds.kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(bad), check=False)
     assert out.returncode != 0
     assert "spec.target.prometheus.url" in out.stderr
+
+
+SECRET = "internal-admin-token-4242"
+
+
+class _Answers(http.server.BaseHTTPRequestHandler):
+    """A server that is not Prometheus: its JSON error, or a redirect to ``location``."""
+
+    location = ""
+
+    def do_GET(self) -> None:  # noqa: N802
+        if self.location:
+            self.send_response(302)
+            self.send_header("Location", self.location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = json.dumps({"status": "error", "errorType": SECRET, "error": SECRET}).encode()
+        self.send_response(400)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def _answering(location: str = "") -> http.server.ThreadingHTTPServer:
+    handler = type("Handler", (_Answers,), {"location": location})
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+@pytest.mark.parametrize("answer", ["json error", "redirect"])
+def test_prometheus_url_is_no_oracle(
+    crds: Cluster, kube: Kube, mlflow: MlflowServer, namespace: str, answer: str
+) -> None:
+    """Status repeats neither another server's body nor where a redirect led."""
+    import numpy as np
+
+    model = f"m-{namespace}"
+    version = register(mlflow.uri, model)
+    run_id = mlflow_client(mlflow.uri).get_model_version(model, version).run_id
+    mlflow_client(mlflow.uri).log_dict(
+        run_id, build_profile({"x": np.arange(1000.0)}).to_json(), PROFILE_FILE
+    )
+    serving(crds, namespace, "srv", model, version)
+    inner = _answering()
+    inner_url = f"http://127.0.0.1:{inner.server_address[1]}/{SECRET}"
+    outer = _answering(inner_url) if answer == "redirect" else inner
+    url = f"http://127.0.0.1:{outer.server_address[1]}"
+    watch = monitor("watch", "srv")
+    watch["spec"]["target"]["prometheus"] = {"url": url}
+    crds.apply(watch, "-n", namespace)
+    try:
+        out = one_pass(crds, kube, mlflow, namespace, "watch")
+    finally:
+        for srv in {inner, outer}:
+            srv.shutdown()
+            srv.server_close()
+    cond = ready(out)
+    assert cond["reason"] == "PrometheusUnavailable"
+    assert SECRET not in cond["message"]
+    assert cond["message"] == {
+        "json error": f"spec.target.prometheus: Prometheus at {url} refused the query (HTTP 400)",
+        "redirect": f"spec.target.prometheus: Prometheus at {url} answered a redirect "
+        "(HTTP 302), which is not followed",
+    }[answer]
+    assert all(SECRET not in e.message for e in out.events)
