@@ -16,9 +16,11 @@ from typing import Any
 import pytest
 
 from modelworks.api.common import API_VERSION
+from modelworks.clients.http import Limits
 from modelworks.clients.kube import Kube
 from modelworks.clients.mlflow import Registry
 from modelworks.drift.profile import PROFILE_FILE, build_profile
+from modelworks.reconcilers.base import Bounds
 from modelworks.reconcilers.driftmonitor import reconcile
 from modelworks.reconcilers.modeldeployment import ServerConfig
 from tests.integration.test_modeldeployment import register
@@ -63,7 +65,13 @@ def serving(crds: Cluster, ns: str, name: str, model: str, version: str) -> None
 
 
 def one_pass(
-    crds: Cluster, kube: Kube, mlflow: MlflowServer, ns: str, name: str, now: str = NOW
+    crds: Cluster,
+    kube: Kube,
+    mlflow: MlflowServer,
+    ns: str,
+    name: str,
+    now: str = NOW,
+    bounds: Bounds | None = None,
 ) -> Any:
     obj = crds.get("dmon", name, ns)
     assert obj is not None
@@ -74,6 +82,7 @@ def one_pass(
         now=now,
         server=ServerConfig("modelworks:0.1.0", "IfNotPresent", mlflow.uri),
         memory={},
+        bounds=bounds,
     )
 
 
@@ -157,6 +166,31 @@ def test_profile_of_the_served_version_and_an_empty_window(
     assert early.status == crds.get("dmon", "watch", namespace)["status"]  # type: ignore[index]
 
 
+def test_a_profile_over_the_size_limit_is_not_downloaded(
+    crds: Cluster, kube: Kube, mlflow: MlflowServer, namespace: str
+) -> None:
+    import numpy as np
+
+    model = f"m-{namespace}"
+    version = register(mlflow.uri, model)
+    run_id = mlflow_client(mlflow.uri).get_model_version(model, version).run_id
+    profile = build_profile({f"x{i}": np.arange(1000.0) for i in range(40)}).to_json()
+    mlflow_client(mlflow.uri).log_dict(run_id, profile, PROFILE_FILE)
+    size = len(json.dumps(profile))
+    serving(crds, namespace, "srv", model, version)
+    crds.apply(monitor("watch", "srv"), "-n", namespace)
+    small = Bounds(profile=Limits(deadline=60, max_bytes=size // 2))
+    out = one_pass(crds, kube, mlflow, namespace, "watch", bounds=small)
+    cond = ready(out)
+    assert cond["reason"] == "ProfileTooLarge" and out.status["phase"] == "Pending"
+    assert cond["message"].startswith(f"reference profile not loaded: {PROFILE_FILE} is ")
+    assert cond["message"].endswith(
+        f"over the limit of {size // 2} bytes (MODELWORKS_PROFILE_MAX_BYTES)"
+    )
+    assert [e.reason for e in out.events] == ["ProfileTooLarge"]
+    assert ready(one_pass(crds, kube, mlflow, namespace, "watch"))["reason"] != "ProfileTooLarge"
+
+
 def test_live_reference_must_come_from_mlflow(
     crds: Cluster, kube: Kube, mlflow: MlflowServer, namespace: str
 ) -> None:
@@ -213,7 +247,7 @@ class _Answers(http.server.BaseHTTPRequestHandler):
 
     location = ""
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         if self.location:
             self.send_response(302)
             self.send_header("Location", self.location)
@@ -268,9 +302,12 @@ def test_prometheus_url_is_no_oracle(
     cond = ready(out)
     assert cond["reason"] == "PrometheusUnavailable"
     assert SECRET not in cond["message"]
-    assert cond["message"] == {
-        "json error": f"spec.target.prometheus: Prometheus at {url} refused the query (HTTP 400)",
-        "redirect": f"spec.target.prometheus: Prometheus at {url} answered a redirect "
-        "(HTTP 302), which is not followed",
-    }[answer]
+    assert (
+        cond["message"]
+        == {
+            "json error": f"spec.target.prometheus: Prometheus at {url} refused the query (HTTP 400)",
+            "redirect": f"spec.target.prometheus: Prometheus at {url} answered a redirect "
+            "(HTTP 302), which is not followed",
+        }[answer]
+    )
     assert all(SECRET not in e.message for e in out.events)
