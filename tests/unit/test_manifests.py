@@ -10,7 +10,9 @@ the operator knows, and labels, ports and names that line up across the files.
 
 from __future__ import annotations
 
+import ast
 import functools
+import importlib
 import json
 import os
 import re
@@ -24,6 +26,7 @@ import yaml
 
 import modelworks.names
 from modelworks.api import GROUP, KINDS
+from modelworks.clients.kube import RESOURCES
 from modelworks.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -203,16 +206,17 @@ DANGEROUS = {"escalate", "bind", "impersonate", "*"}
 # What the operator's ClusterRole grants, resource by resource. A change here is a change
 # of the operator's privileges: it should come with a reason in rbac.yaml.
 OPERATOR_GRANTS: dict[tuple[str, str], set[str]] = {
-    **{(GROUP, p): {"get", "list", "watch"} for p in PLURALS},
+    (GROUP, "driftmonitors"): {"list", "watch"},
+    (GROUP, "modeldeployments"): {"get", "list", "watch"},
     (GROUP, "trainingjobs"): {"get", "list", "watch", "create", "patch"},
     **{(GROUP, f"{p}/status"): {"patch"} for p in PLURALS},
     **{(GROUP, f"{p}/finalizers"): {"update"} for p in PLURALS},
     ("batch", "jobs"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "services"): {"get", "list", "create", "patch", "delete"},
+    ("", "services"): {"get", "create", "patch"},
     ("", "pods"): {"list", "delete"},
     ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("autoscaling", "horizontalpodautoscalers"): {"get", "list", "create", "patch", "delete"},
-    ("policy", "poddisruptionbudgets"): {"get", "list", "create", "patch", "delete"},
+    ("autoscaling", "horizontalpodautoscalers"): {"get", "create", "patch", "delete"},
+    ("policy", "poddisruptionbudgets"): {"get", "create", "patch", "delete"},
     ("", "events"): {"create"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
     ("", "namespaces"): {"list", "watch"},
@@ -273,6 +277,101 @@ def test_operator_grants_exactly_what_it_needs() -> None:
                 grants.setdefault((group, resource), set()).update(rule["verbs"])
     assert grants == OPERATOR_GRANTS
     assert all("resourceNames" not in rule for rule in role["rules"])
+
+
+SOURCE = ROOT / "operator" / "modelworks"
+# The operator's own code (the CLI runs with its user's rights, not the operator's).
+OPERATOR_CODE = (
+    *sorted((SOURCE / "reconcilers").glob("*.py")),
+    SOURCE / "handlers" / "controller.py",
+)
+READ_VERBS = ("get", "list", "delete")
+
+
+def _enclosing(tree: ast.AST) -> dict[ast.AST, ast.FunctionDef | None]:
+    out: dict[ast.AST, ast.FunctionDef | None] = {}
+
+    def visit(node: ast.AST, fn: ast.FunctionDef | None) -> None:
+        for child in ast.iter_child_nodes(node):
+            out[child] = fn
+            visit(child, child if isinstance(child, ast.FunctionDef) else fn)
+
+    visit(tree, None)
+    return out
+
+
+def _values(
+    nodes: tuple[ast.expr, ...], fn: ast.FunctionDef | None, tree: ast.AST, module: Any
+) -> set[tuple[str, ...]]:
+    """What ``nodes`` (evaluated together inside ``fn``) can be: constants, module-level
+    names, ``kind.kind`` over KINDS, or a parameter of ``fn`` followed to every call of it."""
+    params = [a.arg for a in fn.args.args] if fn else []
+    if any(isinstance(n, ast.Name) and n.id in params for n in nodes):
+        assert fn is not None
+        parents = _enclosing(tree)
+        out: set[tuple[str, ...]] = set()
+        for call in ast.walk(tree):
+            if not (isinstance(call, ast.Call) and ast.unparse(call.func) == fn.name):
+                continue
+            given = dict(zip(params, call.args, strict=False))
+            given.update({k.arg: k.value for k in call.keywords if k.arg})
+            mapped = tuple(
+                given[n.id] if isinstance(n, ast.Name) and n.id in params else n for n in nodes
+            )
+            out |= _values(mapped, parents[call], tree, module)
+        return out
+    if any(ast.unparse(n) == "kind.kind" for n in nodes):
+        return {
+            tuple(k.kind if ast.unparse(n) == "kind.kind" else _constant(n, module) for n in nodes)
+            for k in KINDS
+        }
+    return {tuple(_constant(n, module) for n in nodes)}
+
+
+def _constant(node: ast.expr, module: Any) -> str:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    assert isinstance(node, ast.Name), f"cannot follow {ast.unparse(node)}"
+    return str(getattr(module, node.id))
+
+
+def kube_reads() -> dict[tuple[str, str], set[str]]:
+    """(group, plural) -> the get/list/delete verbs the operator's code calls on it."""
+    out: dict[tuple[str, str], set[str]] = {}
+    for path in OPERATOR_CODE:
+        module = importlib.import_module(f"modelworks.{path.parent.name}.{path.stem}")
+        tree = ast.parse(path.read_text())
+        parents = _enclosing(tree)
+        for call in ast.walk(tree):
+            if not (
+                isinstance(call, ast.Call)
+                and isinstance(call.func, ast.Attribute)
+                and call.func.attr in READ_VERBS
+                and ast.unparse(call.func.value).endswith("kube")
+            ):
+                continue
+            for api_version, kind in _values(tuple(call.args[:2]), parents[call], tree, module):
+                group = api_version.rpartition("/")[0]
+                plural = RESOURCES[(api_version, kind)].plural
+                out.setdefault((group, plural), set()).add(call.func.attr)
+    return out
+
+
+def test_get_list_and_delete_are_granted_exactly_where_the_code_calls_them() -> None:
+    """Derived from the code: every kube.get/list/delete the reconcilers and the controller
+    make (kinds followed through helpers such as _ensure), plus list for kopf's watches."""
+    needed = kube_reads()
+    for group, plural in kopf_resources()["_watching"]:
+        needed.setdefault((group, plural), set()).add("list")
+    needed.setdefault(("apiextensions.k8s.io", "customresourcedefinitions"), set()).add("list")
+    needed.setdefault(("", "namespaces"), set()).add("list")
+    granted = {
+        key: verbs & set(READ_VERBS)
+        for key, verbs in OPERATOR_GRANTS.items()
+        if verbs & set(READ_VERBS)
+    }
+    assert granted == needed
+    assert ("", "services") in needed and "list" not in needed[("", "services")]
 
 
 def test_retraining_is_server_side_apply() -> None:
