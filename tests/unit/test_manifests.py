@@ -120,13 +120,15 @@ def test_default_builds_the_operator_install() -> None:
         ("Service", "modelworks-operator-metrics"),
         ("Role", "modelworks-operator-leader-election"),
         ("RoleBinding", "modelworks-operator-leader-election"),
+        ("NetworkPolicy", "modelworks-operator-egress"),
     } <= kinds
     # CRDs are applied on their own (kubectl apply -f crds/), never from here.
     assert not [d for d in docs if d["kind"] == "CustomResourceDefinition"]
     namespaced = [
         d
         for d in docs
-        if d["kind"] in ("Deployment", "Service", "ServiceAccount", "Role", "RoleBinding")
+        if d["kind"]
+        in ("Deployment", "Service", "ServiceAccount", "Role", "RoleBinding", "NetworkPolicy")
     ]
     assert all(d["metadata"].get("namespace") == NAMESPACE for d in namespaced)
 
@@ -177,6 +179,7 @@ CORE_MODELS = {
     "PersistentVolumeClaim": "V1PersistentVolumeClaim",
     "ConfigMap": "V1ConfigMap",
     "CustomResourceDefinition": "V1CustomResourceDefinition",
+    "NetworkPolicy": "V1NetworkPolicy",
 }
 
 
@@ -877,3 +880,61 @@ def test_dashboard_configmap_is_generated_from_the_json() -> None:
     built = one(build(MONITORING), "ConfigMap", generator["name"])
     assert built["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(built["data"]["modelworks.json"]) == dashboard()
+
+
+# --- egress NetworkPolicy -----------------------------------------------------------
+
+
+def _egress_to(policy: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The policy's egress rules by what they select: dns, apiserver, mlflow, server, prometheus."""
+    out: dict[str, dict[str, Any]] = {}
+    for rule in policy["spec"]["egress"]:
+        peers = rule.get("to") or [{}]
+        (peer,) = peers
+        labels = (peer.get("podSelector") or {}).get("matchLabels") or {}
+        key = (
+            "dns"
+            if labels.get("k8s-app") == "kube-dns"
+            else "mlflow"
+            if labels.get("app.kubernetes.io/name") == "mlflow"
+            else "prometheus"
+            if labels.get("app.kubernetes.io/name") == "prometheus"
+            else "server"
+            if labels.get("app.kubernetes.io/component") == "server"
+            else "apiserver"
+            if not labels
+            else "unknown"
+        )
+        out[key] = {"peer": peer, "ports": {(p["protocol"], p["port"]) for p in rule["ports"]}}
+    return out
+
+
+def test_operator_egress_is_limited_to_its_dependencies() -> None:
+    from modelworks.builders.common import standard_labels
+    from modelworks.builders.modeldeployment import COMPONENT
+    from modelworks.names import SERVER_PORT
+
+    docs = sources(DEFAULT)
+    policy = one(docs, "NetworkPolicy", "modelworks-operator-egress")
+    assert policy["metadata"]["namespace"] == NAMESPACE
+    assert policy["spec"]["policyTypes"] == ["Egress"]
+    operator = one(docs, "Deployment", "modelworks-operator")
+    pod_labels = operator["spec"]["template"]["metadata"]["labels"]
+    selected = policy["spec"]["podSelector"]["matchLabels"]
+    assert selected.items() <= pod_labels.items()
+    rules = _egress_to(policy)
+    assert set(rules) == {"dns", "apiserver", "mlflow", "server", "prometheus"}
+    assert rules["dns"]["ports"] == {("UDP", 53), ("TCP", 53)}
+    assert rules["apiserver"]["ports"] == {("TCP", 443), ("TCP", 6443)}
+    mlflow = one(sources(MLFLOW), "Deployment")
+    mlflow_pod = mlflow["spec"]["template"]
+    assert rules["mlflow"]["peer"]["podSelector"]["matchLabels"].items() <= (
+        mlflow_pod["metadata"]["labels"].items()
+    )
+    (container,) = mlflow_pod["spec"]["containers"]
+    assert rules["mlflow"]["ports"] == {("TCP", p["containerPort"]) for p in container["ports"]}
+    serving = standard_labels({"kind": "ModelDeployment", "metadata": {"name": "m"}}, COMPONENT)
+    assert rules["server"]["peer"]["podSelector"]["matchLabels"].items() <= serving.items()
+    assert rules["server"]["peer"]["namespaceSelector"] == {}
+    assert rules["server"]["ports"] == {("TCP", SERVER_PORT)}
+    assert rules["prometheus"]["ports"] == {("TCP", 9090)}
