@@ -34,6 +34,7 @@ MANIFESTS = ROOT / "manifests"
 DEFAULT = MANIFESTS / "default"
 MLFLOW = MANIFESTS / "mlflow"
 MONITORING = MANIFESTS / "monitoring"
+NAMESPACED = MANIFESTS / "namespaced"
 KUSTOMIZATIONS = sorted(p.parent for p in MANIFESTS.rglob("kustomization.yaml"))
 PLURALS = tuple(k.plural for k in KINDS)
 NAMESPACE = "modelworks-system"
@@ -231,7 +232,7 @@ LEASE_ROLE = "modelworks-operator-leader-election"
 def rbac_documents() -> list[tuple[Path, str, dict[str, Any]]]:
     """(file, source text of the document, parsed document) for every Role and ClusterRole."""
     out = []
-    for path in sorted(DEFAULT.glob("*.yaml")):
+    for path in sorted(DEFAULT.glob("*.yaml")) + sorted(NAMESPACED.glob("*.yaml")):
         for text in re.split(r"^---\s*$", path.read_text(), flags=re.M):
             doc = yaml.safe_load(text)
             if isinstance(doc, dict) and doc.get("kind") in RBAC_KINDS:
@@ -271,14 +272,18 @@ def test_every_rbac_rule_says_why(item: tuple[Path, str, dict[str, Any]]) -> Non
         )
 
 
-def test_operator_grants_exactly_what_it_needs() -> None:
-    role = one([d for _, _, d in rbac_documents()], "ClusterRole", "modelworks-operator")
+def grants_of(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
     grants: dict[tuple[str, str], set[str]] = {}
     for rule in role["rules"]:
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
                 grants.setdefault((group, resource), set()).update(rule["verbs"])
-    assert grants == OPERATOR_GRANTS
+    return grants
+
+
+def test_operator_grants_exactly_what_it_needs() -> None:
+    role = one(sources(DEFAULT), "ClusterRole", "modelworks-operator")
+    assert grants_of(role) == OPERATOR_GRANTS
     assert all("resourceNames" not in rule for rule in role["rules"])
 
 
@@ -938,3 +943,43 @@ def test_operator_egress_is_limited_to_its_dependencies() -> None:
     assert rules["server"]["peer"]["namespaceSelector"] == {}
     assert rules["server"]["ports"] == {("TCP", SERVER_PORT)}
     assert rules["prometheus"]["ports"] == {("TCP", 9090)}
+
+
+# --- namespaced install ---------------------------------------------------------------
+
+CLUSTER_SCOPED = {("apiextensions.k8s.io", "customresourcedefinitions"), ("", "namespaces")}
+
+
+def test_namespaced_install_grants_nothing_cluster_wide_but_watching_crds_and_namespaces() -> None:
+    docs = build(NAMESPACED)
+    cluster = one(docs, "ClusterRole", "modelworks-operator")
+    assert grants_of(cluster) == {k: v for k, v in OPERATOR_GRANTS.items() if k in CLUSTER_SCOPED}
+    binding = one(docs, "ClusterRoleBinding", "modelworks-operator")
+    assert binding["roleRef"]["name"] == "modelworks-operator"
+    roles = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] != LEASE_ROLE]
+    namespaces = {r["metadata"]["namespace"] for r in roles}
+    assert namespaces and NAMESPACE not in namespaces
+    namespaced = {k: v for k, v in OPERATOR_GRANTS.items() if k not in CLUSTER_SCOPED}
+    for role in roles:
+        assert grants_of(role) == namespaced, role["metadata"]["namespace"]
+    bindings = {
+        b["metadata"]["namespace"]: b
+        for b in docs
+        if b["kind"] == "RoleBinding" and b["metadata"]["name"] == "modelworks-operator"
+    }
+    assert set(bindings) == namespaces
+    for ns, b in bindings.items():
+        assert b["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": "modelworks-operator",
+        }, ns
+        assert b["subjects"] == [
+            {"kind": "ServiceAccount", "name": "modelworks-operator", "namespace": NAMESPACE}
+        ]
+    deployment = one(docs, "Deployment", "modelworks-operator")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    settings = Settings.from_env({k: v for k, v in env.items() if v is not None})
+    assert set(settings.namespaces) == namespaces
+    assert one(docs, "NetworkPolicy", "modelworks-operator-egress")
