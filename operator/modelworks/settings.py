@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from modelworks.names import HEALTH_PORT, METRICS_PORT
 
 PREFIX = "MODELWORKS_"
+MIB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,13 @@ class Settings:
     identity: str = ""
     log_format: str = "plain"
     log_level: str = "INFO"
+    metrics_max_bytes: int = 4 * MIB
+    metrics_deadline_seconds: float = 5.0
+    prometheus_max_bytes: int = 8 * MIB
+    prometheus_deadline_seconds: float = 10.0
+    profile_max_bytes: int = 64 * MIB
+    profile_deadline_seconds: float = 60.0
+    calibration_max_cells: int = 4_000_000
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -53,11 +61,20 @@ class Settings:
         POD_NAME                       this replica's identity in the Lease (default: host:pid)
         MODELWORKS_LOG_FORMAT          plain or json
         MODELWORKS_LOG_LEVEL           DEBUG, INFO, WARNING, ERROR
+        MODELWORKS_METRICS_MAX_BYTES   largest serving pod /metrics body read (4 MiB)
+        MODELWORKS_METRICS_DEADLINE_SECONDS  one /metrics scrape, connect to last byte (5)
+        MODELWORKS_PROMETHEUS_MAX_BYTES      largest Prometheus query answer read (8 MiB)
+        MODELWORKS_PROMETHEUS_DEADLINE_SECONDS  one Prometheus query in all (10)
+        MODELWORKS_PROFILE_MAX_BYTES   largest reference profile the operator downloads (64 MiB)
+        MODELWORKS_PROFILE_DEADLINE_SECONDS  one profile download in all (60)
+        MODELWORKS_CALIBRATION_MAX_CELLS  bootstrap resamples x buckets one live check may
+                                       draw, all features together (4000000)
         """
         env = os.environ if env is None else env
         read = _Reader(env)
         log_format, log_level, pull = read.choices()
         tracking = read.get("MLFLOW_TRACKING_URI") or env.get("MLFLOW_TRACKING_URI", "").strip()
+        d = cls()
         return cls(
             namespaces=tuple(n.strip() for n in read.get("NAMESPACES").split(",") if n.strip()),
             resync_seconds=read.number("RESYNC_SECONDS", 300.0, minimum=1),
@@ -74,6 +91,19 @@ class Settings:
             identity=env.get("POD_NAME", "").strip(),
             log_format=log_format,
             log_level=log_level,
+            metrics_max_bytes=read.count("METRICS_MAX_BYTES", d.metrics_max_bytes),
+            metrics_deadline_seconds=read.number(
+                "METRICS_DEADLINE_SECONDS", d.metrics_deadline_seconds, minimum=0.1
+            ),
+            prometheus_max_bytes=read.count("PROMETHEUS_MAX_BYTES", d.prometheus_max_bytes),
+            prometheus_deadline_seconds=read.number(
+                "PROMETHEUS_DEADLINE_SECONDS", d.prometheus_deadline_seconds, minimum=0.1
+            ),
+            profile_max_bytes=read.count("PROFILE_MAX_BYTES", d.profile_max_bytes),
+            profile_deadline_seconds=read.number(
+                "PROFILE_DEADLINE_SECONDS", d.profile_deadline_seconds, minimum=0.1
+            ),
+            calibration_max_cells=read.count("CALIBRATION_MAX_CELLS", d.calibration_max_cells),
         )
 
 
@@ -95,6 +125,12 @@ class _Reader:
         if value < minimum:
             raise ValueError(f"{PREFIX}{name} must be at least {minimum}, not {text!r}")
         return value
+
+    def count(self, name: str, default: int) -> int:
+        value = self.number(name, default, minimum=1)
+        if value != int(value):
+            raise ValueError(f"{PREFIX}{name} must be a whole number")
+        return int(value)
 
     def port(self, name: str, default: int) -> int:
         value = self.number(name, default)

@@ -8,15 +8,19 @@ due, and the conditions and Events of each case.
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 from typing import Any
 
 import pytest
 
 from modelworks.api.common import API_VERSION
+from modelworks.clients.http import Limits
 from modelworks.clients.kube import Kube
 from modelworks.clients.mlflow import Registry
 from modelworks.drift.profile import PROFILE_FILE, build_profile
+from modelworks.reconcilers.base import Bounds
 from modelworks.reconcilers.driftmonitor import reconcile
 from modelworks.reconcilers.modeldeployment import ServerConfig
 from tests.integration.test_modeldeployment import register
@@ -61,7 +65,13 @@ def serving(crds: Cluster, ns: str, name: str, model: str, version: str) -> None
 
 
 def one_pass(
-    crds: Cluster, kube: Kube, mlflow: MlflowServer, ns: str, name: str, now: str = NOW
+    crds: Cluster,
+    kube: Kube,
+    mlflow: MlflowServer,
+    ns: str,
+    name: str,
+    now: str = NOW,
+    bounds: Bounds | None = None,
 ) -> Any:
     obj = crds.get("dmon", name, ns)
     assert obj is not None
@@ -72,6 +82,7 @@ def one_pass(
         now=now,
         server=ServerConfig("modelworks:0.1.0", "IfNotPresent", mlflow.uri),
         memory={},
+        bounds=bounds,
     )
 
 
@@ -155,6 +166,31 @@ def test_profile_of_the_served_version_and_an_empty_window(
     assert early.status == crds.get("dmon", "watch", namespace)["status"]  # type: ignore[index]
 
 
+def test_a_profile_over_the_size_limit_is_not_downloaded(
+    crds: Cluster, kube: Kube, mlflow: MlflowServer, namespace: str
+) -> None:
+    import numpy as np
+
+    model = f"m-{namespace}"
+    version = register(mlflow.uri, model)
+    run_id = mlflow_client(mlflow.uri).get_model_version(model, version).run_id
+    profile = build_profile({f"x{i}": np.arange(1000.0) for i in range(40)}).to_json()
+    mlflow_client(mlflow.uri).log_dict(run_id, profile, PROFILE_FILE)
+    size = len(json.dumps(profile))
+    serving(crds, namespace, "srv", model, version)
+    crds.apply(monitor("watch", "srv"), "-n", namespace)
+    small = Bounds(profile=Limits(deadline=60, max_bytes=size // 2))
+    out = one_pass(crds, kube, mlflow, namespace, "watch", bounds=small)
+    cond = ready(out)
+    assert cond["reason"] == "ProfileTooLarge" and out.status["phase"] == "Pending"
+    assert cond["message"].startswith(f"reference profile not loaded: {PROFILE_FILE} is ")
+    assert cond["message"].endswith(
+        f"over the limit of {size // 2} bytes (MODELWORKS_PROFILE_MAX_BYTES)"
+    )
+    assert [e.reason for e in out.events] == ["ProfileTooLarge"]
+    assert ready(one_pass(crds, kube, mlflow, namespace, "watch"))["reason"] != "ProfileTooLarge"
+
+
 def test_live_reference_must_come_from_mlflow(
     crds: Cluster, kube: Kube, mlflow: MlflowServer, namespace: str
 ) -> None:
@@ -189,7 +225,7 @@ def test_prometheus_source_that_does_not_answer(
     out = one_pass(crds, kube, mlflow, namespace, "watch")
     cond = ready(out)
     assert cond["status"] == "False" and cond["reason"] == "PrometheusUnavailable"
-    assert cond["message"].startswith(f"spec.target.prometheus: {url}")
+    assert cond["message"].startswith(f"spec.target.prometheus: Prometheus at {url}")
     assert [e.reason for e in out.events] == ["PrometheusUnavailable"]
     assert out.requeue_after == 30.0
     assert "nextCheckTime" not in out.status
@@ -201,3 +237,77 @@ def test_prometheus_url_is_validated(crds: Cluster, namespace: str) -> None:
     out = crds.kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(bad), check=False)
     assert out.returncode != 0
     assert "spec.target.prometheus.url" in out.stderr
+
+
+SECRET = "internal-admin-token-4242"
+
+
+class _Answers(http.server.BaseHTTPRequestHandler):
+    """A server that is not Prometheus: its JSON error, or a redirect to ``location``."""
+
+    location = ""
+
+    def do_GET(self) -> None:
+        if self.location:
+            self.send_response(302)
+            self.send_header("Location", self.location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = json.dumps({"status": "error", "errorType": SECRET, "error": SECRET}).encode()
+        self.send_response(400)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def _answering(location: str = "") -> http.server.ThreadingHTTPServer:
+    handler = type("Handler", (_Answers,), {"location": location})
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+@pytest.mark.parametrize("answer", ["json error", "redirect"])
+def test_prometheus_url_is_no_oracle(
+    crds: Cluster, kube: Kube, mlflow: MlflowServer, namespace: str, answer: str
+) -> None:
+    """Status repeats neither another server's body nor where a redirect led."""
+    import numpy as np
+
+    model = f"m-{namespace}"
+    version = register(mlflow.uri, model)
+    run_id = mlflow_client(mlflow.uri).get_model_version(model, version).run_id
+    mlflow_client(mlflow.uri).log_dict(
+        run_id, build_profile({"x": np.arange(1000.0)}).to_json(), PROFILE_FILE
+    )
+    serving(crds, namespace, "srv", model, version)
+    inner = _answering()
+    inner_url = f"http://127.0.0.1:{inner.server_address[1]}/{SECRET}"
+    outer = _answering(inner_url) if answer == "redirect" else inner
+    url = f"http://127.0.0.1:{outer.server_address[1]}"
+    watch = monitor("watch", "srv")
+    watch["spec"]["target"]["prometheus"] = {"url": url}
+    crds.apply(watch, "-n", namespace)
+    try:
+        out = one_pass(crds, kube, mlflow, namespace, "watch")
+    finally:
+        for srv in {inner, outer}:
+            srv.shutdown()
+            srv.server_close()
+    cond = ready(out)
+    assert cond["reason"] == "PrometheusUnavailable"
+    assert SECRET not in cond["message"]
+    assert (
+        cond["message"]
+        == {
+            "json error": f"spec.target.prometheus: Prometheus at {url} refused the query (HTTP 400)",
+            "redirect": f"spec.target.prometheus: Prometheus at {url} answered a redirect "
+            "(HTTP 302), which is not followed",
+        }[answer]
+    )
+    assert all(SECRET not in e.message for e in out.events)

@@ -246,7 +246,7 @@ def test_every_kind_is_wired(kind: str) -> None:
     for r in rules:
         for res in r["resources"]:
             verbs[res] |= set(r["verbs"])
-    assert {"get", "list", "watch"} <= verbs.get(k.plural, set()), "RBAC: watch the kind"
+    assert {"list", "watch"} <= verbs.get(k.plural, set()), "RBAC: watch the kind"
     assert "patch" in verbs.get(f"{k.plural}/status", set()), "RBAC: write its status"
     health = ROOT / "manifests" / "gitops" / "argocd" / "modelworks.dev" / kind / "health.lua"
     assert health.is_file(), "an Argo CD health check"

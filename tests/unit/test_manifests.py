@@ -10,7 +10,9 @@ the operator knows, and labels, ports and names that line up across the files.
 
 from __future__ import annotations
 
+import ast
 import functools
+import importlib
 import json
 import os
 import re
@@ -24,6 +26,7 @@ import yaml
 
 import modelworks.names
 from modelworks.api import GROUP, KINDS
+from modelworks.clients.kube import RESOURCES
 from modelworks.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,6 +34,7 @@ MANIFESTS = ROOT / "manifests"
 DEFAULT = MANIFESTS / "default"
 MLFLOW = MANIFESTS / "mlflow"
 MONITORING = MANIFESTS / "monitoring"
+NAMESPACED = MANIFESTS / "namespaced"
 KUSTOMIZATIONS = sorted(p.parent for p in MANIFESTS.rglob("kustomization.yaml"))
 PLURALS = tuple(k.plural for k in KINDS)
 NAMESPACE = "modelworks-system"
@@ -117,13 +121,15 @@ def test_default_builds_the_operator_install() -> None:
         ("Service", "modelworks-operator-metrics"),
         ("Role", "modelworks-operator-leader-election"),
         ("RoleBinding", "modelworks-operator-leader-election"),
+        ("NetworkPolicy", "modelworks-operator-egress"),
     } <= kinds
     # CRDs are applied on their own (kubectl apply -f crds/), never from here.
     assert not [d for d in docs if d["kind"] == "CustomResourceDefinition"]
     namespaced = [
         d
         for d in docs
-        if d["kind"] in ("Deployment", "Service", "ServiceAccount", "Role", "RoleBinding")
+        if d["kind"]
+        in ("Deployment", "Service", "ServiceAccount", "Role", "RoleBinding", "NetworkPolicy")
     ]
     assert all(d["metadata"].get("namespace") == NAMESPACE for d in namespaced)
 
@@ -174,6 +180,7 @@ CORE_MODELS = {
     "PersistentVolumeClaim": "V1PersistentVolumeClaim",
     "ConfigMap": "V1ConfigMap",
     "CustomResourceDefinition": "V1CustomResourceDefinition",
+    "NetworkPolicy": "V1NetworkPolicy",
 }
 
 
@@ -203,16 +210,17 @@ DANGEROUS = {"escalate", "bind", "impersonate", "*"}
 # What the operator's ClusterRole grants, resource by resource. A change here is a change
 # of the operator's privileges: it should come with a reason in rbac.yaml.
 OPERATOR_GRANTS: dict[tuple[str, str], set[str]] = {
-    **{(GROUP, p): {"get", "list", "watch"} for p in PLURALS},
+    (GROUP, "driftmonitors"): {"list", "watch"},
+    (GROUP, "modeldeployments"): {"get", "list", "watch"},
     (GROUP, "trainingjobs"): {"get", "list", "watch", "create", "patch"},
     **{(GROUP, f"{p}/status"): {"patch"} for p in PLURALS},
     **{(GROUP, f"{p}/finalizers"): {"update"} for p in PLURALS},
     ("batch", "jobs"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "services"): {"get", "list", "create", "patch", "delete"},
+    ("", "services"): {"get", "create", "patch"},
     ("", "pods"): {"list", "delete"},
     ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("autoscaling", "horizontalpodautoscalers"): {"get", "list", "create", "patch", "delete"},
-    ("policy", "poddisruptionbudgets"): {"get", "list", "create", "patch", "delete"},
+    ("autoscaling", "horizontalpodautoscalers"): {"get", "create", "patch", "delete"},
+    ("policy", "poddisruptionbudgets"): {"get", "create", "patch", "delete"},
     ("", "events"): {"create"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
     ("", "namespaces"): {"list", "watch"},
@@ -224,7 +232,7 @@ LEASE_ROLE = "modelworks-operator-leader-election"
 def rbac_documents() -> list[tuple[Path, str, dict[str, Any]]]:
     """(file, source text of the document, parsed document) for every Role and ClusterRole."""
     out = []
-    for path in sorted(DEFAULT.glob("*.yaml")):
+    for path in sorted(DEFAULT.glob("*.yaml")) + sorted(NAMESPACED.glob("*.yaml")):
         for text in re.split(r"^---\s*$", path.read_text(), flags=re.M):
             doc = yaml.safe_load(text)
             if isinstance(doc, dict) and doc.get("kind") in RBAC_KINDS:
@@ -264,15 +272,114 @@ def test_every_rbac_rule_says_why(item: tuple[Path, str, dict[str, Any]]) -> Non
         )
 
 
-def test_operator_grants_exactly_what_it_needs() -> None:
-    role = one([d for _, _, d in rbac_documents()], "ClusterRole", "modelworks-operator")
+def grants_of(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
     grants: dict[tuple[str, str], set[str]] = {}
     for rule in role["rules"]:
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
                 grants.setdefault((group, resource), set()).update(rule["verbs"])
-    assert grants == OPERATOR_GRANTS
+    return grants
+
+
+def test_operator_grants_exactly_what_it_needs() -> None:
+    role = one(sources(DEFAULT), "ClusterRole", "modelworks-operator")
+    assert grants_of(role) == OPERATOR_GRANTS
     assert all("resourceNames" not in rule for rule in role["rules"])
+
+
+SOURCE = ROOT / "operator" / "modelworks"
+# The operator's own code (the CLI runs with its user's rights, not the operator's).
+OPERATOR_CODE = (
+    *sorted((SOURCE / "reconcilers").glob("*.py")),
+    SOURCE / "handlers" / "controller.py",
+)
+READ_VERBS = ("get", "list", "delete")
+
+
+def _enclosing(tree: ast.AST) -> dict[ast.AST, ast.FunctionDef | None]:
+    out: dict[ast.AST, ast.FunctionDef | None] = {}
+
+    def visit(node: ast.AST, fn: ast.FunctionDef | None) -> None:
+        for child in ast.iter_child_nodes(node):
+            out[child] = fn
+            visit(child, child if isinstance(child, ast.FunctionDef) else fn)
+
+    visit(tree, None)
+    return out
+
+
+def _values(
+    nodes: tuple[ast.expr, ...], fn: ast.FunctionDef | None, tree: ast.AST, module: Any
+) -> set[tuple[str, ...]]:
+    """What ``nodes`` (evaluated together inside ``fn``) can be: constants, module-level
+    names, ``kind.kind`` over KINDS, or a parameter of ``fn`` followed to every call of it."""
+    params = [a.arg for a in fn.args.args] if fn else []
+    if any(isinstance(n, ast.Name) and n.id in params for n in nodes):
+        assert fn is not None
+        parents = _enclosing(tree)
+        out: set[tuple[str, ...]] = set()
+        for call in ast.walk(tree):
+            if not (isinstance(call, ast.Call) and ast.unparse(call.func) == fn.name):
+                continue
+            given = dict(zip(params, call.args, strict=False))
+            given.update({k.arg: k.value for k in call.keywords if k.arg})
+            mapped = tuple(
+                given[n.id] if isinstance(n, ast.Name) and n.id in params else n for n in nodes
+            )
+            out |= _values(mapped, parents[call], tree, module)
+        return out
+    if any(ast.unparse(n) == "kind.kind" for n in nodes):
+        return {
+            tuple(k.kind if ast.unparse(n) == "kind.kind" else _constant(n, module) for n in nodes)
+            for k in KINDS
+        }
+    return {tuple(_constant(n, module) for n in nodes)}
+
+
+def _constant(node: ast.expr, module: Any) -> str:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    assert isinstance(node, ast.Name), f"cannot follow {ast.unparse(node)}"
+    return str(getattr(module, node.id))
+
+
+def kube_reads() -> dict[tuple[str, str], set[str]]:
+    """(group, plural) -> the get/list/delete verbs the operator's code calls on it."""
+    out: dict[tuple[str, str], set[str]] = {}
+    for path in OPERATOR_CODE:
+        module = importlib.import_module(f"modelworks.{path.parent.name}.{path.stem}")
+        tree = ast.parse(path.read_text())
+        parents = _enclosing(tree)
+        for call in ast.walk(tree):
+            if not (
+                isinstance(call, ast.Call)
+                and isinstance(call.func, ast.Attribute)
+                and call.func.attr in READ_VERBS
+                and ast.unparse(call.func.value).endswith("kube")
+            ):
+                continue
+            for api_version, kind in _values(tuple(call.args[:2]), parents[call], tree, module):
+                group = api_version.rpartition("/")[0]
+                plural = RESOURCES[(api_version, kind)].plural
+                out.setdefault((group, plural), set()).add(call.func.attr)
+    return out
+
+
+def test_get_list_and_delete_are_granted_exactly_where_the_code_calls_them() -> None:
+    """Derived from the code: every kube.get/list/delete the reconcilers and the controller
+    make (kinds followed through helpers such as _ensure), plus list for kopf's watches."""
+    needed = kube_reads()
+    for group, plural in kopf_resources()["_watching"]:
+        needed.setdefault((group, plural), set()).add("list")
+    needed.setdefault(("apiextensions.k8s.io", "customresourcedefinitions"), set()).add("list")
+    needed.setdefault(("", "namespaces"), set()).add("list")
+    granted = {
+        key: verbs & set(READ_VERBS)
+        for key, verbs in OPERATOR_GRANTS.items()
+        if verbs & set(READ_VERBS)
+    }
+    assert granted == needed
+    assert ("", "services") in needed and "list" not in needed[("", "services")]
 
 
 def test_retraining_is_server_side_apply() -> None:
@@ -778,3 +885,101 @@ def test_dashboard_configmap_is_generated_from_the_json() -> None:
     built = one(build(MONITORING), "ConfigMap", generator["name"])
     assert built["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(built["data"]["modelworks.json"]) == dashboard()
+
+
+# --- egress NetworkPolicy -----------------------------------------------------------
+
+
+def _egress_to(policy: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The policy's egress rules by what they select: dns, apiserver, mlflow, server, prometheus."""
+    out: dict[str, dict[str, Any]] = {}
+    for rule in policy["spec"]["egress"]:
+        peers = rule.get("to") or [{}]
+        (peer,) = peers
+        labels = (peer.get("podSelector") or {}).get("matchLabels") or {}
+        key = (
+            "dns"
+            if labels.get("k8s-app") == "kube-dns"
+            else "mlflow"
+            if labels.get("app.kubernetes.io/name") == "mlflow"
+            else "prometheus"
+            if labels.get("app.kubernetes.io/name") == "prometheus"
+            else "server"
+            if labels.get("app.kubernetes.io/component") == "server"
+            else "apiserver"
+            if not labels
+            else "unknown"
+        )
+        out[key] = {"peer": peer, "ports": {(p["protocol"], p["port"]) for p in rule["ports"]}}
+    return out
+
+
+def test_operator_egress_is_limited_to_its_dependencies() -> None:
+    from modelworks.builders.common import standard_labels
+    from modelworks.builders.modeldeployment import COMPONENT
+    from modelworks.names import SERVER_PORT
+
+    docs = sources(DEFAULT)
+    policy = one(docs, "NetworkPolicy", "modelworks-operator-egress")
+    assert policy["metadata"]["namespace"] == NAMESPACE
+    assert policy["spec"]["policyTypes"] == ["Egress"]
+    operator = one(docs, "Deployment", "modelworks-operator")
+    pod_labels = operator["spec"]["template"]["metadata"]["labels"]
+    selected = policy["spec"]["podSelector"]["matchLabels"]
+    assert selected.items() <= pod_labels.items()
+    rules = _egress_to(policy)
+    assert set(rules) == {"dns", "apiserver", "mlflow", "server", "prometheus"}
+    assert rules["dns"]["ports"] == {("UDP", 53), ("TCP", 53)}
+    assert rules["apiserver"]["ports"] == {("TCP", 443), ("TCP", 6443)}
+    mlflow = one(sources(MLFLOW), "Deployment")
+    mlflow_pod = mlflow["spec"]["template"]
+    assert rules["mlflow"]["peer"]["podSelector"]["matchLabels"].items() <= (
+        mlflow_pod["metadata"]["labels"].items()
+    )
+    (container,) = mlflow_pod["spec"]["containers"]
+    assert rules["mlflow"]["ports"] == {("TCP", p["containerPort"]) for p in container["ports"]}
+    serving = standard_labels({"kind": "ModelDeployment", "metadata": {"name": "m"}}, COMPONENT)
+    assert rules["server"]["peer"]["podSelector"]["matchLabels"].items() <= serving.items()
+    assert rules["server"]["peer"]["namespaceSelector"] == {}
+    assert rules["server"]["ports"] == {("TCP", SERVER_PORT)}
+    assert rules["prometheus"]["ports"] == {("TCP", 9090)}
+
+
+# --- namespaced install ---------------------------------------------------------------
+
+CLUSTER_SCOPED = {("apiextensions.k8s.io", "customresourcedefinitions"), ("", "namespaces")}
+
+
+def test_namespaced_install_grants_nothing_cluster_wide_but_watching_crds_and_namespaces() -> None:
+    docs = build(NAMESPACED)
+    cluster = one(docs, "ClusterRole", "modelworks-operator")
+    assert grants_of(cluster) == {k: v for k, v in OPERATOR_GRANTS.items() if k in CLUSTER_SCOPED}
+    binding = one(docs, "ClusterRoleBinding", "modelworks-operator")
+    assert binding["roleRef"]["name"] == "modelworks-operator"
+    roles = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] != LEASE_ROLE]
+    namespaces = {r["metadata"]["namespace"] for r in roles}
+    assert namespaces and NAMESPACE not in namespaces
+    namespaced = {k: v for k, v in OPERATOR_GRANTS.items() if k not in CLUSTER_SCOPED}
+    for role in roles:
+        assert grants_of(role) == namespaced, role["metadata"]["namespace"]
+    bindings = {
+        b["metadata"]["namespace"]: b
+        for b in docs
+        if b["kind"] == "RoleBinding" and b["metadata"]["name"] == "modelworks-operator"
+    }
+    assert set(bindings) == namespaces
+    for ns, b in bindings.items():
+        assert b["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": "modelworks-operator",
+        }, ns
+        assert b["subjects"] == [
+            {"kind": "ServiceAccount", "name": "modelworks-operator", "namespace": NAMESPACE}
+        ]
+    deployment = one(docs, "Deployment", "modelworks-operator")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    settings = Settings.from_env({k: v for k, v in env.items() if v is not None})
+    assert set(settings.namespaces) == namespaces
+    assert one(docs, "NetworkPolicy", "modelworks-operator-egress")

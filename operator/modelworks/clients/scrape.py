@@ -7,7 +7,6 @@ do the arithmetic.
 
 from __future__ import annotations
 
-import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -15,7 +14,10 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-TIMEOUT = 2.0
+from modelworks.clients.http import HttpError, Limits, get
+
+LIMITS = Limits(deadline=5.0, max_bytes=4 * 1024 * 1024)
+ACCEPT = "text/plain;version=0.0.4"
 
 
 @dataclass(frozen=True)
@@ -45,9 +47,10 @@ def parse(text: str, prefixes: Sequence[str] = ()) -> tuple[Sample, ...]:
     return tuple(out)
 
 
-def fetch(url: str, prefixes: Sequence[str] = (), timeout: float = TIMEOUT) -> tuple[Sample, ...]:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return parse(response.read().decode("utf-8", "replace"), prefixes)
+def fetch(url: str, prefixes: Sequence[str] = (), limits: Limits = LIMITS) -> tuple[Sample, ...]:
+    """One /metrics endpoint's samples, within ``limits`` (:class:`HttpError` otherwise)."""
+    body = get(url, limits, ACCEPT).body
+    return parse(body.decode("utf-8", "replace"), prefixes)
 
 
 def pod_metrics_url(pod: Mapping[str, Any], port: int, path: str = "/metrics") -> str | None:
@@ -59,9 +62,10 @@ def scrape_pods(
     pods: Iterable[Mapping[str, Any]],
     port: int,
     prefixes: Sequence[str] = (),
-    timeout: float = TIMEOUT,
+    limits: Limits = LIMITS,
 ) -> list[Scrape]:
-    """Every pod's /metrics, fetched in parallel; a pod that does not answer has ``error``."""
+    """Every pod's /metrics, fetched in parallel, each within ``limits``; a pod that does
+    not answer (in time, or within the size limit) has ``error``."""
     targets = [(p["metadata"]["name"], pod_metrics_url(p, port)) for p in pods]
 
     def one(target: tuple[str, str | None]) -> Scrape:
@@ -69,8 +73,10 @@ def scrape_pods(
         if url is None:
             return Scrape(name, (), "no pod IP yet")
         try:
-            return Scrape(name, fetch(url, prefixes, timeout))
-        except (OSError, ValueError) as exc:
+            return Scrape(name, fetch(url, prefixes, limits))
+        except HttpError as exc:
+            return Scrape(name, (), f"{exc.reason}: {exc.detail}")
+        except ValueError as exc:
             return Scrape(name, (), f"{type(exc).__name__}: {exc}")
 
     if not targets:

@@ -79,6 +79,9 @@ DEFAULT_THRESHOLDS: Mapping[Method, float] = MappingProxyType(
     {m: s.default_threshold for m, s in STATISTICS.items()}
 )
 
+MAX_CELLS = 4_000_000  # default calibration budget (MODELWORKS_CALIBRATION_MAX_CELLS)
+MIN_RESAMPLES = 20
+
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
 
@@ -93,6 +96,22 @@ class Calibration:
     samples: int = 200
     quantile: float = 0.99
     seed: int = 0
+    max_cells: int = MAX_CELLS  # resamples x buckets, all features of one check together
+
+
+def resamples(calibration: Calibration, buckets: int) -> int:
+    """How many resamples fit the budget for a feature of ``buckets`` buckets (at most the
+    asked ``samples``; 0 when fewer than ``MIN_RESAMPLES`` fit: no calibration then)."""
+    fit = min(calibration.samples, calibration.max_cells // max(buckets, 1))
+    return fit if fit >= MIN_RESAMPLES else 0
+
+
+def _budgeted(config: DriftConfig, features: int) -> DriftConfig:
+    """``config`` with the calibration budget shared evenly by ``features`` features."""
+    cal = config.calibration
+    if cal is None or features <= 1:
+        return config
+    return replace(config, calibration=replace(cal, max_cells=cal.max_cells // features))
 
 
 @dataclass(frozen=True)
@@ -223,15 +242,18 @@ def calibrate_threshold(
     about twice the noise of one. The threshold thus shrinks as windows grow, so
     large identical samples do not flag — the usual complaint about fixed p-value
     thresholds on big data. Vectorised: one ``(samples, buckets)`` draw per side.
+    The draw is capped at ``calibration.max_cells`` cells (:func:`resamples`): NaN when
+    not even ``MIN_RESAMPLES`` fit.
     """
     ref = np.asarray(reference.counts, dtype=np.float64)
     n_ref = int(ref.sum())
-    if n_ref <= 0 or current_samples <= 0:
+    size = resamples(calibration, ref.size)
+    if n_ref <= 0 or current_samples <= 0 or size == 0:
         return math.nan
     p = ref / n_ref
     rng = _rng(calibration.seed, reference.name)
-    r = rng.multinomial(n_ref, p, size=calibration.samples).astype(np.float64)
-    c = rng.multinomial(current_samples, p, size=calibration.samples).astype(np.float64)
+    r = rng.multinomial(n_ref, p, size=size).astype(np.float64)
+    c = rng.multinomial(current_samples, p, size=size).astype(np.float64)
     statistic = STATISTICS[method]
     if statistic.bootstrap is not None:
         # The score falls as the cheap statistic grows (fixed sizes): take its quantile and
@@ -354,9 +376,12 @@ def _score(item: _Input, config: DriftConfig) -> FeatureResult:
     notes = [fallback_note, *measured.notes]
     if cal is not None:
         value = calibrate_threshold(item.profile, item.samples, method, cal)
+        drawn = resamples(cal, len(item.profile.counts))
         if math.isfinite(value):
             threshold = value
-            notes.append(f"threshold: {cal.quantile:g} quantile of {cal.samples} bootstrap scores")
+            notes.append(f"threshold: {cal.quantile:g} quantile of {drawn} bootstrap scores")
+        elif drawn == 0:
+            notes.append("not calibrated: too many buckets for the calibration budget")
     if not math.isfinite(measured.score):
         return unscored(_join(*notes, "score is undefined"))
     return FeatureResult(
@@ -422,7 +447,9 @@ def score_counts(
     features = reference.features if isinstance(reference, Profile) else tuple(reference)
     by_name = {f.name: f for f in features}
     results = []
-    for name in _enabled(by_name, config):
+    enabled = _enabled(by_name, config)
+    config = _budgeted(config, len(enabled))
+    for name in enabled:
         profile = by_name[name]
         window = current.get(name)
         if window is None:

@@ -21,11 +21,13 @@ from typing import Any
 
 from modelworks import metrics
 from modelworks.api import API_VERSION, KINDS, Kind
+from modelworks.clients.http import Limits
 from modelworks.clients.kube import Kube, KubeError
 from modelworks.clients.mlflow import Registry
 from modelworks.handlers.queue import WorkQueue
 from modelworks.names import format_time
 from modelworks.reconcilers.base import (
+    Bounds,
     Context,
     Decision,
     StatusInvalid,
@@ -72,6 +74,7 @@ class Controller:
             pull_policy=self.settings.image_pull_policy,
             tracking_uri=self.settings.mlflow_tracking_uri,
         )
+        self.bounds = bounds_of(self.settings)
 
     # -- fed by the watches ---------------------------------------------------------------
 
@@ -163,7 +166,7 @@ class Controller:
         kind, obj = entry.kind, entry.body
         now = now_rfc3339()
         decision = self._reconcile(
-            kind, obj, Context(self.kube, self.registry, self.server, memory), now
+            kind, obj, Context(self.kube, self.registry, self.server, memory, self.bounds), now
         )
         if decision is None:
             self.queue.add_rate_limited(uid)
@@ -296,6 +299,16 @@ class Controller:
                 continue
             if dropped:
                 log.info("dropped %d objects deleted while a watch was reconnecting", dropped)
+
+
+def bounds_of(settings: Settings) -> Bounds:
+    """The per-pass limits on tenants' endpoints and inputs, from the settings."""
+    return Bounds(
+        metrics=Limits(settings.metrics_deadline_seconds, settings.metrics_max_bytes),
+        prometheus=Limits(settings.prometheus_deadline_seconds, settings.prometheus_max_bytes),
+        profile=Limits(settings.profile_deadline_seconds, settings.profile_max_bytes),
+        calibration_cells=settings.calibration_max_cells,
+    )
 
 
 def now_rfc3339() -> str:

@@ -18,15 +18,28 @@ from modelworks.api.common import ApiModel
 from modelworks.api.validate import parse_spec
 from modelworks.builders.events import build_event
 from modelworks.builders.modeldeployment import ServerConfig
+from modelworks.clients import datasets, prometheus, scrape
+from modelworks.clients.http import Limits
 from modelworks.clients.kube import Kube
 from modelworks.clients.mlflow import Registry
 from modelworks.conditions import Event
+from modelworks.drift.engine import MAX_CELLS
 from modelworks.status.common import StatusInvalid, invalid_spec, merge_patch, typed
 from modelworks.status.decision import Decision
 
 SpecT = TypeVar("SpecT", bound=ApiModel)
 FactsT = TypeVar("FactsT")
 ActionT = TypeVar("ActionT")
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """What a tenant's endpoints and inputs may cost one pass (``MODELWORKS_*`` limits)."""
+
+    metrics: Limits = scrape.LIMITS
+    prometheus: Limits = prometheus.LIMITS
+    profile: Limits = datasets.PROFILE_LIMITS
+    calibration_cells: int = MAX_CELLS
 
 
 @dataclass(frozen=True)
@@ -38,6 +51,7 @@ class Context:
     registry: Registry
     server: ServerConfig
     memory: dict[str, Any] = field(default_factory=dict)
+    bounds: Bounds = Bounds()
 
 
 def _no_shortcut(obj: Mapping[str, Any], spec: Any, now: str) -> Decision[Any] | None:
@@ -76,12 +90,13 @@ class KindReconciler(Generic[SpecT, FactsT, ActionT]):
         now: str,
         server: ServerConfig | None = None,
         memory: dict[str, Any] | None = None,
+        bounds: Bounds | None = None,
     ) -> Decision[Any]:
         """One pass with the clients given one by one (tests and tools; workers use reconcile)."""
         server = server or ServerConfig(
             image="", pull_policy="", tracking_uri=registry.tracking_uri
         )
-        ctx = Context(kube, registry, server, {} if memory is None else memory)
+        ctx = Context(kube, registry, server, {} if memory is None else memory, bounds or Bounds())
         return self.reconcile(obj, ctx, now)
 
 

@@ -24,8 +24,10 @@ from modelworks.api import API_VERSION, DRIFT_MONITOR
 from modelworks.api.common import parse_duration
 from modelworks.api.driftmonitor import DriftMonitorSpec
 from modelworks.builders.modeldeployment import selector
+from modelworks.clients.datasets import TooLarge, profile_json
+from modelworks.clients.http import Limits
 from modelworks.clients.kube import Kube
-from modelworks.clients.mlflow import Registry, TrackingUnavailable
+from modelworks.clients.mlflow import TrackingUnavailable
 from modelworks.clients.prometheus import PrometheusError, query
 from modelworks.clients.scrape import scrape_pods
 from modelworks.drift.profile import PROFILE_FILE, Profile
@@ -74,7 +76,9 @@ def observe(obj: Mapping[str, Any], spec: DriftMonitorSpec, ctx: Context) -> Fac
         ready = job is not None and job.finished is not None
     else:
         problem, live = _live(obj, spec, ctx)
-        facts = replace(facts, problem=problem, live=live)
+        facts = replace(
+            facts, problem=problem, live=live, calibration_cells=ctx.bounds.calibration_cells
+        )
         ready = live is not None
     if ready and spec.retrain is not None:
         facts = replace(facts, retrain=_retrain_facts(obj, spec, ctx.kube))
@@ -126,16 +130,23 @@ def _live(
     if not served:
         return ("TargetNotServing", f"ModelDeployment {target_name} serves no version yet"), None
     try:
-        profile = _profile(ctx.memory, ctx.registry, spec, model, str(served))
+        profile = _profile(ctx, spec, model, str(served))
     except TrackingUnavailable as exc:
         return ("MLflowUnavailable", f"the MLflow server did not answer: {exc}"), None
+    except TooLarge as exc:
+        return (
+            "ProfileTooLarge",
+            f"reference profile not loaded: {exc} bytes (MODELWORKS_PROFILE_MAX_BYTES)",
+        ), None
     if profile is None:
         where = uri or f"the run of {model} version {served}"
         return ("NoReferenceProfile", f"no reference profile ({PROFILE_FILE}) in {where}"), None
     key = (ns, target_name, model, str(served))
     if spec.target.prometheus is not None:
         try:
-            window = _prometheus_window(spec.target.prometheus.url, key, profile, spec)
+            window = _prometheus_window(
+                spec.target.prometheus.url, key, profile, spec, ctx.bounds.prometheus
+            )
         except PrometheusError as exc:
             return ("PrometheusUnavailable", f"spec.target.prometheus: {exc}"), None
         return None, LiveCheck(str(served), profile, window, prometheus=True)
@@ -144,14 +155,20 @@ def _live(
 
 
 def _prometheus_window(
-    url: str, key: tuple[str, str, str, str], profile: Profile, spec: DriftMonitorSpec
+    url: str,
+    key: tuple[str, str, str, str],
+    profile: Profile,
+    spec: DriftMonitorSpec,
+    limits: Limits,
 ) -> Window:
     """The increase of the served version's counters over the window, from Prometheus."""
     ns, target_name, model, served = key
     buckets, missing = prometheus_queries(
         ns, target_name, model, served, parse_duration(spec.window)
     )
-    return prometheus_window(query(url, buckets), query(url, missing), profile, served)
+    return prometheus_window(
+        query(url, buckets, limits), query(url, missing, limits), profile, served
+    )
 
 
 def _scrape_window(
@@ -169,7 +186,7 @@ def _scrape_window(
         )
         if pod_ready(p) and (p["metadata"].get("labels") or {}).get(VERSION_LABEL) == served
     ]
-    scrapes = scrape_pods(pods, SERVER_PORT, FEATURE_PREFIXES)
+    scrapes = scrape_pods(pods, SERVER_PORT, FEATURE_PREFIXES, ctx.bounds.metrics)
     uids = {p["metadata"]["name"]: p["metadata"]["uid"] for p in pods}
     snapshot = Snapshot(
         at,
@@ -189,21 +206,21 @@ def _scrape_window(
     return counted
 
 
-def _profile(
-    memory: dict[str, Any], registry: Registry, spec: DriftMonitorSpec, model: str, version: str
-) -> Profile | None:
-    """The reference profile (cached: a version's profile never changes)."""
+def _profile(ctx: Context, spec: DriftMonitorSpec, model: str, version: str) -> Profile | None:
+    """The reference profile (cached: a version's profile never changes), downloaded within
+    the operator's size and time limits."""
     uri = spec.reference.profile_uri if spec.reference else None
     key = uri or f"{model}/{version}"
-    cache: dict[str, Profile | None] = memory.setdefault("profiles", {})
+    cache: dict[str, Profile | None] = ctx.memory.setdefault("profiles", {})
     if key in cache:
         return cache[key]
+    registry, limits = ctx.registry, ctx.bounds.profile
     if uri:
         run_id, _, path = uri.removeprefix("runs:/").partition("/")
-        data = registry.json_artifact(run_id, path)
+        data = profile_json(registry, run_id, path, limits)
     else:
         mv = registry.get_version(model, version)
-        data = registry.json_artifact(mv.run_id, PROFILE_FILE) if mv and mv.run_id else None
+        data = profile_json(registry, mv.run_id, PROFILE_FILE, limits) if mv and mv.run_id else None
     profile = Profile.from_json(data) if isinstance(data, dict) else None
     cache.clear()  # keep one
     cache[key] = profile

@@ -28,6 +28,7 @@ from modelworks.builders.modeldeployment import (
     selector,
     url,
 )
+from modelworks.clients.http import Limits
 from modelworks.clients.kube import Kube
 from modelworks.clients.mlflow import Registry, TrackingUnavailable
 from modelworks.clients.scrape import scrape_pods
@@ -84,7 +85,9 @@ def observe(obj: Mapping[str, Any], spec: ModelDeploymentSpec, ctx: Context) -> 
         stable=stable,
         canary=canary,
         pods=pods,
-        analysis=_analyse(pods) if canary is not None and canary.ready else None,
+        analysis=_analyse(pods, ctx.bounds.metrics)
+        if canary is not None and canary.ready
+        else None,
         generation=obj["metadata"].get("generation"),
         url=url(obj, spec),
     )
@@ -197,13 +200,13 @@ def _ensure_optional(
         kube.delete(api_version, kind, ns, name)
 
 
-def _analyse(pods: list[dict[str, Any]]) -> AnalysisFacts:
+def _analyse(pods: list[dict[str, Any]], limits: Limits) -> AnalysisFacts:
     """Read the serving pods' request counters and latency histograms, per track."""
     ready = [p for p in pods if pod_ready(p)]
     tracks = {
         p["metadata"]["name"]: (p["metadata"].get("labels") or {}).get(TRACK_LABEL) for p in ready
     }
-    scrapes = scrape_pods(ready, SERVER_PORT, SERVING_PREFIXES)
+    scrapes = scrape_pods(ready, SERVER_PORT, SERVING_PREFIXES, limits)
     canary, stable, unreachable = [], [], 0
     for scrape in scrapes:
         samples = [(s.name, s.labels, s.value) for s in scrape.samples]

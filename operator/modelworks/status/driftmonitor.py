@@ -22,6 +22,7 @@ from modelworks.builders.driftmonitor import build_batch_job, build_retrain
 from modelworks.builders.modeldeployment import ServerConfig
 from modelworks.conditions import Event
 from modelworks.drift.engine import (
+    MAX_CELLS,
     Calibration,
     DatasetResult,
     DriftConfig,
@@ -41,8 +42,9 @@ JOB_POLL = 10.0  # seconds between looks at a running batch check
 RETRY = 30.0  # seconds before a live check that could not run is tried again
 
 
-def config_of(spec: DriftMonitorSpec) -> DriftConfig:
-    """The engine's configuration from the spec."""
+def config_of(spec: DriftMonitorSpec, max_cells: int = MAX_CELLS) -> DriftConfig:
+    """The engine's configuration from the spec (``max_cells``: the operator's calibration
+    budget for one check)."""
     return DriftConfig(
         method=spec.method,
         threshold=spec.threshold,
@@ -52,7 +54,9 @@ def config_of(spec: DriftMonitorSpec) -> DriftConfig:
             )
             for f in spec.features or []
         },
-        calibration=Calibration(spec.calibration.samples, spec.calibration.quantile)
+        calibration=Calibration(
+            spec.calibration.samples, spec.calibration.quantile, max_cells=max_cells
+        )
         if spec.calibration
         else None,
         correction=spec.correction,
@@ -214,6 +218,7 @@ class Facts:
     live: LiveCheck | None = None
     job: BatchJob | None = None  # batch mode: the check Job in flight, if it still exists
     retrain: RetrainFacts = field(default_factory=RetrainFacts)
+    calibration_cells: int = MAX_CELLS  # the operator's budget for a live check's bootstrap
 
 
 @dataclass(frozen=True)
@@ -281,7 +286,7 @@ def decide(
     result = score_counts(
         live.profile,
         {f: WindowCounts(c, m) for f, (c, m) in live.window.counts.items()},
-        config_of(spec),
+        config_of(spec, facts.calibration_cells),
     )
     since = (
         parse_time(now).timestamp() - parse_duration(spec.window)
