@@ -21,7 +21,8 @@ from modelworks.builders.modeldeployment import ServerConfig
 from modelworks.clients.kube import Kube
 from modelworks.clients.mlflow import Registry
 from modelworks.conditions import Event
-from modelworks.status.common import StatusInvalid, invalid_spec, merge_patch, typed
+from modelworks.reconcilers.children import NameTaken
+from modelworks.status.common import StatusInvalid, invalid_spec, merge_patch, name_taken, typed
 from modelworks.status.decision import Decision
 
 SpecT = TypeVar("SpecT", bound=ApiModel)
@@ -62,9 +63,12 @@ class KindReconciler(Generic[SpecT, FactsT, ActionT]):
         quick = self.shortcut(obj, spec, now)
         if quick is not None:
             return quick
-        facts = self.observe(obj, spec, ctx)
-        decision = self.decide(spec, facts, obj.get("status") or {}, now)
-        self.act(obj, spec, decision.actions, ctx)
+        try:
+            facts = self.observe(obj, spec, ctx)
+            decision = self.decide(spec, facts, obj.get("status") or {}, now)
+            self.act(obj, spec, decision.actions, ctx)
+        except NameTaken as taken:
+            return name_taken(self.kind, obj, taken.message, now)
         return decision
 
     def run(
@@ -133,6 +137,7 @@ __all__ = [
     "Context",
     "Decision",
     "KindReconciler",
+    "NameTaken",
     "StatusInvalid",
     "post_events",
     "status_changes",
