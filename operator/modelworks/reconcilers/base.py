@@ -30,15 +30,26 @@ FactsT = TypeVar("FactsT")
 ActionT = TypeVar("ActionT")
 
 
+class Gone(Exception):
+    """The object this pass was computed for no longer exists (or its name now belongs to
+    another uid): nothing may be written for it."""
+
+
+def _exists(obj: Mapping[str, Any]) -> bool:
+    return True
+
+
 @dataclass(frozen=True)
 class Context:
     """What a pass may use besides the object: the clients, the operator's own settings, and
-    what this object's earlier passes kept in memory (lost on restart by design)."""
+    what this object's earlier passes kept in memory (lost on restart by design), and
+    ``exists``: whether the object (this uid) still exists, asked before a pass writes."""
 
     kube: Kube
     registry: Registry
     server: ServerConfig
     memory: dict[str, Any] = field(default_factory=dict)
+    exists: Callable[[Mapping[str, Any]], bool] = _exists
 
 
 def _no_shortcut(obj: Mapping[str, Any], spec: Any, now: str) -> Decision[Any] | None:
@@ -66,6 +77,8 @@ class KindReconciler(Generic[SpecT, FactsT, ActionT]):
         try:
             facts = self.observe(obj, spec, ctx)
             decision = self.decide(spec, facts, obj.get("status") or {}, now)
+            if decision.actions and not ctx.exists(obj):
+                raise Gone(obj["metadata"]["uid"])
             self.act(obj, spec, decision.actions, ctx)
         except NameTaken as taken:
             return name_taken(self.kind, obj, taken.message, now)
@@ -136,6 +149,7 @@ def post_events(
 __all__ = [
     "Context",
     "Decision",
+    "Gone",
     "KindReconciler",
     "NameTaken",
     "StatusInvalid",
