@@ -204,7 +204,7 @@ DANGEROUS = {"escalate", "bind", "impersonate", "*"}
 # of the operator's privileges: it should come with a reason in rbac.yaml.
 OPERATOR_GRANTS: dict[tuple[str, str], set[str]] = {
     **{(GROUP, p): {"get", "list", "watch"} for p in PLURALS},
-    (GROUP, "trainingjobs"): {"get", "list", "watch", "create", "patch"},
+    (GROUP, "trainingjobs"): {"get", "list", "watch", "create"},
     **{(GROUP, f"{p}/status"): {"patch"} for p in PLURALS},
     **{(GROUP, f"{p}/finalizers"): {"update"} for p in PLURALS},
     ("batch", "jobs"): {"get", "list", "watch", "create", "patch", "delete"},
@@ -275,15 +275,12 @@ def test_operator_grants_exactly_what_it_needs() -> None:
     assert all("resourceNames" not in rule for rule in role["rules"])
 
 
-def test_retraining_is_server_side_apply() -> None:
-    """Why trainingjobs keep patch and create: a DriftMonitor applies its retraining
-    TrainingJob, and apply is a PATCH that the API server authorises as create too."""
-    source = (ROOT / "operator" / "modelworks" / "clients" / "kube.py").read_text()
-    apply = source[source.index("    def apply(") : source.index("    def create(")]
-    assert '"PATCH"' in apply and "application/apply-patch+yaml" in apply
+def test_retraining_is_created_never_applied() -> None:
+    """Why trainingjobs keep create and not patch: a DriftMonitor creates its retraining
+    TrainingJob (an apply would rewrite one that exists, a finished one included)."""
     monitor = (ROOT / "operator" / "modelworks" / "reconcilers" / "driftmonitor.py").read_text()
     act = monitor[monitor.index("def act(") : monitor.index("RECONCILER")]
-    assert "kube.apply(action.body)" in act
+    assert "kube.create(body)" in act and "apply(" not in act
     status = (ROOT / "operator" / "modelworks" / "status" / "driftmonitor.py").read_text()
     assert "StartRetrain(" in status
 

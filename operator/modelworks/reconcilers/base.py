@@ -35,6 +35,15 @@ class Gone(Exception):
     another uid): nothing may be written for it."""
 
 
+class Learned(Exception):
+    """``act`` found what ``observe`` could not know (the API refused a write): the pass
+    decides again on ``amend(facts)`` and acts on that (the writes made are idempotent)."""
+
+    def __init__(self, amend: Callable[[Any], Any]) -> None:
+        super().__init__("act learned a fact")
+        self.amend = amend
+
+
 def _exists(obj: Mapping[str, Any]) -> bool:
     return True
 
@@ -79,7 +88,11 @@ class KindReconciler(Generic[SpecT, FactsT, ActionT]):
             decision = self.decide(spec, facts, obj.get("status") or {}, now)
             if decision.actions and not ctx.exists(obj):
                 raise Gone(obj["metadata"]["uid"])
-            self.act(obj, spec, decision.actions, ctx)
+            try:
+                self.act(obj, spec, decision.actions, ctx)
+            except Learned as learned:
+                decision = self.decide(spec, learned.amend(facts), obj.get("status") or {}, now)
+                self.act(obj, spec, decision.actions, ctx)
         except NameTaken as taken:
             return name_taken(self.kind, obj, taken.message, now)
         return decision
@@ -151,6 +164,7 @@ __all__ = [
     "Decision",
     "Gone",
     "KindReconciler",
+    "Learned",
     "NameTaken",
     "StatusInvalid",
     "post_events",
