@@ -36,6 +36,7 @@ TRAINING_KEY_LABEL = "modelworks.dev/training-key"  # a TrainingJob's Job: which
 TRACK_LABEL = "modelworks.dev/track"  # serving pods: stable or canary
 VERSION_LABEL = "modelworks.dev/model-version"  # serving pods: the model version they serve
 MONITOR_LABEL = "modelworks.dev/drift-monitor"  # a retraining TrainingJob: who started it
+MONITOR_UID_LABEL = "modelworks.dev/drift-monitor-uid"  # ... and that monitor's uid
 RETRAIN_OF_LABEL = "modelworks.dev/retrain-of"  # a retraining TrainingJob: what it repeats
 CHECK_KEY_LABEL = "modelworks.dev/check-key"  # a batch drift check Job: which check it is
 
@@ -55,6 +56,7 @@ HASH_ANNOTATION = "modelworks.dev/desired-hash"  # digest of a child as last app
 EXPERIMENT_ANNOTATION = "modelworks.dev/mlflow-experiment-id"  # a TrainingJob's Job
 RUN_ANNOTATION = "modelworks.dev/mlflow-run-id"  # a TrainingJob's Job
 TRIGGER_ANNOTATION = "modelworks.dev/retrain-trigger"  # a retraining TrainingJob: drift|schedule
+MONITOR_GENERATION_ANNOTATION = "modelworks.dev/drift-monitor-generation"  # ... of which spec
 EVIDENCE_ANNOTATION = "modelworks.dev/drift-evidence"  # a retraining TrainingJob: the scores
 
 # Prometheus' conventional scrape annotations (serving pods).

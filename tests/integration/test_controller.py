@@ -7,13 +7,15 @@ from typing import Any, cast
 
 import pytest
 
-from modelworks.api import API_VERSION, MODEL_DEPLOYMENT
+from modelworks.api import API_VERSION, MODEL_DEPLOYMENT, TRAINING_JOB
 from modelworks.clients.kube import Kube, KubeError
+from modelworks.clients.mlflow import Registry
 from modelworks.handlers.controller import Controller
 from modelworks.handlers.leader import LeaderElector
 from modelworks.reconcilers.base import store_status
 from modelworks.settings import Settings
-from tests.support import Cluster, eventually
+from tests.integration.test_trainingjob import training_job
+from tests.support import Cluster, MlflowServer, eventually
 
 pytestmark = pytest.mark.integration
 T0 = "2026-01-01T00:00:00Z"
@@ -87,6 +89,49 @@ def test_sweep_drops_an_object_whose_deleted_event_was_missed(
     assert controller.known(kept["metadata"]["uid"])
     assert not controller.known(gone["metadata"]["uid"])
     assert controller.queue.depth() == 1  # only the kept object is queued
+
+
+WRITES = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def test_a_pass_for_a_deleted_object_writes_nothing_and_its_successor_gets_its_children(
+    crds: Cluster, kube: Kube, mlflow: MlflowServer, namespace: str
+) -> None:
+    from modelworks.handlers import RECONCILERS
+
+    controller = Controller(
+        settings=Settings(namespaces=(namespace,)),
+        kube=kube,
+        registry=Registry(mlflow.uri),
+        reconcilers=RECONCILERS,
+    )
+    crds.apply(training_job("twin", namespace, model=f"m-{namespace}"))
+    old = crds.get("trainingjob", "twin", namespace)
+    assert old is not None
+    controller.observed(TRAINING_JOB, "ADDED", old)
+    crds.kubectl("delete", "tj", "twin", "-n", namespace)  # its DELETED event never arrives
+    crds.apply(training_job("twin", namespace, model=f"m-{namespace}"))
+    new = crds.get("trainingjob", "twin", namespace)
+    assert new is not None and new["metadata"]["uid"] != old["metadata"]["uid"]
+    controller.observed(TRAINING_JOB, "ADDED", new)  # the relist brings the successor
+
+    writes = sum(kube.requests[v] for v in WRITES)
+    controller.process(old["metadata"]["uid"])
+    assert sum(kube.requests[v] for v in WRITES) == writes, "the dead uid's pass wrote"
+    assert not controller.known(old["metadata"]["uid"])
+    assert [
+        j["metadata"]["name"]
+        for j in kube.list("batch/v1", "Job", namespace)
+        if any(r["uid"] == old["metadata"]["uid"] for r in j["metadata"]["ownerReferences"])
+    ] == []
+
+    controller.process(new["metadata"]["uid"])
+    jobs = kube.list("batch/v1", "Job", namespace)
+    assert [[r["uid"] for r in j["metadata"]["ownerReferences"]] for j in jobs] == [
+        [new["metadata"]["uid"]]
+    ]
+    stored = crds.get("trainingjob", "twin", namespace)
+    assert stored is not None and stored["status"]["jobName"] == jobs[0]["metadata"]["name"]
 
 
 def test_one_replica_leads_and_a_standby_takes_over(

@@ -311,3 +311,154 @@ def test_prometheus_url_is_no_oracle(
         }[answer]
     )
     assert all(SECRET not in e.message for e in out.events)
+
+
+# --- retraining: names from the decision, created not applied, failures finish ----------
+
+LATER = "2027-01-01T00:00:00Z"  # past the monitor's first @hourly retraining
+
+
+def retraining_monitor(
+    crds: Cluster, mlflow: MlflowServer, ns: str, template: dict[str, Any]
+) -> dict[str, Any]:
+    """A live monitor whose checks score (an empty window) and whose @hourly schedule
+    starts a retraining from ``template`` (no drift is needed)."""
+    model = f"m-{ns}"
+    version = register(mlflow.uri, model)
+    run_id = mlflow_client(mlflow.uri).get_model_version(model, version).run_id
+    import numpy as np
+
+    mlflow_client(mlflow.uri).log_dict(
+        run_id, build_profile({"x": np.arange(100.0)}).to_json(), PROFILE_FILE
+    )
+    serving(crds, ns, "srv", model, version)
+    retrain = {"template": template, "schedule": "@hourly", "onDrift": False}
+    crds.apply(monitor("watch", "srv", retrain=retrain), "-n", ns)
+    obj = crds.get("dmon", "watch", ns)
+    assert obj is not None
+    return obj
+
+
+def store(crds: Cluster, ns: str, status: dict[str, Any]) -> None:
+    crds.kubectl(
+        "patch",
+        "dmon",
+        "watch",
+        "-n",
+        ns,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": status}),
+    )
+
+
+def set_template(crds: Cluster, ns: str, template: dict[str, Any]) -> None:
+    patch = {"spec": {"retrain": {"template": template}}}
+    crds.kubectl("patch", "dmon", "watch", "-n", ns, "--type=merge", "-p", json.dumps(patch))
+
+
+def retrainings(kube: Kube, ns: str) -> dict[str, dict[str, Any]]:
+    return {tj["metadata"]["name"]: tj for tj in kube.list(API_VERSION, "TrainingJob", ns)}
+
+
+def condition(out: Any, type_: str) -> dict[str, Any]:
+    return next(c for c in out.status["conditions"] if c["type"] == type_)
+
+
+TEMPLATE = {"image": "trainer:1", "suspend": True}
+
+
+def finished(crds: Cluster, ns: str, name: str) -> None:
+    """The retraining ran and succeeded (no operator runs TrainingJobs here)."""
+    done = {
+        "type": "Succeeded",
+        "status": "True",
+        "reason": "Registered",
+        "message": "done",
+        "lastTransitionTime": NOW,
+    }
+    status = {"status": {"phase": "Succeeded", "conditions": [done]}}
+    crds.kubectl(
+        "patch",
+        "tj",
+        name,
+        "-n",
+        ns,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps(status),
+    )
+
+
+def test_a_lost_status_write_never_rewrites_the_retraining_it_started(
+    crds: Cluster, kube: Kube, mlflow: MlflowServer, namespace: str
+) -> None:
+    retraining_monitor(crds, mlflow, namespace, TEMPLATE)
+    first = one_pass(crds, kube, mlflow, namespace, "watch", now=LATER)
+    started = first.status["lastRetrain"]["trainingJob"]
+    assert list(retrainings(kube, namespace)) == [started]
+    finished(crds, namespace, started)
+    # The status write is lost, and the template changes: the pass decides again.
+    set_template(crds, namespace, {**TEMPLATE, "image": "trainer:2"})
+    again = one_pass(crds, kube, mlflow, namespace, "watch", now="2027-01-01T00:00:10Z")
+    assert again.status["lastRetrain"]["trainingJob"] == started  # found, as its own
+    found = retrainings(kube, namespace)
+    assert list(found) == [started]
+    assert found[started]["metadata"]["generation"] == 1
+    assert found[started]["spec"]["image"] == "trainer:1"
+
+    # The write of the counter is lost later on: a later retraining is a new TrainingJob.
+    store(crds, namespace, {**again.status, "retrainCount": None, "lastRetrain": None})
+    later = one_pass(crds, kube, mlflow, namespace, "watch", now="2027-01-01T02:00:00Z")
+    second = later.status["lastRetrain"]["trainingJob"]
+    found = retrainings(kube, namespace)
+    assert second != started and sorted(found) == sorted([started, second])
+    assert found[started]["metadata"]["generation"] == 1
+    assert found[second]["spec"]["image"] == "trainer:2"
+
+
+def test_a_refused_retraining_is_a_failed_one_not_an_error(
+    crds: Cluster, kube: Kube, mlflow: MlflowServer, namespace: str
+) -> None:
+    # 128 variables fit the template; the two the retraining adds do not fit a TrainingJob.
+    crowded = {**TEMPLATE, "env": [{"name": f"V{i}", "value": "x"} for i in range(128)]}
+    retraining_monitor(crds, mlflow, namespace, crowded)
+    refused = one_pass(crds, kube, mlflow, namespace, "watch", now=LATER)
+    retraining = condition(refused, "Retraining")
+    assert (retraining["status"], retraining["reason"]) == ("False", "RetrainRefused")
+    assert "the API server refused TrainingJob" in retraining["message"]
+    assert "RetrainFailed" in [e.reason for e in refused.events]
+    assert refused.status["lastRetrain"]["at"] == LATER  # the cooldown runs from the refusal
+    assert "retrainCount" not in refused.status
+    assert retrainings(kube, namespace) == {}
+
+
+def test_a_retraining_stuck_under_an_older_spec_does_not_block_the_fixed_one(
+    crds: Cluster, kube: Kube, mlflow: MlflowServer, namespace: str
+) -> None:
+    obj = retraining_monitor(crds, mlflow, namespace, TEMPLATE)
+    # One of this monitor's retrainings, for generation 1, that never ran (no status at all).
+    meta = obj["metadata"]
+    kube.create(
+        {
+            "apiVersion": API_VERSION,
+            "kind": "TrainingJob",
+            "metadata": {
+                "name": "watch-stuck",
+                "namespace": namespace,
+                "labels": {
+                    "modelworks.dev/drift-monitor": meta["name"],
+                    "modelworks.dev/drift-monitor-uid": meta["uid"],
+                },
+                "annotations": {"modelworks.dev/drift-monitor-generation": "1"},
+            },
+            "spec": {**TEMPLATE, "image": "does-not-exist:0"},
+        }
+    )
+    set_template(crds, namespace, {**TEMPLATE, "image": "trainer:2"})  # fixed: generation 2
+    fixed = one_pass(crds, kube, mlflow, namespace, "watch", now=LATER)
+    started = (fixed.status.get("lastRetrain") or {}).get("trainingJob")
+    assert started not in (None, "watch-stuck"), fixed.status
+    assert retrainings(kube, namespace)[started]["spec"]["image"] == "trainer:2"

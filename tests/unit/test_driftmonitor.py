@@ -18,6 +18,7 @@ from modelworks.builders.driftmonitor import (
     build_batch_job,
     build_retrain,
     evidence_text,
+    retrain_key,
     retrain_name,
 )
 from modelworks.builders.modeldeployment import ServerConfig
@@ -39,6 +40,7 @@ from modelworks.status.driftmonitor import (
     BatchJob,
     CheckFacts,
     Facts,
+    LastRetrain,
     LiveCheck,
     RetrainFacts,
     RetrainPlan,
@@ -465,16 +467,15 @@ def test_compact_keeps_drifted_features_first() -> None:
 # --- builders ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("monitor", "n", "expected"),
-    [("churn-drift", 1, "churn-drift-r1"), ("m" * 48, 12, None)],
-)
-def test_retrain_name(monitor: str, n: int, expected: str | None) -> None:
-    name = retrain_name(monitor, n)
-    assert len(name) <= 48 and name.endswith(f"-r{n}")
-    if expected:
-        assert name == expected
-    assert retrain_name(monitor, n) == name
+@pytest.mark.parametrize("monitor", ["churn-drift", "m" * 48])
+def test_retrain_name_is_the_decisions_key(monitor: str) -> None:
+    key = retrain_key("u-9", "2026-01-01T12:00:00Z")
+    name = retrain_name(monitor, key)
+    assert len(name) <= 48 and name.endswith(f"-r-{key}") and name.startswith(monitor[:20])
+    assert retrain_name(monitor, retrain_key("u-9", "2026-01-01T12:00:00Z")) == name
+    assert key != retrain_key("u-9", "2026-01-01T12:05:00Z")  # a later decision
+    assert key != retrain_key("u-10", "2026-01-01T12:00:00Z")  # a same-name successor
+    assert retrain_key("u-9", None) != retrain_key("u-9", "2026-01-01T12:00:00Z")
 
 
 def test_build_retrain_copies_the_spec_with_lineage() -> None:
@@ -487,12 +488,12 @@ def test_build_retrain_copies_the_spec_with_lineage() -> None:
     tj = build_retrain(
         dmon(RETRAIN),
         source,
-        number=2,
+        key="k",
         trigger="drift",
         evidence={"features": [{"name": "a", "score": 0.5}]},
         source="churn-train",
     )
-    assert tj["kind"] == "TrainingJob" and tj["metadata"]["name"] == "churn-drift-r2"
+    assert tj["kind"] == "TrainingJob" and tj["metadata"]["name"] == "churn-drift-r-k"
     assert tj["spec"]["suspend"] is False and tj["spec"]["model"] == {"name": "churn"}
     env = {e["name"]: e["value"] for e in tj["spec"]["env"]}
     assert env == {
@@ -501,6 +502,8 @@ def test_build_retrain_copies_the_spec_with_lineage() -> None:
         "MODELWORKS_DRIFT_MONITOR": "ml/churn-drift",
     }
     assert tj["metadata"]["labels"][MONITOR_LABEL] == "churn-drift"
+    assert tj["metadata"]["labels"]["modelworks.dev/drift-monitor-uid"] == "u-9"
+    assert tj["metadata"]["annotations"]["modelworks.dev/drift-monitor-generation"] == "1"
     assert tj["metadata"]["labels"]["modelworks.dev/retrain-of"] == "churn-train"
     assert (
         json.loads(tj["metadata"]["annotations"][EVIDENCE_ANNOTATION])["features"][0]["name"] == "a"
@@ -668,6 +671,7 @@ def test_a_live_problem_is_news_once(before: str | None, events: list[str]) -> N
 
 
 RETRAIN_FROM_TEMPLATE = {**LIVE, "retrain": {"template": {"image": "t:1"}}}
+FIRST_RETRAIN = retrain_name("churn-drift", retrain_key("u-9", None))
 
 
 @pytest.mark.parametrize(
@@ -676,13 +680,13 @@ RETRAIN_FROM_TEMPLATE = {**LIVE, "retrain": {"template": {"image": "t:1"}}}
         (
             RETRAIN_FROM_TEMPLATE,
             RetrainFacts(),
-            "churn-drift-r3",
+            FIRST_RETRAIN,
             ["DriftDetected", "RetrainStarted"],
         ),
         (
             RETRAIN,
             RetrainFacts(source_spec={"image": "s:1"}),
-            "churn-drift-r3",
+            FIRST_RETRAIN,
             ["DriftDetected", "RetrainStarted"],
         ),
         # the source TrainingJob is gone: no action; skipped and failed, as before
@@ -704,6 +708,95 @@ def test_decide_starts_a_retraining(
     assert out.status["retrainCount"] == 3 and out.status["lastRetrain"]["trainingJob"] == action
     evidence = json.loads(start.body["metadata"]["annotations"][EVIDENCE_ANNOTATION])
     assert evidence["servedVersion"] == "3" and evidence["features"][0]["name"] == "x"
+
+
+def retraining(status: str, reason: str, generation: int) -> dict[str, Any]:
+    return {
+        "type": "Retraining",
+        "status": status,
+        "reason": reason,
+        "message": "m",
+        "lastTransitionTime": NOW,
+        "observedGeneration": generation,
+    }
+
+
+@pytest.mark.parametrize(
+    ("last", "generation", "trigger"),
+    [
+        (retraining("False", "RetrainRefused", 1), 2, "drift"),  # fixed spec: at once
+        (retraining("False", "RetrainFailed", 1), 2, "drift"),
+        (retraining("False", "NameTaken", 1), 2, "drift"),
+        (retraining("False", "RetrainRefused", 2), 2, None),  # same spec: the cooldown
+        (retraining("False", "Succeeded", 1), 2, None),
+        (retraining("True", "Running", 1), 2, None),
+    ],
+)
+def test_a_failed_retraining_lets_a_new_spec_retrain_within_the_cooldown(
+    last: dict[str, Any], generation: int, trigger: str | None
+) -> None:
+    old = {"lastRetrain": {"at": "2026-01-01T11:30:00Z"}, "conditions": [last]}
+    plan = plan_retrain(
+        parse(RETRAIN),
+        old,
+        declared=True,
+        active=0,
+        created="2026-01-01T00:00:00Z",
+        now=NOW,
+        generation=generation,
+    )
+    assert plan.trigger == trigger
+
+
+def test_a_refused_retraining_is_recorded_as_a_failed_one() -> None:
+    old = {"retrainCount": 2}
+    refusal = ("RetrainRefused", "the API server refused TrainingJob x: too many env")
+    facts = facts_of(
+        RETRAIN_FROM_TEMPLATE, old, live=live(1), retrain=RetrainFacts(refused=refusal)
+    )
+    out = decided(RETRAIN_FROM_TEMPLATE, facts, status=old)
+    assert out.actions == ()
+    assert out.status["retrainCount"] == 2
+    assert out.status["lastRetrain"] == {
+        "trainingJob": FIRST_RETRAIN,
+        "at": NOW,
+        "reason": "drift (RetrainRefused)",
+    }
+    cond = conditions.get(out.status["conditions"], "Retraining")
+    assert cond is not None and (cond["status"], cond["reason"]) == ("False", "RetrainRefused")
+    assert cond["message"] == refusal[1]
+    assert [e.reason for e in out.events] == ["DriftDetected", "RetrainFailed"]
+
+
+@pytest.mark.parametrize(
+    ("last", "before", "expected", "events"),
+    [
+        (LastRetrain("r", "Running"), None, ("True", "Running"), []),
+        (LastRetrain("r", "Succeeded"), "Running", ("False", "Succeeded"), []),
+        (
+            LastRetrain("r", "Failed", "gate"),
+            "Running",
+            ("False", "RetrainFailed"),
+            ["RetrainFailed"],
+        ),
+        (LastRetrain("r", "Failed", "gate"), "RetrainFailed", ("False", "RetrainFailed"), []),
+        (None, None, None, []),
+    ],
+)
+def test_the_last_retraining_is_reported(
+    last: LastRetrain | None,
+    before: str | None,
+    expected: tuple[str, str] | None,
+    events: list[str],
+) -> None:
+    old: dict[str, Any] = {"lastRetrain": {"trainingJob": "r", "at": NOW, "reason": "drift"}}
+    if before is not None:
+        old["conditions"] = [retraining("True" if before == "Running" else "False", before, 1)]
+    facts = facts_of(RETRAIN_FROM_TEMPLATE, old, live=live(0), retrain=RetrainFacts(last=last))
+    out = decided(RETRAIN_FROM_TEMPLATE, facts, status=old)
+    cond = conditions.get(out.status["conditions"], "Retraining")
+    assert (None if cond is None else (cond["status"], cond["reason"])) == expected
+    assert [e.reason for e in out.events] == events
 
 
 BATCH = {"batch": {"currentUri": "runs:/r/cur.csv"}, "reference": {"datasetUri": "runs:/r/ref.csv"}}
@@ -771,11 +864,21 @@ def test_batch_result(job: BatchJob, expected: dict[str, Any] | None) -> None:
     assert batch_result(job) == expected
 
 
-def test_check_key_is_one_per_interval_slot() -> None:
-    key = check_key("u-9", 1, NOW, 600.0)
-    assert key == check_key("u-9", 1, "2026-01-01T12:09:59Z", 600.0)
-    assert key != check_key("u-9", 1, "2026-01-01T12:10:00Z", 600.0)
-    assert key != check_key("u-9", 2, NOW, 600.0) and len(key) == 8
+def test_a_batch_check_started_again_keeps_its_name_whatever_the_time() -> None:
+    """A pass that started the check Job and died before storing ``checkJob`` starts the
+    same Job again, even an interval later: the key is the check it is for, not the clock."""
+    old = {"observedGeneration": 1, "nextCheckTime": "2026-01-01T11:59:00Z"}
+
+    def job_at(now: str, status: dict[str, Any]) -> str:
+        out = decide(parse(BATCH), facts_of(BATCH, server=SERVER), status, now)
+        (apply,) = out.actions
+        return str(apply.body["metadata"]["name"])
+
+    first = job_at(NOW, old)
+    assert job_at("2026-01-01T12:09:59Z", old) == first
+    assert job_at("2026-01-01T13:00:00Z", old) == first
+    assert job_at(NOW, {**old, "nextCheckTime": "2026-01-01T12:04:00Z"}) != first
+    assert check_key("u-9", 1, None) != check_key("u-9", 2, None)
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 import modelworks.names
-from modelworks.api import GROUP, KINDS
+from modelworks.api import API_VERSION, GROUP, KINDS
 from modelworks.clients.kube import RESOURCES
 from modelworks.settings import Settings
 
@@ -210,9 +210,8 @@ DANGEROUS = {"escalate", "bind", "impersonate", "*"}
 # What the operator's ClusterRole grants, resource by resource. A change here is a change
 # of the operator's privileges: it should come with a reason in rbac.yaml.
 OPERATOR_GRANTS: dict[tuple[str, str], set[str]] = {
-    (GROUP, "driftmonitors"): {"list", "watch"},
-    (GROUP, "modeldeployments"): {"get", "list", "watch"},
-    (GROUP, "trainingjobs"): {"get", "list", "watch", "create", "patch"},
+    **{(GROUP, p): {"get", "list", "watch"} for p in PLURALS},
+    (GROUP, "trainingjobs"): {"get", "list", "watch", "create"},
     **{(GROUP, f"{p}/status"): {"patch"} for p in PLURALS},
     **{(GROUP, f"{p}/finalizers"): {"update"} for p in PLURALS},
     ("batch", "jobs"): {"get", "list", "watch", "create", "patch", "delete"},
@@ -308,26 +307,61 @@ def _enclosing(tree: ast.AST) -> dict[ast.AST, ast.FunctionDef | None]:
     return out
 
 
+Source = tuple[ast.AST, Any, dict[ast.AST, ast.FunctionDef | None]]
+# What reconcilers/modeldeployment.py's _ensure reads back by the built object's own kind.
+ENSURED = {
+    ("v1", "Service"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    ("policy/v1", "PodDisruptionBudget"),
+}
+
+
+@functools.cache
+def _sources() -> tuple[Source, ...]:
+    """(tree, module, enclosing function of each node) of every file of the operator's code."""
+    out = []
+    for path in OPERATOR_CODE:
+        module = importlib.import_module(f"modelworks.{path.parent.name}.{path.stem}")
+        tree = ast.parse(path.read_text())
+        out.append((tree, module, _enclosing(tree)))
+    return tuple(out)
+
+
+def _calls_of(name: str) -> list[tuple[ast.Call, Source]]:
+    """Every call of the function ``name`` in the operator's code, whatever module it is in."""
+    return [
+        (call, source)
+        for source in _sources()
+        for call in ast.walk(source[0])
+        if isinstance(call, ast.Call)
+        and ast.unparse(call.func).rpartition(".")[2] == name
+        and not ast.unparse(call.func).startswith(("self.", "kube.", "ctx."))
+    ]
+
+
 def _values(
-    nodes: tuple[ast.expr, ...], fn: ast.FunctionDef | None, tree: ast.AST, module: Any
+    nodes: tuple[ast.expr, ...], fn: ast.FunctionDef | None, module: Any
 ) -> set[tuple[str, ...]]:
     """What ``nodes`` (evaluated together inside ``fn``) can be: constants, module-level
-    names, ``kind.kind`` over KINDS, or a parameter of ``fn`` followed to every call of it."""
+    names, ``kind.kind`` over KINDS, the pass's own object, or a parameter of ``fn``
+    followed to every call of it (in any module)."""
     params = [a.arg for a in fn.args.args] if fn else []
     if any(isinstance(n, ast.Name) and n.id in params for n in nodes):
         assert fn is not None
-        parents = _enclosing(tree)
         out: set[tuple[str, ...]] = set()
-        for call in ast.walk(tree):
-            if not (isinstance(call, ast.Call) and ast.unparse(call.func) == fn.name):
-                continue
+        for call, (_, caller, parents) in _calls_of(fn.name):
             given = dict(zip(params, call.args, strict=False))
             given.update({k.arg: k.value for k in call.keywords if k.arg})
             mapped = tuple(
                 given[n.id] if isinstance(n, ast.Name) and n.id in params else n for n in nodes
             )
-            out |= _values(mapped, parents[call], tree, module)
+            out |= _values(mapped, parents[call], caller)
         return out
+    shown = [ast.unparse(n) for n in nodes]
+    if shown == ["obj['apiVersion']", "obj['kind']"]:
+        return {(API_VERSION, k.kind) for k in KINDS}  # the pass's own object
+    if shown == ["desired['apiVersion']", "desired['kind']"]:
+        return ENSURED  # a ModelDeployment's built Service, HPA or PDB
     if any(ast.unparse(n) == "kind.kind" for n in nodes):
         return {
             tuple(k.kind if ast.unparse(n) == "kind.kind" else _constant(n, module) for n in nodes)
@@ -346,10 +380,7 @@ def _constant(node: ast.expr, module: Any) -> str:
 def kube_reads() -> dict[tuple[str, str], set[str]]:
     """(group, plural) -> the get/list/delete verbs the operator's code calls on it."""
     out: dict[tuple[str, str], set[str]] = {}
-    for path in OPERATOR_CODE:
-        module = importlib.import_module(f"modelworks.{path.parent.name}.{path.stem}")
-        tree = ast.parse(path.read_text())
-        parents = _enclosing(tree)
+    for tree, module, parents in _sources():
         for call in ast.walk(tree):
             if not (
                 isinstance(call, ast.Call)
@@ -358,7 +389,7 @@ def kube_reads() -> dict[tuple[str, str], set[str]]:
                 and ast.unparse(call.func.value).endswith("kube")
             ):
                 continue
-            for api_version, kind in _values(tuple(call.args[:2]), parents[call], tree, module):
+            for api_version, kind in _values(tuple(call.args[:2]), parents[call], module):
                 group = api_version.rpartition("/")[0]
                 plural = RESOURCES[(api_version, kind)].plural
                 out.setdefault((group, plural), set()).add(call.func.attr)
@@ -382,15 +413,12 @@ def test_get_list_and_delete_are_granted_exactly_where_the_code_calls_them() -> 
     assert ("", "services") in needed and "list" not in needed[("", "services")]
 
 
-def test_retraining_is_server_side_apply() -> None:
-    """Why trainingjobs keep patch and create: a DriftMonitor applies its retraining
-    TrainingJob, and apply is a PATCH that the API server authorises as create too."""
-    source = (ROOT / "operator" / "modelworks" / "clients" / "kube.py").read_text()
-    apply = source[source.index("    def apply(") : source.index("    def create(")]
-    assert '"PATCH"' in apply and "application/apply-patch+yaml" in apply
+def test_retraining_is_created_never_applied() -> None:
+    """Why trainingjobs keep create and not patch: a DriftMonitor creates its retraining
+    TrainingJob (an apply would rewrite one that exists, a finished one included)."""
     monitor = (ROOT / "operator" / "modelworks" / "reconcilers" / "driftmonitor.py").read_text()
     act = monitor[monitor.index("def act(") : monitor.index("RECONCILER")]
-    assert "kube.apply(action.body)" in act
+    assert "kube.create(body)" in act and "apply(" not in act
     status = (ROOT / "operator" / "modelworks" / "status" / "driftmonitor.py").read_text()
     assert "StartRetrain(" in status
 

@@ -19,7 +19,9 @@ from modelworks.builders.common import (
 from modelworks.names import (
     CHECK_KEY_LABEL,
     EVIDENCE_ANNOTATION,
+    MONITOR_GENERATION_ANNOTATION,
     MONITOR_LABEL,
+    MONITOR_UID_LABEL,
     NAME_LABEL,
     PREFIX,
     RETRAIN_OF_LABEL,
@@ -30,14 +32,17 @@ BATCH_CONTAINER = "check"
 EVIDENCE_LIMIT = 4000  # bytes of JSON kept in the annotation
 
 
-def retrain_name(monitor: str, number: int) -> str:
-    """``<monitor>-r<n>``, shortened with a digest when it would not fit a TrainingJob name."""
-    suffix = f"-r{number}"
-    if len(monitor) + len(suffix) <= TJ_MAX_NAME:
-        return monitor + suffix
-    digest = hashlib.sha256(monitor.encode()).hexdigest()[:5]
-    keep = TJ_MAX_NAME - len(suffix) - len(digest) - 1
-    return f"{monitor[:keep].rstrip('-')}-{digest}{suffix}"
+def retrain_key(uid: str, basis: str | None) -> str:
+    """One retraining decision's key: the monitor's uid and the check it was decided after
+    (``status.lastCheckTime`` before that check: every scored check moves it, and a pass
+    whose status write was lost decides again from the same one)."""
+    return hashlib.sha256(json.dumps([uid, basis]).encode()).hexdigest()[:8]
+
+
+def retrain_name(monitor: str, key: str) -> str:
+    """``<monitor>-r-<key>``, the monitor's name shortened when it would not fit."""
+    suffix = f"-r-{key}"
+    return monitor[: TJ_MAX_NAME - len(suffix)].rstrip("-") + suffix
 
 
 def evidence_text(evidence: Mapping[str, Any]) -> str:
@@ -56,14 +61,15 @@ def build_retrain(
     monitor: Mapping[str, Any],
     training_spec: Mapping[str, Any],
     *,
-    number: int,
+    key: str,
     trigger: str,
     evidence: Mapping[str, Any],
     source: str | None,
 ) -> dict[str, Any]:
     """A new TrainingJob from ``training_spec`` (a stored spec or the monitor's template).
 
-    Not owned by the monitor: a model trained because of drift outlives the monitor. The
+    Not owned by the monitor: a model trained because of drift outlives the monitor; the
+    monitor knows its own by the uid label. Its name is the decision's ``key``. The
     lineage is in labels (which monitor, which TrainingJob it copies) and annotations
     (why: drift or schedule, and the evidence), which the TrainingJob also puts on its
     MLflow run and model version.
@@ -82,17 +88,19 @@ def build_retrain(
     }
     labels[NAME_LABEL] = TRAINING_JOB.singular
     labels[MONITOR_LABEL] = meta["name"]
+    labels[MONITOR_UID_LABEL] = meta["uid"]
     if source:
         labels[RETRAIN_OF_LABEL] = source
     return {
         "apiVersion": API_VERSION,
         "kind": TRAINING_JOB.kind,
         "metadata": {
-            "name": retrain_name(meta["name"], number),
+            "name": retrain_name(meta["name"], key),
             "namespace": meta["namespace"],
             "labels": labels,
             "annotations": {
                 TRIGGER_ANNOTATION: trigger,
+                MONITOR_GENERATION_ANNOTATION: str(meta.get("generation")),
                 EVIDENCE_ANNOTATION: evidence_text(evidence),
             },
         },

@@ -30,6 +30,7 @@ from modelworks.reconcilers.base import (
     Bounds,
     Context,
     Decision,
+    Gone,
     StatusInvalid,
     post_events,
     store_status,
@@ -165,11 +166,13 @@ class Controller:
             return  # deleted since it was queued
         kind, obj = entry.kind, entry.body
         now = now_rfc3339()
-        decision = self._reconcile(
-            kind, obj, Context(self.kube, self.registry, self.server, memory, self.bounds), now
+        ctx = Context(
+            self.kube, self.registry, self.server, memory, self.bounds, exists=self.exists
         )
+        decision = self._reconcile(kind, obj, ctx, now)
         if decision is None:
-            self.queue.add_rate_limited(uid)
+            if self.known(uid):
+                self.queue.add_rate_limited(uid)
             return
         if not self._store(uid, entry, decision):
             return
@@ -188,6 +191,10 @@ class Controller:
             self._in_flight += 1
         try:
             return self.reconcilers[kind.kind](obj, ctx, now)
+        except Gone:
+            log.info("%s %s: deleted (uid %s), nothing written", kind.kind, _name(obj), _uid(obj))
+            self.forget(_uid(obj))
+            return None
         except Exception as exc:
             metrics.RECONCILES.labels(kind.kind, "error").inc()
             metrics.RECONCILE_ERRORS.labels(kind.kind, type(exc).__name__).inc()
@@ -205,6 +212,9 @@ class Controller:
             stored = store_status(self.kube, kind, obj, decision.status)
         except KubeError as exc:
             if exc.status == 404:
+                self.forget(uid)
+                return False
+            if exc.status == 409 and not self.exists(obj):  # a successor holds the name
                 self.forget(uid)
                 return False
             if exc.status == 409:  # computed from a stale body: the watch brings the new one
@@ -236,6 +246,13 @@ class Controller:
                 self._entries[uid] = Entry(current.kind, dict(stored), time.monotonic(), ours)
             else:
                 self._entries[uid] = replace(current, written=ours)
+
+    def exists(self, obj: Mapping[str, Any]) -> bool:
+        """Whether ``obj`` (its uid, not just its name) still exists: asked before a pass
+        writes anything, since a watch that relisted after a gap never told its deletion."""
+        meta = obj["metadata"]
+        found = self.kube.get(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
+        return found is not None and found["metadata"]["uid"] == meta["uid"]
 
     def _report(
         self, kind: Kind, obj: Mapping[str, Any], decision: Decision[Any], now: str
@@ -314,6 +331,10 @@ def bounds_of(settings: Settings) -> Bounds:
 def now_rfc3339() -> str:
     """The clock, read once per pass here: the pure layers take ``now`` as an argument."""
     return format_time(datetime.now(UTC))
+
+
+def _uid(obj: Mapping[str, Any]) -> str:
+    return str(obj["metadata"]["uid"])
 
 
 def _name(obj: Mapping[str, Any]) -> str:

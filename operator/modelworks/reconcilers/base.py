@@ -24,12 +24,31 @@ from modelworks.clients.kube import Kube
 from modelworks.clients.mlflow import Registry
 from modelworks.conditions import Event
 from modelworks.drift.engine import MAX_CELLS
-from modelworks.status.common import StatusInvalid, invalid_spec, merge_patch, typed
+from modelworks.reconcilers.children import NameTaken
+from modelworks.status.common import StatusInvalid, invalid_spec, merge_patch, name_taken, typed
 from modelworks.status.decision import Decision
 
 SpecT = TypeVar("SpecT", bound=ApiModel)
 FactsT = TypeVar("FactsT")
 ActionT = TypeVar("ActionT")
+
+
+class Gone(Exception):
+    """The object this pass was computed for no longer exists (or its name now belongs to
+    another uid): nothing may be written for it."""
+
+
+class Learned(Exception):
+    """``act`` found what ``observe`` could not know (the API refused a write): the pass
+    decides again on ``amend(facts)`` and acts on that (the writes made are idempotent)."""
+
+    def __init__(self, amend: Callable[[Any], Any]) -> None:
+        super().__init__("act learned a fact")
+        self.amend = amend
+
+
+def _exists(obj: Mapping[str, Any]) -> bool:
+    return True
 
 
 @dataclass(frozen=True)
@@ -45,13 +64,15 @@ class Bounds:
 @dataclass(frozen=True)
 class Context:
     """What a pass may use besides the object: the clients, the operator's own settings, and
-    what this object's earlier passes kept in memory (lost on restart by design)."""
+    what this object's earlier passes kept in memory (lost on restart by design), and
+    ``exists``: whether the object (this uid) still exists, asked before a pass writes."""
 
     kube: Kube
     registry: Registry
     server: ServerConfig
     memory: dict[str, Any] = field(default_factory=dict)
     bounds: Bounds = Bounds()
+    exists: Callable[[Mapping[str, Any]], bool] = _exists
 
 
 def _no_shortcut(obj: Mapping[str, Any], spec: Any, now: str) -> Decision[Any] | None:
@@ -76,9 +97,18 @@ class KindReconciler(Generic[SpecT, FactsT, ActionT]):
         quick = self.shortcut(obj, spec, now)
         if quick is not None:
             return quick
-        facts = self.observe(obj, spec, ctx)
-        decision = self.decide(spec, facts, obj.get("status") or {}, now)
-        self.act(obj, spec, decision.actions, ctx)
+        try:
+            facts = self.observe(obj, spec, ctx)
+            decision = self.decide(spec, facts, obj.get("status") or {}, now)
+            if decision.actions and not ctx.exists(obj):
+                raise Gone(obj["metadata"]["uid"])
+            try:
+                self.act(obj, spec, decision.actions, ctx)
+            except Learned as learned:
+                decision = self.decide(spec, learned.amend(facts), obj.get("status") or {}, now)
+                self.act(obj, spec, decision.actions, ctx)
+        except NameTaken as taken:
+            return name_taken(self.kind, obj, taken.message, now)
         return decision
 
     def run(
@@ -147,7 +177,10 @@ def post_events(
 __all__ = [
     "Context",
     "Decision",
+    "Gone",
     "KindReconciler",
+    "Learned",
+    "NameTaken",
     "StatusInvalid",
     "post_events",
     "status_changes",

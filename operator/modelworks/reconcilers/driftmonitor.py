@@ -9,7 +9,7 @@ windows in a row), or a schedule, may start a retraining TrainingJob.
 
 ``observe`` only reads the API server, MLflow, the pods and Prometheus; it also keeps
 the counter snapshots and the reference profile in the pass's memory (no API write).
-``decide`` is :func:`modelworks.status.driftmonitor.decide`; ``act`` applies the Job or
+``decide`` is :func:`modelworks.status.driftmonitor.decide`; ``act`` creates the Job or
 TrainingJob it decided on, both with deterministic names.
 """
 
@@ -20,13 +20,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from modelworks.api import API_VERSION, DRIFT_MONITOR
+from modelworks import conditions
+from modelworks.api import API_VERSION, DRIFT_MONITOR, TRAINING_JOB
 from modelworks.api.common import parse_duration
 from modelworks.api.driftmonitor import DriftMonitorSpec
 from modelworks.builders.modeldeployment import selector
 from modelworks.clients.datasets import TooLarge, profile_json
 from modelworks.clients.http import Limits
-from modelworks.clients.kube import Kube
+from modelworks.clients.kube import Kube, KubeError
 from modelworks.clients.mlflow import TrackingUnavailable
 from modelworks.clients.prometheus import PrometheusError, query
 from modelworks.clients.scrape import scrape_pods
@@ -40,17 +41,27 @@ from modelworks.drift.window import (
     prune,
     window_counts,
 )
-from modelworks.names import FEATURE_METRIC_PREFIX, MONITOR_LABEL, SERVER_PORT, VERSION_LABEL
-from modelworks.reconcilers.base import Context, KindReconciler
+from modelworks.names import (
+    FEATURE_METRIC_PREFIX,
+    MONITOR_GENERATION_ANNOTATION,
+    MONITOR_UID_LABEL,
+    SERVER_PORT,
+    VERSION_LABEL,
+)
+from modelworks.reconcilers.base import Context, KindReconciler, Learned
+from modelworks.reconcilers.children import get_owned, owned_only
 from modelworks.status import driftmonitor as status
 from modelworks.status.common import pod_ready
 from modelworks.status.decision import Decision, unchanged
 from modelworks.status.driftmonitor import (
     Action,
+    ApplyBatchJob,
     BatchJob,
     Facts,
+    LastRetrain,
     LiveCheck,
     RetrainFacts,
+    StartRetrain,
     due,
 )
 
@@ -88,10 +99,53 @@ def observe(obj: Mapping[str, Any], spec: DriftMonitorSpec, ctx: Context) -> Fac
 def act(
     obj: Mapping[str, Any], spec: DriftMonitorSpec, actions: Sequence[Action], ctx: Context
 ) -> None:
-    """Apply the batch check Job or the retraining TrainingJob (server-side apply, so a
-    pass that runs twice finds the same object)."""
+    """Create the batch check Job or the retraining TrainingJob. Created, never applied: a
+    pass that runs twice finds its own object under the deterministic name and leaves it
+    as it is; one it does not own is never written over."""
     for action in actions:
-        ctx.kube.apply(action.body)
+        match action:
+            case ApplyBatchJob(body=body):
+                _create_check(ctx.kube, obj, body)
+            case StartRetrain(body=body):
+                _create_retrain(ctx.kube, obj, body)
+
+
+def _create_check(kube: Kube, obj: Mapping[str, Any], body: Mapping[str, Any]) -> None:
+    try:
+        kube.create(body)
+    except KubeError as exc:
+        if exc.status != 409:
+            raise
+        get_owned(kube, "batch/v1", "Job", obj, body["metadata"]["name"])
+
+
+def _create_retrain(kube: Kube, obj: Mapping[str, Any], body: Mapping[str, Any]) -> None:
+    """The retraining TrainingJob; when the API refuses it the pass decides again knowing
+    that (the refusal is a failed retraining, not an error retried for ever)."""
+    try:
+        kube.create(body)
+        return
+    except KubeError as exc:
+        refusal = _refusal(kube, obj, body, exc)
+    if refusal is not None:
+        raise Learned(lambda f: replace(f, retrain=replace(f.retrain, refused=refusal)))
+
+
+def _refusal(
+    kube: Kube, obj: Mapping[str, Any], body: Mapping[str, Any], exc: KubeError
+) -> tuple[str, str] | None:
+    """(reason, message) why the TrainingJob cannot be created; None: it is this monitor's."""
+    name, uid = body["metadata"]["name"], obj["metadata"]["uid"]
+    if exc.status == 409:
+        found = kube.get(API_VERSION, "TrainingJob", obj["metadata"]["namespace"], name)
+        if found is None:
+            raise exc  # deleted meanwhile: the next pass creates it
+        if _labels(found).get(MONITOR_UID_LABEL) == uid:
+            return None
+        return "NameTaken", f"TrainingJob {name} exists and was not started by this monitor"
+    if exc.status in (400, 403, 422):
+        return "RetrainRefused", f"the API server refused TrainingJob {name}: {exc.message}"[:1000]
+    raise exc
 
 
 RECONCILER: KindReconciler[DriftMonitorSpec, Facts, Action] = KindReconciler(
@@ -236,14 +290,15 @@ def _batch_job(obj: Mapping[str, Any], kube: Kube) -> BatchJob | None:
     if not name:
         return None
     ns = obj["metadata"]["namespace"]
-    job = kube.get("batch/v1", "Job", ns, str(name))
+    job = get_owned(kube, "batch/v1", "Job", obj, str(name))
     if job is None:
         return None
     conds = {c.get("type"): c for c in (job.get("status") or {}).get("conditions") or []}
     finished = [t for t in ("Complete", "Failed") if (conds.get(t) or {}).get("status") == "True"]
     if not finished:
         return BatchJob(str(name))
-    pods = kube.list("v1", "Pod", ns, labels={"batch.kubernetes.io/job-name": str(name)})
+    found = kube.list("v1", "Pod", ns, labels={"batch.kubernetes.io/job-name": str(name)})
+    pods = owned_only(found, job["metadata"]["uid"])
     return BatchJob(
         str(name),
         finished=finished[0],
@@ -263,19 +318,44 @@ def termination_message(pods: list[dict[str, Any]]) -> str:
 
 
 def _retrain_facts(obj: Mapping[str, Any], spec: DriftMonitorSpec, kube: Kube) -> RetrainFacts:
-    """This monitor's retrainings still running, and the spec a retraining would copy."""
+    """How many of this monitor's retrainings (known by its uid) started for the current
+    spec are not finished (one stuck under an earlier spec blocks no fixed one), the last
+    one's state, and the spec a retraining would copy."""
     assert spec.retrain is not None
     meta = obj["metadata"]
-    active = [
-        tj
-        for tj in kube.list(
-            API_VERSION, "TrainingJob", meta["namespace"], labels={MONITOR_LABEL: meta["name"]}
-        )
-        if (tj.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
-    ]
+    mine = kube.list(
+        API_VERSION, "TrainingJob", meta["namespace"], labels={MONITOR_UID_LABEL: meta["uid"]}
+    )
+    states = {tj["metadata"]["name"]: _retrain_state(tj) for tj in mine}
+    last_name = str(((obj.get("status") or {}).get("lastRetrain") or {}).get("trainingJob") or "")
+    last = LastRetrain(last_name, *states[last_name]) if last_name in states else None
     source_spec = None
     if spec.retrain.from_training_job is not None:
         name = spec.retrain.from_training_job.name
         found = kube.get(API_VERSION, "TrainingJob", meta["namespace"], name)
         source_spec = found["spec"] if found is not None else None
-    return RetrainFacts(active=len(active), source_spec=source_spec)
+    generation = str(meta.get("generation"))
+    active = sum(
+        states[tj["metadata"]["name"]][0] == "Running"
+        and (tj["metadata"].get("annotations") or {}).get(MONITOR_GENERATION_ANNOTATION)
+        == generation
+        for tj in mine
+    )
+    return RetrainFacts(active=active, source_spec=source_spec, last=last)
+
+
+def _retrain_state(tj: Mapping[str, Any]) -> tuple[str, str]:
+    """("Running" | "Succeeded" | "Failed", message): a TrainingJob whose summary says it
+    failed is finished, whatever its phase (it can never run as it is)."""
+    status = tj.get("status") or {}
+    summary = conditions.get(status.get("conditions"), TRAINING_JOB.summary) or {}
+    message = str(summary.get("message") or "")
+    if status.get("phase") == "Succeeded" or summary.get("status") == "True":
+        return "Succeeded", message
+    if status.get("phase") == "Failed" or summary.get("status") == "False":
+        return "Failed", message or str(summary.get("reason") or "failed")
+    return "Running", message
+
+
+def _labels(obj: Mapping[str, Any]) -> dict[str, str]:
+    return dict((obj.get("metadata") or {}).get("labels") or {})

@@ -39,6 +39,7 @@ from modelworks.names import (
     TRACK_LABEL,
 )
 from modelworks.reconcilers.base import Context, KindReconciler
+from modelworks.reconcilers.children import get_owned, owned
 from modelworks.status import modeldeployment as status
 from modelworks.status.common import pod_ready
 from modelworks.status.modeldeployment import (
@@ -67,8 +68,8 @@ def observe(obj: Mapping[str, Any], spec: ModelDeploymentSpec, ctx: Context) -> 
     ns = obj["metadata"]["namespace"]
     old = obj.get("status") or {}
     target, reason, message = _resolve(spec, ctx.registry)
-    stable = _deployment(ctx.kube, ns, deployment_name(obj, "stable"))
-    canary = _deployment(ctx.kube, ns, deployment_name(obj, "canary"))
+    stable = _deployment(ctx.kube, obj, deployment_name(obj, "stable"))
+    canary = _deployment(ctx.kube, obj, deployment_name(obj, "canary"))
     settled = (
         canary is None
         and not old.get("canary")
@@ -97,7 +98,7 @@ def act(
     obj: Mapping[str, Any], spec: ModelDeploymentSpec, actions: Sequence[Action], ctx: Context
 ) -> None:
     """The writes, in order; each applies only what differs from what is there."""
-    kube, ns, name = ctx.kube, obj["metadata"]["namespace"], obj["metadata"]["name"]
+    kube, ns = ctx.kube, obj["metadata"]["namespace"]
     for action in actions:
         match action:
             case ApplyStable(version, applied):
@@ -116,15 +117,13 @@ def act(
             case DeleteCanary():
                 kube.delete(APPS, "Deployment", ns, deployment_name(obj, "canary"))
             case EnsureService(force):
-                _ensure(kube, build_service(obj, spec), ns, name, "v1", "Service", force)
+                _ensure(kube, obj, build_service(obj, spec), force)
             case EnsureHPA(force):
                 hpa = build_hpa(obj, spec)
-                _ensure_optional(
-                    kube, hpa, ns, name, "autoscaling/v2", "HorizontalPodAutoscaler", force
-                )
+                _ensure_optional(kube, obj, hpa, "autoscaling/v2", "HorizontalPodAutoscaler", force)
             case EnsurePDB(force):
                 pdb = build_pdb(obj, spec)
-                _ensure_optional(kube, pdb, ns, name, "policy/v1", "PodDisruptionBudget", force)
+                _ensure_optional(kube, obj, pdb, "policy/v1", "PodDisruptionBudget", force)
 
 
 RECONCILER: KindReconciler[ModelDeploymentSpec, Facts, Action] = KindReconciler(
@@ -135,8 +134,8 @@ RECONCILER: KindReconciler[ModelDeploymentSpec, Facts, Action] = KindReconciler(
 reconcile = RECONCILER.run
 
 
-def _deployment(kube: Kube, ns: str, name: str) -> DeploymentState | None:
-    found = kube.get(APPS, "Deployment", ns, name)
+def _deployment(kube: Kube, obj: Mapping[str, Any], name: str) -> DeploymentState | None:
+    found = get_owned(kube, APPS, "Deployment", obj, name)
     state = DeploymentState.of(found)
     return None if state is None else replace(state, applied=desired_hash(found))
 
@@ -166,38 +165,33 @@ def _resolve(spec: ModelDeploymentSpec, registry: Registry) -> tuple[Target | No
     return Target(found.version, found.run_id, found.source, model.alias), "", ""
 
 
-def _ensure(
-    kube: Kube,
-    desired: dict[str, Any],
-    ns: str,
-    name: str,
-    api_version: str,
-    kind: str,
-    force: bool,
-) -> None:
-    """Apply ``desired`` when it is missing or differs (read first unless ``force``)."""
-    if force:
-        kube.apply(desired)
-        return
-    current = kube.get(api_version, kind, ns, name)
-    if desired_hash(current) != desired_hash(desired):
+def _ensure(kube: Kube, obj: Mapping[str, Any], desired: dict[str, Any], force: bool) -> None:
+    """Apply ``desired`` when it is missing or differs (``force``: the spec changed, apply
+    even when it looks the same). An object of that name this one does not own is never
+    applied over (NameTaken)."""
+    meta = desired["metadata"]
+    current = get_owned(kube, desired["apiVersion"], desired["kind"], obj, meta["name"])
+    if force or desired_hash(current) != desired_hash(desired):
         kube.apply(desired)
 
 
 def _ensure_optional(
     kube: Kube,
+    obj: Mapping[str, Any],
     desired: dict[str, Any] | None,
-    ns: str,
-    name: str,
     api_version: str,
     kind: str,
     check: bool,
 ) -> None:
-    """Like :func:`_ensure`; when not desired, delete a leftover (only looked for on ``check``)."""
+    """Like :func:`_ensure`; when not desired, delete a leftover of this object's own (only
+    looked for on ``check``)."""
     if desired is not None:
-        _ensure(kube, desired, ns, name, api_version, kind, force=check)
+        _ensure(kube, obj, desired, force=check)
     elif check:
-        kube.delete(api_version, kind, ns, name)
+        name = obj["metadata"]["name"]
+        found = kube.get(api_version, kind, obj["metadata"]["namespace"], name)
+        if found is not None and owned(found, obj["metadata"]["uid"]):
+            kube.delete(api_version, kind, obj["metadata"]["namespace"], name)
 
 
 def _analyse(pods: list[dict[str, Any]], limits: Limits) -> AnalysisFacts:

@@ -36,6 +36,7 @@ from modelworks.names import (
     TRAINING_KEY_LABEL,
 )
 from modelworks.reconcilers.base import Context, KindReconciler
+from modelworks.reconcilers.children import get_owned, owned_only
 from modelworks.status import trainingjob as status
 from modelworks.status.decision import Decision, unchanged
 from modelworks.status.trainingjob import (
@@ -77,12 +78,17 @@ def observe(obj: Mapping[str, Any], spec: TrainingJobSpec, ctx: Context) -> Trai
     ns, jname = meta["namespace"], job_name(obj, spec)
     stale: tuple[str, ...] = ()
     if (obj.get("status") or {}).get("jobName") != jname:  # first pass, or a new spec
-        stale = _stale_jobs(ctx.kube, ns, meta["name"], training_key(spec))
-    job = ctx.kube.get("batch/v1", "Job", ns, jname)
+        stale = _stale_jobs(ctx.kube, obj, training_key(spec))
+    job = get_owned(ctx.kube, "batch/v1", "Job", obj, jname)
+    if job is None:
+        _service_free(obj, spec, ctx.kube)
     state = job_state(job)[0]
     pods: list[dict[str, Any]] = []
-    if state in ("Active", "Failed") or (state == "Succeeded" and spec.clean_pod_policy != "None"):
-        pods = ctx.kube.list("v1", "Pod", ns, labels={JOB_NAME_LABEL: jname})
+    if job and (
+        state in ("Active", "Failed") or (state == "Succeeded" and spec.clean_pod_policy != "None")
+    ):
+        found = ctx.kube.list("v1", "Pod", ns, labels={JOB_NAME_LABEL: jname})
+        pods = owned_only(found, job["metadata"]["uid"])
     facts = TrainingFacts(
         jname, generation=meta.get("generation"), job=job, pods=tuple(pods), stale_jobs=stale
     )
@@ -158,12 +164,22 @@ def _baselines(
     return out
 
 
-def _stale_jobs(kube: Kube, ns: str, name: str, key: str) -> tuple[str, ...]:
-    """Jobs of an earlier spec of this TrainingJob, not yet being deleted."""
-    jobs = kube.list("batch/v1", "Job", ns, labels={TRAINING_JOB_LABEL: name})
+def _service_free(obj: Mapping[str, Any], spec: TrainingJobSpec, kube: Kube) -> None:
+    """Before StartRun applies the headless Service: its name is this TrainingJob's own."""
+    service = build_service(obj, spec)
+    if service is not None:
+        get_owned(kube, "v1", "Service", obj, service["metadata"]["name"])
+
+
+def _stale_jobs(kube: Kube, obj: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    """Jobs of an earlier spec of this TrainingJob (owned by its uid), not yet being deleted."""
+    meta = obj["metadata"]
+    found = kube.list(
+        "batch/v1", "Job", meta["namespace"], labels={TRAINING_JOB_LABEL: meta["name"]}
+    )
     return tuple(
         job["metadata"]["name"]
-        for job in jobs
+        for job in owned_only(found, meta["uid"])
         if (job["metadata"].get("labels") or {}).get(TRAINING_KEY_LABEL) != key
         and not job["metadata"].get("deletionTimestamp")
     )

@@ -7,6 +7,8 @@ from typing import Any
 
 from modelworks import conditions
 from modelworks.api import Kind
+from modelworks.conditions import Event
+from modelworks.status.decision import Decision
 
 
 def _base(obj: Mapping[str, Any]) -> tuple[dict[str, Any], int | None]:
@@ -34,6 +36,25 @@ def invalid_spec(kind: Kind, obj: Mapping[str, Any], errors: list[str], now: str
         conds, "Stalled", True, "InvalidSpec", message, now=now, generation=generation
     )
     return status
+
+
+NAME_TAKEN_RETRY = 60.0  # seconds: nothing wakes the parent when the foreign object goes
+
+
+def name_taken(kind: Kind, obj: Mapping[str, Any], message: str, now: str) -> Decision[Any]:
+    """A child's name is held by an object this one does not own: nothing is written over
+    it; the summary says which, a Warning is posted once, and the pass is tried again."""
+    status, generation = _base(obj)
+    before = conditions.get(status.get("conditions"), kind.summary) or {}
+    status["observedGeneration"] = generation
+    status["phase"] = "Pending"
+    conds = conditions.remove(status.get("conditions"), "Stalled")
+    status["conditions"] = conditions.set_condition(
+        conds, kind.summary, False, "NameTaken", message, now=now, generation=generation
+    )
+    news = (before.get("reason"), before.get("message")) != ("NameTaken", message)
+    events = [Event("NameTaken", message, "Warning")] if news else []
+    return Decision(status, events, requeue_after=NAME_TAKEN_RETRY, result="retry")
 
 
 def not_implemented(kind: Kind, obj: Mapping[str, Any], now: str) -> dict[str, Any]:

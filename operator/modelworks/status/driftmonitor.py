@@ -18,7 +18,12 @@ from modelworks import conditions
 from modelworks.api import DRIFT_MONITOR
 from modelworks.api.common import parse_duration
 from modelworks.api.driftmonitor import DriftMonitorSpec
-from modelworks.builders.driftmonitor import build_batch_job, build_retrain
+from modelworks.builders.driftmonitor import (
+    build_batch_job,
+    build_retrain,
+    retrain_key,
+    retrain_name,
+)
 from modelworks.builders.modeldeployment import ServerConfig
 from modelworks.conditions import Event
 from modelworks.drift.engine import (
@@ -40,6 +45,9 @@ from modelworks.status.decision import Decision, StatusBuilder
 RESULT_LIMIT = 3800  # bytes: a batch Job reports through its termination message (4096)
 JOB_POLL = 10.0  # seconds between looks at a running batch check
 RETRY = 30.0  # seconds before a live check that could not run is tried again
+# Retraining=False reasons of a retraining that failed or was never created: a new spec
+# may retrain at once, without waiting for the cooldown.
+RETRAIN_FAILURES = frozenset({"RetrainFailed", "RetrainRefused", "NameTaken"})
 
 
 def config_of(spec: DriftMonitorSpec, max_cells: int = MAX_CELLS) -> DriftConfig:
@@ -137,9 +145,11 @@ def plan_retrain(
     active: int,
     created: str,
     now: str,
+    generation: int | None = None,
 ) -> RetrainPlan:
     """Whether to start a retraining now: drift declared (or a schedule due), the cooldown
-    since the last one passed, and fewer than ``maxConcurrent`` retrainings running."""
+    since the last one passed (or it failed under an earlier ``generation`` of the spec),
+    and fewer than ``maxConcurrent`` retrainings running."""
     retrain = spec.retrain
     if retrain is None:
         return RetrainPlan(None)
@@ -163,6 +173,7 @@ def plan_retrain(
     if (
         trigger == "drift"
         and last
+        and not failed_under_older_spec(old, generation)
         and parse_time(last) + timedelta(seconds=cooldown) > parse_time(now)
     ):
         return RetrainPlan(
@@ -177,6 +188,16 @@ def plan_retrain(
             next_scheduled,
         )
     return RetrainPlan(trigger, "", next_scheduled)
+
+
+def failed_under_older_spec(old: Mapping[str, Any], generation: int | None) -> bool:
+    """The last retraining failed (or was refused) and the spec changed since."""
+    cond = conditions.get(old.get("conditions"), "Retraining") or {}
+    return (
+        cond.get("status") == "False"
+        and cond.get("reason") in RETRAIN_FAILURES
+        and cond.get("observedGeneration") != generation
+    )
 
 
 # --- what a pass observed, and what it may write --------------------------------------
@@ -203,9 +224,20 @@ class BatchJob:
 
 
 @dataclass(frozen=True)
+class LastRetrain:
+    """The TrainingJob named in ``status.lastRetrain``, as found."""
+
+    name: str
+    state: str  # "Running", "Succeeded" or "Failed"
+    message: str = ""  # its summary condition's message
+
+
+@dataclass(frozen=True)
 class RetrainFacts:
-    active: int = 0  # this monitor's retraining TrainingJobs still running
+    active: int = 0  # this monitor's retraining TrainingJobs (by uid) not finished yet
     source_spec: Mapping[str, Any] | None = None  # spec.retrain.fromTrainingJob's (None: absent)
+    last: LastRetrain | None = None  # None: no record, or its TrainingJob is gone
+    refused: tuple[str, str] | None = None  # (reason, message): the API refused this pass's
 
 
 @dataclass(frozen=True)
@@ -223,14 +255,16 @@ class Facts:
 
 @dataclass(frozen=True)
 class ApplyBatchJob:
-    """Start a batch check: its name is keyed by uid, generation and interval slot."""
+    """Start a batch check: its name is keyed by uid, generation and the check it is for."""
 
     body: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
 class StartRetrain:
-    """Create the retraining TrainingJob ``<monitor>-r<retrainCount + 1>``."""
+    """Create the retraining TrainingJob ``<monitor>-r-<key>`` (create, never apply: one of
+    this monitor's found under that name is this decision's, started by a pass whose status
+    write was lost)."""
 
     body: Mapping[str, Any]
 
@@ -251,6 +285,8 @@ class CheckFacts:
     check_job: str | None = None  # a batch Job in flight
     retrain: RetrainPlan = field(default_factory=lambda: RetrainPlan(None))
     retrained: str | None = None  # the TrainingJob started in this pass
+    refused: tuple[str, str, str] | None = None  # (TrainingJob, reason, message): not created
+    last_retrain: LastRetrain | None = None
     waiting: str = ""  # what a batch check waits for
 
 
@@ -371,10 +407,11 @@ def batch_result(job: BatchJob) -> dict[str, Any] | None:
     return parsed
 
 
-def check_key(uid: str, generation: int | None, now: str, interval: float) -> str:
-    """The batch check Job's key: one Job per object, generation and interval slot."""
-    slot = int(parse_time(now).timestamp() // max(interval, 1.0))
-    return hashlib.sha256(json.dumps([uid, generation, slot]).encode()).hexdigest()[:8]
+def check_key(uid: str, generation: int | None, due_at: str | None) -> str:
+    """The batch check Job's key: one Job per object, generation and due check
+    (``status.nextCheckTime`` when it started: a pass that dies before it stores the status
+    starts the same Job again, whenever it runs)."""
+    return hashlib.sha256(json.dumps([uid, generation, due_at]).encode()).hexdigest()[:8]
 
 
 def _start_check(
@@ -385,7 +422,7 @@ def _start_check(
     job = build_batch_job(
         facts.monitor,
         spec,
-        key=check_key(meta["uid"], meta.get("generation"), now, interval),
+        key=check_key(meta["uid"], meta.get("generation"), old.get("nextCheckTime")),
         image=facts.server.image,
         pull_policy=facts.server.pull_policy,
         tracking_uri=facts.server.tracking_uri,
@@ -410,13 +447,12 @@ def _finish(
     _consecutive, declared, _newly = assess(spec, old, found.check)
     plan, start, failure = _retrain(spec, facts, old, declared, found.check, now, served)
     retrained = str(start.body["metadata"]["name"]) if start is not None else None
-    decided = compute(
-        facts.monitor["metadata"],
-        spec,
-        replace(found, retrain=plan, retrained=retrained),
-        old,
-        now,
-    )
+    found = replace(found, retrain=plan, retrained=retrained, last_retrain=facts.retrain.last)
+    if facts.retrain.refused is not None and start is None and plan.trigger is not None:
+        name = retrain_name(facts.monitor["metadata"]["name"], _retrain_key(facts, old))
+        found = replace(found, refused=(name, *facts.retrain.refused))
+        failure = ""  # told by _retrain_news
+    decided = compute(facts.monitor["metadata"], spec, found, old, now)
     failed = [Event("RetrainFailed", failure, "Warning")] if failure else []
     return Decision(
         status=decided.status,
@@ -445,6 +481,7 @@ def _retrain(
         active=facts.retrain.active,
         created=str(facts.monitor["metadata"].get("creationTimestamp") or now),
         now=now,
+        generation=facts.monitor["metadata"].get("generation"),
     )
     if plan.trigger is None:
         return plan, None, ""
@@ -458,15 +495,21 @@ def _retrain(
     else:
         assert spec.retrain.template is not None
         training_spec = spec.retrain.template.wire()
+    if facts.retrain.refused is not None:
+        return plan, None, facts.retrain.refused[1]
     body = build_retrain(
         facts.monitor,
         training_spec,
-        number=int(old.get("retrainCount") or 0) + 1,
+        key=_retrain_key(facts, old),
         trigger=plan.trigger,
         evidence=evidence(facts.monitor["metadata"]["name"], plan.trigger, check, now, served),
         source=source,
     )
     return plan, StartRetrain(body), ""
+
+
+def _retrain_key(facts: Facts, old: Mapping[str, Any]) -> str:
+    return retrain_key(facts.monitor["metadata"]["uid"], old.get("lastCheckTime"))
 
 
 def evidence(
@@ -620,7 +663,8 @@ def _waiting(b: StatusBuilder, old: Mapping[str, Any], waiting: str) -> None:
 def _retrain_news(
     b: StatusBuilder, old: Mapping[str, Any], found: CheckFacts, declared: bool, name: str
 ) -> list[Event]:
-    """The retraining started in this pass (count, lastRetrain, Event), or why none did."""
+    """The retraining started (or refused) in this pass: count, lastRetrain, the Retraining
+    condition and an Event; else what became of the last one, or why none started."""
     if found.retrained:
         reason = found.retrain.trigger or "drift"
         detail = b.fields.get("verdict", "")
@@ -633,7 +677,38 @@ def _retrain_news(
             },
         )
         message = f"TrainingJob {found.retrained} started ({reason}) by {name}"
+        b.put("Retraining", True, "Started", message)
         return [Event("RetrainStarted", message, "Normal")]
+    if found.refused is not None:
+        return _refused(b, found.retrain.trigger or "drift", found.refused)
+    news = _last_retrain(b, found.last_retrain)
     if found.retrain.reason and found.check is not None and declared:
-        return [Event("RetrainSkipped", found.retrain.reason, "Normal")]
-    return []
+        news.append(Event("RetrainSkipped", found.retrain.reason, "Normal"))
+    return news
+
+
+def _refused(b: StatusBuilder, trigger: str, refused: tuple[str, str, str]) -> list[Event]:
+    """The API refused the retraining: it counts as one that failed (the cooldown runs from
+    now; a new spec may retrain at once)."""
+    training_job, reason, message = refused
+    b.set(lastRetrain={"trainingJob": training_job, "at": b.now, "reason": f"{trigger} ({reason})"})
+    b.put("Retraining", False, reason, message)
+    return [Event("RetrainFailed", message, "Warning")]
+
+
+def _last_retrain(b: StatusBuilder, last: LastRetrain | None) -> list[Event]:
+    """The Retraining condition from the last retraining's TrainingJob; a Warning when it
+    is newly found failed."""
+    if last is None:
+        return []
+    before = b.condition("Retraining") or {}
+    if last.state == "Running":
+        b.put("Retraining", True, "Running", f"TrainingJob {last.name} is running")
+        return []
+    if last.state == "Succeeded":
+        b.put("Retraining", False, "Succeeded", f"TrainingJob {last.name} succeeded")
+        return []
+    message = f"TrainingJob {last.name} failed: {last.message}"[:1000]
+    b.put("Retraining", False, "RetrainFailed", message)
+    news = before.get("reason") != "RetrainFailed"
+    return [Event("RetrainFailed", message, "Warning")] if news else []

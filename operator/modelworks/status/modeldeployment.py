@@ -162,15 +162,16 @@ class DeleteCanary:
 
 @dataclass(frozen=True)
 class EnsureService:
-    """The Service as the spec says; ``force``: the spec changed, write without reading."""
+    """The Service as the spec says; ``force``: the spec changed, write even if it looks the
+    same (act always reads it first: one of that name not owned is never written over)."""
 
     force: bool
 
 
 @dataclass(frozen=True)
 class EnsureHPA:
-    """The HorizontalPodAutoscaler when the spec asks for one; ``force``: write (or delete a
-    leftover) without reading first."""
+    """The HorizontalPodAutoscaler when the spec asks for one; ``force``: write it (or
+    delete a leftover this object owns) even if it looks the same."""
 
     force: bool
 
@@ -865,8 +866,8 @@ def _news(
 
 def actions(plan: Plan, facts: Facts, old: Mapping[str, Any]) -> tuple[Action, ...]:
     """The writes: each Deployment as planned (act skips one whose digest is already there),
-    the Service, HPA and PDB (written without reading when the spec changed), and no canary
-    Deployment when none is planned."""
+    the Service, HPA and PDB (written when the spec changed, else only when they differ),
+    and no canary Deployment when none is planned."""
     out: list[Action] = []
     stable, canary = facts.stable, facts.canary
     if plan.run_stable is not None:
