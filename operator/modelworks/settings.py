@@ -31,6 +31,12 @@ class Settings:
     identity: str = ""
     log_format: str = "plain"
     log_level: str = "INFO"
+    mlflow_request_timeout_seconds: int = 4
+    mlflow_request_retries: int = 1
+    mlflow_concurrency: int = 2
+    mlflow_slot_wait_seconds: float = 1.0
+    mlflow_breaker_failures: int = 3
+    mlflow_breaker_cool_down_seconds: float = 15.0
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -53,6 +59,17 @@ class Settings:
         POD_NAME                       this replica's identity in the Lease (default: host:pid)
         MODELWORKS_LOG_FORMAT          plain or json
         MODELWORKS_LOG_LEVEL           DEBUG, INFO, WARNING, ERROR
+        MODELWORKS_MLFLOW_REQUEST_TIMEOUT_SECONDS  each MLflow HTTP attempt's connect and
+                                       read timeout (4)
+        MODELWORKS_MLFLOW_REQUEST_RETRIES  retries of a failed MLflow request (1): one call
+                                       takes at most timeout x (retries + 1) seconds
+        MODELWORKS_MLFLOW_CONCURRENCY  MLflow calls that may be in flight at once (2); the
+                                       other passes do not wait on MLflow
+        MODELWORKS_MLFLOW_SLOT_WAIT_SECONDS  how long a call waits for one of those (1)
+        MODELWORKS_MLFLOW_BREAKER_FAILURES  failed MLflow calls in a row that open the
+                                       circuit breaker (3): calls then fail fast
+        MODELWORKS_MLFLOW_BREAKER_COOL_DOWN_SECONDS  how long it stays open before one call
+                                       probes MLflow again (15)
         """
         env = os.environ if env is None else env
         read = _Reader(env)
@@ -74,7 +91,25 @@ class Settings:
             identity=env.get("POD_NAME", "").strip(),
             log_format=log_format,
             log_level=log_level,
+            mlflow_request_timeout_seconds=int(
+                read.number("MLFLOW_REQUEST_TIMEOUT_SECONDS", 4, minimum=1)
+            ),
+            mlflow_request_retries=int(read.number("MLFLOW_REQUEST_RETRIES", 1)),
+            mlflow_concurrency=int(read.number("MLFLOW_CONCURRENCY", 2, minimum=1)),
+            mlflow_slot_wait_seconds=read.number("MLFLOW_SLOT_WAIT_SECONDS", 1.0),
+            mlflow_breaker_failures=int(read.number("MLFLOW_BREAKER_FAILURES", 3, minimum=1)),
+            mlflow_breaker_cool_down_seconds=read.number("MLFLOW_BREAKER_COOL_DOWN_SECONDS", 15.0),
         )
+
+    def mlflow_client_env(self) -> dict[str, str]:
+        """The MLflow client's own variables that bound one call to
+        ``timeout x (retries + 1)`` seconds (urllib3 sleeps no backoff before a first retry)."""
+        return {
+            "MLFLOW_HTTP_REQUEST_TIMEOUT": str(self.mlflow_request_timeout_seconds),
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(self.mlflow_request_retries),
+            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+            "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+        }
 
 
 @dataclass(frozen=True)
