@@ -1,0 +1,157 @@
+"""Fixtures and probes of the dependency-fault tests: the real MLflow behind a
+:class:`~tests.reliability.proxy.FaultProxy`, failing canaries, and timed polls."""
+
+from __future__ import annotations
+
+import os
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from modelworks.api import API_VERSION
+from modelworks.clients.kube import Kube
+from tests.integration.test_modeldeployment import KWOK, register
+from tests.reliability.proxy import FaultProxy, fault_proxy
+from tests.support import Cluster, eventually, mlflow_client
+
+MLFLOW_ENV = "MODELWORKS_MLFLOW_TRACKING_URI"
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=5) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def mlflow_uri(crds: Cluster, request: pytest.FixtureRequest) -> str:
+    """The cluster's real MLflow (``hack/cluster.sh env``), else the session's own server."""
+    uri = os.environ.get(MLFLOW_ENV) or crds.env.get(MLFLOW_ENV, "")
+    if uri and _answers(uri):
+        return uri
+    return str(request.getfixturevalue("mlflow").uri)
+
+
+@pytest.fixture
+def mlflow_proxy(mlflow_uri: str) -> Iterator[FaultProxy]:
+    with fault_proxy(mlflow_uri) as proxy:
+        yield proxy
+
+
+def canary_mdep(name: str, model: str, deadline: int = 30) -> dict[str, Any]:
+    """One stable pod; a canary step that holds for long, whose pods must be ready within
+    ``deadline`` seconds."""
+    rollout = {
+        "strategy": "Canary",
+        "steps": [{"weight": 50, "pauseSeconds": 3600}],
+        "analysis": {"minRequests": 0},
+        "progressDeadlineSeconds": deadline,
+    }
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "ModelDeployment",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"name": model, "alias": "champion"},
+            "podTemplate": KWOK,
+            "replicas": 1,
+            "rollout": rollout,
+        },
+    }
+
+
+def pod_quota(crds: Cluster, namespace: str, pods: int) -> None:
+    """No more than ``pods`` pods in ``namespace``: a canary pod beyond it is never created,
+    so its Deployment exceeds its progress deadline (a canary that cannot get ready)."""
+    quota = {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": "pods"},
+        "spec": {"hard": {"pods": str(pods)}},
+    }
+    crds.apply(quota, "-n", namespace)
+    eventually(
+        lambda: (
+            ((crds.get("resourcequota", "pods", namespace) or {}).get("status") or {})
+            .get("used", {})
+            .get("pods")
+            == str(pods)
+        ),
+        timeout=30,
+        what=f"the quota to count {pods} pods",
+    )
+
+
+def deadline_exceeded(dep: dict[str, Any] | None) -> bool:
+    for c in ((dep or {}).get("status") or {}).get("conditions") or []:
+        if c.get("type") == "Progressing" and c.get("reason") == "ProgressDeadlineExceeded":
+            return True
+    return False
+
+
+def rollback_delay(kube: Kube, namespace: str, name: str, version: str) -> float:
+    """Seconds from the canary Deployment of ``version`` exceeding its progress deadline to
+    the ModelDeployment's status recording the rollback; an upper bound: counted from the
+    last poll that saw the Deployment not exceeded yet, when no poll saw it exceeded."""
+    before: float | None = None  # the last poll that saw the deadline not (yet) exceeded
+    seen: float | None = None
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        polled = time.monotonic()
+        dep = kube.get("apps/v1", "Deployment", namespace, f"{name}-canary")
+        if seen is None and deadline_exceeded(dep):
+            seen = polled
+        elif seen is None and dep is not None:
+            before = polled
+        obj = kube.get(API_VERSION, "ModelDeployment", namespace, name) or {}
+        rollback = (obj.get("status") or {}).get("rollback") or {}
+        if rollback.get("fromVersion") == version:
+            assert rollback["reason"] == "ProgressDeadlineExceeded", rollback
+            start = seen if seen is not None else before
+            assert start is not None, "rolled back before its canary Deployment was seen"
+            return time.monotonic() - start
+        time.sleep(0.25)
+    raise AssertionError(f"{name}: version {version} was not rolled back in 180 s")
+
+
+def start_canary(crds: Cluster, mlflow_uri: str, namespace: str, name: str, model: str) -> str:
+    """Move the alias to a new version and wait for the operator to start its canary."""
+    version = register(mlflow_uri, model, alias="champion")
+    eventually(
+        lambda: crds.get("deployment", f"{name}-canary", namespace),
+        timeout=60,
+        interval=0.25,
+        what=f"the canary Deployment of {name}",
+    )
+    return version
+
+
+def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
+    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if c.get("type") == type_:
+            return dict(c)
+    return {}
+
+
+def runs_of(mlflow_uri: str, experiment: str, uid: str) -> int:
+    """How many runs of ``experiment`` carry the source key of the object ``uid``."""
+    client = mlflow_client(mlflow_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return 0
+    runs = client.search_runs(
+        [found.experiment_id], filter_string=f"tags.`modelworks.dev/source` LIKE '{uid}/%'"
+    )
+    return len(runs)
+
+
+def timed(probe: Callable[[], Any], *, timeout: float, what: str) -> float:
+    """Seconds until ``probe`` returned something truthy."""
+    started = time.monotonic()
+    eventually(probe, timeout=timeout, interval=0.5, what=what)
+    return time.monotonic() - started
