@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -155,3 +159,73 @@ def timed(probe: Callable[[], Any], *, timeout: float, what: str) -> float:
     started = time.monotonic()
     eventually(probe, timeout=timeout, interval=0.5, what=what)
     return time.monotonic() - started
+
+
+EMPTY_VECTOR = {"status": "success", "data": {"resultType": "vector", "result": []}}
+NO_VALUE = {"status": "success", "data": {"resultType": "vector", "result": [{"metric": {}}]}}
+SERVING_METRICS = (
+    "# TYPE modelworks_serving_requests_total counter\n"
+    'modelworks_serving_requests_total{{code="200"}} {ok}\n'
+    'modelworks_serving_requests_total{{code="500"}} {errors}\n'
+)
+BODIES: dict[str, bytes] = {
+    "prometheus": json.dumps(EMPTY_VECTOR).encode(),
+    "garbage": b"\x00\xff<html>this is not JSON",
+    "no-value": json.dumps(NO_VALUE).encode(),
+    "metrics": SERVING_METRICS.format(ok=200, errors=0).encode(),
+    "metrics-malformed": b"modelworks_serving_requests_total{code=200 oops\n",
+    "metrics-non-finite": SERVING_METRICS.format(ok="NaN", errors="+Inf").encode(),
+}
+TRICKLE_SECONDS = 25.0
+
+
+class FaultyHTTP(ThreadingHTTPServer):
+    """A real local HTTP server answering every GET with the body of its ``mode`` (see
+    :data:`BODIES`), or ``trickle``: one byte every half second for 25 s."""
+
+    daemon_threads = True
+
+    def __init__(self, mode: str) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.mode = mode
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: FaultyHTTP
+
+    def do_GET(self) -> None:
+        mode = self.server.mode
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        if mode != "trickle":
+            body = BODIES[mode]
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        self.end_headers()
+        ends = time.monotonic() + TRICKLE_SECONDS
+        with contextlib.suppress(OSError):
+            while time.monotonic() < ends:
+                self.wfile.write(b" ")
+                self.wfile.flush()
+                time.sleep(0.5)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def faulty_http() -> Iterator[FaultyHTTP]:
+    server = FaultyHTTP("prometheus")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -17,8 +17,10 @@ from modelworks.clients.kube import Kube
 from tests.integration.test_modeldeployment import register
 from tests.integration.test_trainingjob import kwok_pods, training_job
 from tests.reliability.faults import (
+    FaultyHTTP,
     canary_mdep,
     condition,
+    faulty_http,
     mlflow_proxy,
     mlflow_uri,
     pod_quota,
@@ -31,7 +33,7 @@ from tests.reliability.proxy import FaultProxy, Mode
 from tests.support import Cluster, Operator, eventually, run_operator
 
 pytestmark = pytest.mark.integration
-__all__ = ["mlflow_proxy", "mlflow_uri"]  # fixtures
+__all__ = ["faulty_http", "mlflow_proxy", "mlflow_uri"]  # fixtures
 RECOVERY = 60.0  # seconds from a fault's end to every object served again
 LOAD = 6  # TrainingJobs whose passes all need MLflow: more than the operator's workers
 
@@ -173,3 +175,134 @@ def kube_uid(kube: Kube, namespace: str, name: str) -> str:
     obj = kube.get(API_VERSION, "TrainingJob", namespace, name)
     assert obj is not None
     return str(obj["metadata"]["uid"])
+
+
+# --- Prometheus and the serving pods' /metrics, from a real local HTTP server --------------
+
+BOUNDED_PASS = 15.0  # seconds: a pass ends within its HTTP deadlines, whatever the server does
+
+
+def drift_target(crds: Cluster, mlflow_uri: str, namespace: str, prometheus: str) -> None:
+    """A ModelDeployment that serves a version with a reference profile, and its monitor."""
+    import numpy as np
+
+    from modelworks.drift.profile import PROFILE_FILE, build_profile
+    from tests.integration.test_driftmonitor import monitor, serving
+    from tests.support import mlflow_client
+
+    model = f"m-{namespace}"
+    version = register(mlflow_uri, model)
+    client = mlflow_client(mlflow_uri)
+    run_id = client.get_model_version(model, version).run_id
+    client.log_dict(run_id, build_profile({"x": np.arange(1000.0)}).to_json(), PROFILE_FILE)
+    serving(crds, namespace, "srv", model, version)
+    watch = monitor("watch", "srv")
+    watch["spec"]["target"]["prometheus"] = {"url": prometheus}
+    crds.apply(watch, "-n", namespace)
+
+
+def drift_pass(crds: Cluster, kube: Kube, mlflow_uri: str, namespace: str) -> tuple[Any, float]:
+    from modelworks.clients.mlflow import Registry
+    from modelworks.reconcilers.driftmonitor import reconcile
+    from modelworks.reconcilers.modeldeployment import ServerConfig
+
+    obj = crds.get("dmon", "watch", namespace)
+    assert obj is not None
+    started = time.monotonic()
+    out = reconcile(
+        obj,
+        kube=kube,
+        registry=Registry(mlflow_uri),
+        now="2026-01-01T00:00:00Z",
+        server=ServerConfig("modelworks:0.1.0", "IfNotPresent", mlflow_uri),
+        memory={},
+    )
+    return out, time.monotonic() - started
+
+
+@pytest.mark.parametrize(
+    "mode",
+    [
+        "garbage",
+        "no-value",
+        pytest.param(
+            "trickle",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="a body that trickles in holds the pass past every socket timeout: "
+                "the total deadline on HTTP bodies comes with branch r-bounds",
+            ),
+        ),
+    ],
+)
+def test_drift_monitor_reports_a_broken_prometheus_and_recovers(
+    crds: Cluster,
+    kube: Kube,
+    namespace: str,
+    mlflow_uri: str,
+    faulty_http: FaultyHTTP,
+    mode: str,
+) -> None:
+    drift_target(crds, mlflow_uri, namespace, faulty_http.url)
+    faulty_http.mode = mode
+    out, took = drift_pass(crds, kube, mlflow_uri, namespace)
+    ready = next(c for c in out.status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "PrometheusUnavailable"), ready
+    assert ready["message"].startswith(f"spec.target.prometheus: {faulty_http.url}")
+    assert took < BOUNDED_PASS, f"the pass took {took:.1f}s"
+
+    faulty_http.mode = "prometheus"  # fixed
+    out, _ = drift_pass(crds, kube, mlflow_uri, namespace)
+    ready = next(c for c in out.status["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] != "PrometheusUnavailable", ready
+
+
+def analysis_of(server: FaultyHTTP, min_requests: int = 10) -> tuple[str, str]:
+    """What canary analysis concludes from one canary pod whose /metrics is ``server``:
+    the same scrape and arithmetic the ModelDeployment's observe does."""
+    from modelworks.api.modeldeployment import Analysis
+    from modelworks.clients.scrape import scrape_pods
+    from modelworks.reconcilers.modeldeployment import SERVING_PREFIXES
+    from modelworks.status.modeldeployment import analyse, analysis_facts
+
+    pod = {"metadata": {"name": "canary-0"}, "status": {"podIP": "127.0.0.1"}}
+    (scrape,) = scrape_pods([pod], server.server_address[1], SERVING_PREFIXES)
+    samples = [(s.name, s.labels, s.value) for s in scrape.samples]
+    facts = analysis_facts([samples], [], int(scrape.error is not None))
+    return analyse(facts, Analysis(min_requests=min_requests))
+
+
+@pytest.mark.parametrize(
+    ("mode", "verdict"),
+    [
+        ("metrics-malformed", "Inconclusive"),
+        pytest.param(
+            "metrics-non-finite",
+            "Inconclusive",
+            marks=pytest.mark.xfail(
+                strict=True,
+                raises=ValueError,
+                reason="int(NaN) in analysis_facts: non-finite samples are handled in canary "
+                "analysis on branch r-rollout",
+            ),
+        ),
+        pytest.param(
+            "trickle",
+            "Inconclusive",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="a /metrics body that trickles in holds the pass past the 2 s socket "
+                "timeout: the total deadline on HTTP bodies comes with branch r-bounds",
+            ),
+        ),
+    ],
+)
+def test_canary_analysis_of_broken_pod_metrics_and_recovery(
+    faulty_http: FaultyHTTP, mode: str, verdict: str
+) -> None:
+    faulty_http.mode = mode
+    started = time.monotonic()
+    assert analysis_of(faulty_http)[0] == verdict
+    assert time.monotonic() - started < BOUNDED_PASS
+    faulty_http.mode = "metrics"  # fixed: 200 requests, no errors
+    assert analysis_of(faulty_http)[0] == "Pass"

@@ -42,11 +42,17 @@ def query(
     if not isinstance(body, dict) or body.get("status") != "success":
         error = body.get("error") if isinstance(body, dict) else "not a Prometheus answer"
         raise PrometheusError(f"{base_url} refused the query: {str(error)[:300]}")
-    data = body.get("data") or {}
-    if data.get("resultType") != "vector":
-        raise PrometheusError(f"{base_url}: expected a vector, got {data.get('resultType')}")
-    rows: list[tuple[dict[str, str], float]] = []
-    for item in data.get("result") or []:
-        labels = {str(k): str(v) for k, v in (item.get("metric") or {}).items()}
-        rows.append((labels, float(item["value"][1])))
-    return rows
+    data = body.get("data")
+    if not isinstance(data, dict) or data.get("resultType") != "vector":
+        got = data.get("resultType") if isinstance(data, dict) else type(data).__name__
+        raise PrometheusError(f"{base_url}: expected a vector, got {got}")
+    try:
+        return [_row(item) for item in data.get("result") or []]
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise PrometheusError(f"{base_url}: a malformed vector sample ({exc!r})") from exc
+
+
+def _row(item: Any) -> tuple[dict[str, str], float]:
+    """One sample of a vector: ``{"metric": {labels}, "value": [time, "text"]}``."""
+    labels = {str(k): str(v) for k, v in (item.get("metric") or {}).items()}
+    return labels, float(item["value"][1])
