@@ -6,11 +6,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
+import subprocess
 import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -229,3 +232,31 @@ def faulty_http() -> Iterator[FaultyHTTP]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def restart_apiserver(cluster: Cluster) -> float:
+    """Stop the local cluster's kube-apiserver and start it again with the same command
+    line, environment, log and pid file (as ``hack/cluster.sh`` started it); the seconds
+    it did not answer. Nothing else of the cluster is touched."""
+    state = Path(cluster.kubeconfig).resolve().parent
+    pid_file = state / "pids" / "kube-apiserver.pid"
+    pid = int(pid_file.read_text().strip())
+    proc = Path(f"/proc/{pid}")
+    argv = [a.decode() for a in (proc / "cmdline").read_bytes().split(b"\0") if a]
+    env = dict(e.decode().split("=", 1) for e in (proc / "environ").read_bytes().split(b"\0") if e)
+    assert str(state) in " ".join(argv), f"pid {pid} is not this cluster's kube-apiserver"
+    started = time.monotonic()
+    os.kill(pid, signal.SIGTERM)
+    eventually(lambda: not proc.exists(), timeout=60, what="the kube-apiserver to stop")
+    with (state / "logs" / "kube-apiserver.log").open("ab") as log:
+        new = subprocess.Popen(
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    pid_file.write_text(f"{new.pid}\n")
+    eventually(cluster.reachable, timeout=120, what="the kube-apiserver to answer again")
+    return time.monotonic() - started

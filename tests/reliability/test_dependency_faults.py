@@ -306,3 +306,58 @@ def test_canary_analysis_of_broken_pod_metrics_and_recovery(
     assert time.monotonic() - started < BOUNDED_PASS
     faulty_http.mode = "metrics"  # fixed: 200 requests, no errors
     assert analysis_of(faulty_http)[0] == "Pass"
+
+
+# --- the API server restarted (it disrupts everyone on the cluster: chaos only) -------------
+
+
+@pytest.mark.chaos
+def test_operator_serves_again_after_the_api_server_restarts(
+    crds: Cluster, kube: Kube, namespace: str, mlflow_uri: str, tmp: Path
+) -> None:
+    from tests.reliability.faults import restart_apiserver
+
+    if not (Path(crds.kubeconfig).resolve().parent / "pids" / "kube-apiserver.pid").exists():
+        pytest.fail("needs the local cluster of hack/cluster.sh (its kube-apiserver pid file)")
+    model = f"m-{namespace}"
+    register(mlflow_uri, model, alias="champion")
+    with run_operator(
+        crds, tmp, namespaces=namespace, mlflow_tracking_uri=mlflow_uri, resync_seconds="10"
+    ) as op:
+        crds.apply(canary_mdep("before", model), "-n", namespace)
+        baseline = timed(
+            lambda: (
+                condition(
+                    kube.get(API_VERSION, "ModelDeployment", namespace, "before"), "Ready"
+                ).get("status")
+                == "True"
+            ),
+            timeout=RECOVERY,
+            what="a ModelDeployment to be served before the restart",
+        )
+        down = restart_apiserver(crds)
+        crds.apply(canary_mdep("after", model), "-n", namespace)
+        served = timed(
+            lambda: (
+                condition(
+                    kube.get(API_VERSION, "ModelDeployment", namespace, "after"), "Ready"
+                ).get("status")
+                == "True"
+            ),
+            timeout=RECOVERY,
+            what="a ModelDeployment created after the restart to be served",
+        )
+        assert op.process.poll() is None, op.log()[-3000:]
+        crds.kubectl("delete", "deployment", "before", "-n", namespace)  # a child's event
+        recreated = timed(
+            lambda: crds.get("deployment", "before", namespace),
+            timeout=RECOVERY,
+            what="the deleted child to be recreated",
+        )
+    record(
+        tmp,
+        served_before_restart_s=baseline,
+        apiserver_down_s=down,
+        served_after_restart_s=served,
+        child_recreated_s=recreated,
+    )
