@@ -234,10 +234,12 @@ def faulty_http() -> Iterator[FaultyHTTP]:
         server.server_close()
 
 
-def restart_apiserver(cluster: Cluster) -> float:
-    """Stop the local cluster's kube-apiserver and start it again with the same command
-    line, environment, log and pid file (as ``hack/cluster.sh`` started it); the seconds
-    it did not answer. Nothing else of the cluster is touched."""
+def restart_apiserver(cluster: Cluster, grace: float = 10.0) -> float:
+    """Stop the local cluster's kube-apiserver (SIGTERM; SIGKILL after ``grace`` seconds,
+    as its drain of open connections can take a minute) and start it again with the same
+    command line, environment, log and pid file as ``hack/cluster.sh`` gave it; the seconds
+    it did not answer. It is started again whatever happens in between. Nothing else of
+    the cluster is touched."""
     state = Path(cluster.kubeconfig).resolve().parent
     pid_file = state / "pids" / "kube-apiserver.pid"
     pid = int(pid_file.read_text().strip())
@@ -246,17 +248,35 @@ def restart_apiserver(cluster: Cluster) -> float:
     env = dict(e.decode().split("=", 1) for e in (proc / "environ").read_bytes().split(b"\0") if e)
     assert str(state) in " ".join(argv), f"pid {pid} is not this cluster's kube-apiserver"
     started = time.monotonic()
-    os.kill(pid, signal.SIGTERM)
-    eventually(lambda: not proc.exists(), timeout=60, what="the kube-apiserver to stop")
-    with (state / "logs" / "kube-apiserver.log").open("ab") as log:
-        new = subprocess.Popen(
-            argv,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    pid_file.write_text(f"{new.pid}\n")
+    try:
+        os.kill(pid, signal.SIGTERM)
+        if not _gone(proc, grace):
+            os.kill(pid, signal.SIGKILL)
+            _gone(proc, 30)
+    finally:
+        with (state / "logs" / "kube-apiserver.log").open("ab") as log:
+            new = subprocess.Popen(
+                argv,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        pid_file.write_text(f"{new.pid}\n")
     eventually(cluster.reachable, timeout=120, what="the kube-apiserver to answer again")
     return time.monotonic() - started
+
+
+def _gone(proc: Path, timeout: float) -> bool:
+    """The process ``proc`` exited (or is a zombie) within ``timeout`` seconds."""
+    ends = time.monotonic() + timeout
+    while time.monotonic() < ends:
+        try:
+            state = (proc / "stat").read_text().split(") ", 1)[1][:1]
+        except (OSError, IndexError):
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.2)
+    return False
