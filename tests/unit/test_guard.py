@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import pytest
@@ -132,3 +133,19 @@ def test_bad_mlflow_settings_name_the_variable(env: dict[str, str]) -> None:
     (name,) = env
     with pytest.raises(ValueError, match=name):
         Settings.from_env(env)
+
+
+def test_breaker_transitions_are_logged(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="modelworks")
+    clock = Clock()
+    breaker = Breaker(threshold=2, cool_down=15, clock=clock, name="MLflow")
+    for _ in range(3):
+        breaker.record(False)
+    clock.now += 15
+    assert breaker.admit() is None
+    breaker.record(True)
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == [
+        "MLflow failed 2 times in a row: circuit open, calls fail fast for 15s",
+        "MLflow answers again: circuit closed",
+    ]

@@ -9,11 +9,14 @@ is let through to probe; its success closes the breaker, its failure opens it ag
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+
+log = logging.getLogger("modelworks")
 
 
 class DependencyUnavailable(Exception):
@@ -27,6 +30,7 @@ class Breaker:
     threshold: int
     cool_down: float
     clock: Callable[[], float] = time.monotonic
+    name: str = "dependency"
     failures: int = 0
     opened_at: float | None = None
     probing: bool = False
@@ -47,10 +51,19 @@ class Breaker:
         with self._lock:
             self.probing = False
             if ok:
+                if self.opened_at is not None:
+                    log.info("%s answers again: circuit closed", self.name)
                 self.failures, self.opened_at = 0, None
                 return
             self.failures += 1
             if self.failures >= self.threshold:
+                if self.opened_at is None:
+                    log.warning(
+                        "%s failed %d times in a row: circuit open, calls fail fast for %.0fs",
+                        self.name,
+                        self.failures,
+                        self.cool_down,
+                    )
                 self.opened_at = self.clock()
 
     def unprobe(self) -> None:
@@ -76,7 +89,7 @@ class Guard:
 
     def __post_init__(self) -> None:
         self._slots = threading.BoundedSemaphore(self.slots)
-        self.breaker = Breaker(self.threshold, self.cool_down, self.clock)
+        self.breaker = Breaker(self.threshold, self.cool_down, self.clock, self.name)
 
     @contextmanager
     def call(self) -> Iterator[Callable[[bool], None]]:
