@@ -39,6 +39,12 @@ class Settings:
     profile_max_bytes: int = 64 * MIB
     profile_deadline_seconds: float = 60.0
     calibration_max_cells: int = 4_000_000
+    mlflow_request_timeout_seconds: int = 4
+    mlflow_request_retries: int = 1
+    mlflow_concurrency: int = 2
+    mlflow_slot_wait_seconds: float = 1.0
+    mlflow_breaker_failures: int = 3
+    mlflow_breaker_cool_down_seconds: float = 15.0
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -69,6 +75,17 @@ class Settings:
         MODELWORKS_PROFILE_DEADLINE_SECONDS  one profile download in all (60)
         MODELWORKS_CALIBRATION_MAX_CELLS  bootstrap resamples x buckets one live check may
                                        draw, all features together (4000000)
+        MODELWORKS_MLFLOW_REQUEST_TIMEOUT_SECONDS  each MLflow HTTP attempt's connect and
+                                       read timeout (4)
+        MODELWORKS_MLFLOW_REQUEST_RETRIES  retries of a failed MLflow request (1): one call
+                                       takes at most timeout x (retries + 1) seconds
+        MODELWORKS_MLFLOW_CONCURRENCY  MLflow calls that may be in flight at once (2); the
+                                       other passes do not wait on MLflow
+        MODELWORKS_MLFLOW_SLOT_WAIT_SECONDS  how long a call waits for one of those (1)
+        MODELWORKS_MLFLOW_BREAKER_FAILURES  failed MLflow calls in a row that open the
+                                       circuit breaker (3): calls then fail fast
+        MODELWORKS_MLFLOW_BREAKER_COOL_DOWN_SECONDS  how long it stays open before one call
+                                       probes MLflow again (15)
         """
         env = os.environ if env is None else env
         read = _Reader(env)
@@ -104,7 +121,25 @@ class Settings:
                 "PROFILE_DEADLINE_SECONDS", d.profile_deadline_seconds, minimum=0.1
             ),
             calibration_max_cells=read.count("CALIBRATION_MAX_CELLS", d.calibration_max_cells),
+            mlflow_request_timeout_seconds=int(
+                read.number("MLFLOW_REQUEST_TIMEOUT_SECONDS", 4, minimum=1)
+            ),
+            mlflow_request_retries=int(read.number("MLFLOW_REQUEST_RETRIES", 1)),
+            mlflow_concurrency=int(read.number("MLFLOW_CONCURRENCY", 2, minimum=1)),
+            mlflow_slot_wait_seconds=read.number("MLFLOW_SLOT_WAIT_SECONDS", 1.0),
+            mlflow_breaker_failures=int(read.number("MLFLOW_BREAKER_FAILURES", 3, minimum=1)),
+            mlflow_breaker_cool_down_seconds=read.number("MLFLOW_BREAKER_COOL_DOWN_SECONDS", 15.0),
         )
+
+    def mlflow_client_env(self) -> dict[str, str]:
+        """The MLflow client's own variables that bound one call to
+        ``timeout x (retries + 1)`` seconds (urllib3 sleeps no backoff before a first retry)."""
+        return {
+            "MLFLOW_HTTP_REQUEST_TIMEOUT": str(self.mlflow_request_timeout_seconds),
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(self.mlflow_request_retries),
+            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+            "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+        }
 
 
 @dataclass(frozen=True)

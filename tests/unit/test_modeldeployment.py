@@ -50,6 +50,7 @@ from modelworks.status.modeldeployment import (
     decide,
     failed,
     first_rollout,
+    last_resolved,
     pin,
     pod_failure,
     promoting,
@@ -1092,3 +1093,70 @@ APPLIED = replace(state("1"), applied="h1")
 )
 def test_actions(plan_: Plan, facts: Facts, old: dict[str, Any], expected: list[Action]) -> None:
     assert list(actions(plan_, facts, old)) == expected
+
+
+# --- the registry down in the middle of a rollout ------------------------------------------
+
+LAST = {"version": "2", "runId": "run2", "source": "runs:/run2/model", "alias": "champion"}
+
+
+@pytest.mark.parametrize(
+    ("spec", "status", "generation", "expected"),
+    [
+        (ALIAS, {"observedGeneration": 1, "resolved": LAST}, 1, target("2")),
+        (ALIAS, {"observedGeneration": 1, "resolved": LAST}, 2, None),  # another spec
+        (ALIAS, {"observedGeneration": 1}, 1, None),  # never resolved
+        (
+            {"model": {"name": "churn", "alias": "challenger"}},
+            {"observedGeneration": 1, "resolved": LAST},
+            1,
+            None,
+        ),
+        (
+            {"model": {"name": "churn", "version": "2"}},
+            {"observedGeneration": 1, "resolved": {"version": "2", "runId": "run2"}},
+            1,
+            Target("2", run_id="run2"),
+        ),
+        (
+            {"model": {"name": "churn", "version": "3"}},
+            {"observedGeneration": 1, "resolved": {"version": "2"}},
+            1,
+            None,
+        ),
+    ],
+)
+def test_last_resolved_target_is_kept_only_for_the_same_spec(
+    spec: dict[str, Any], status: dict[str, Any], generation: int, expected: Target | None
+) -> None:
+    assert last_resolved(parse(spec), status, generation) == expected
+
+
+def test_a_canary_fails_and_rolls_back_while_the_registry_is_down() -> None:
+    status = {
+        **serving("1", canary={"version": "2", "step": 1, "weight": 25, "stepStarted": T0}),
+        "resolved": LAST,
+    }
+    facts = Facts(
+        target("2"),
+        resolve_reason="MLflowUnavailable",
+        resolve_message="the MLflow registry did not answer: timed out",
+        stable=state("1"),
+        canary=state("2", replicas=1, ready=0, complete=False, deadline=True),
+    )
+    d = run(CANARY, facts, status=status)
+    assert d.canary_version is None and d.stable_version == "1"
+    assert d.status["rollback"]["reason"] == "ProgressDeadlineExceeded"
+    assert "RolledBack" in reasons(d) and "RolloutAborted" not in reasons(d)
+    resolved = cond(d, "ModelResolved")
+    assert (resolved["status"], resolved["reason"]) == ("False", "MLflowUnavailable")
+    assert "version 2, resolved last, is kept" in resolved["message"]
+    assert d.status["resolved"] == LAST
+    assert d.decision.result == "retry"
+
+
+def test_a_registry_outage_after_a_spec_change_forgets_the_old_target() -> None:
+    facts = Facts(None, resolve_reason="MLflowUnavailable", stable=state("1"))
+    d = run(ALIAS, facts, status={**serving("1"), "resolved": LAST}, generation=2)
+    assert "resolved" not in d.status
+    assert d.stable_version == "1"

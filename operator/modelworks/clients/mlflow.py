@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from modelworks.clients.guard import DependencyUnavailable, Guard
 from modelworks.names import SOURCE_TAG
 
 # The operator must notice an outage in seconds, not after MLflow's default minutes of
@@ -58,9 +59,12 @@ class VersionInfo:
 class Registry:
     """One MLflow tracking server and its Model Registry."""
 
-    def __init__(self, tracking_uri: str, ui_url: str | None = None) -> None:
+    def __init__(
+        self, tracking_uri: str, ui_url: str | None = None, guard: Guard | None = None
+    ) -> None:
         self.tracking_uri = tracking_uri
         self.ui_url = (ui_url or tracking_uri).rstrip("/")
+        self.guard = guard or Guard("MLflow")
         self._client: Any = None
         self._lock = threading.Lock()
         self._experiments: dict[str, str] = {}  # name -> id; an experiment id never changes
@@ -92,20 +96,23 @@ class Registry:
             return self._client
 
     def _call(self, fn: Callable[[], T]) -> T:
-        """Run one client call, sorting its failures into transient and permanent."""
-        from mlflow.exceptions import MlflowException
-
+        """Run one client call inside MLflow's bulkhead, sorting its failures into transient
+        (:class:`TrackingUnavailable`, counted by the circuit breaker) and permanent."""
         try:
-            return fn()
-        except MlflowException as exc:
-            code = str(getattr(exc, "error_code", ""))
-            if code in ("INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED") or (
-                "max retries" in str(exc).lower() or "connection" in str(exc).lower()
-            ):
-                raise TrackingUnavailable(_short(exc)) from exc
-            raise
-        except OSError as exc:  # requests' ConnectionError and timeouts are OSErrors
-            raise TrackingUnavailable(_short(exc)) from exc
+            with self.guard.call() as outcome:
+                try:
+                    return fn()
+                except TrackingUnavailable:
+                    outcome(False)
+                    raise
+                except Exception as exc:
+                    transient = _transient(exc)
+                    if transient is None:
+                        raise
+                    outcome(False)
+                    raise transient from exc
+        except DependencyUnavailable as exc:
+            raise TrackingUnavailable(str(exc)) from exc
 
     def run_url(self, experiment_id: str, run_id: str) -> str:
         return f"{self.ui_url}/#/experiments/{experiment_id}/runs/{run_id}"
@@ -343,6 +350,23 @@ class Registry:
                 return json.loads(Path(local).read_text())
             except (OSError, ValueError):
                 return None
+
+
+def _transient(exc: Exception) -> TrackingUnavailable | None:
+    """The outage ``exc`` means, or None when the server answered (a permanent error)."""
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(exc, MlflowException):
+        code = str(getattr(exc, "error_code", ""))
+        text = str(exc).lower()
+        if code in ("INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED") or (
+            "max retries" in text or "connection" in text
+        ):
+            return TrackingUnavailable(_short(exc))
+        return None
+    if isinstance(exc, OSError):  # requests' ConnectionError and timeouts are OSErrors
+        return TrackingUnavailable(_short(exc))
+    return None
 
 
 def _param_text(value: Any) -> str:

@@ -19,6 +19,7 @@ import kopf
 
 from modelworks import __version__, metrics
 from modelworks.api import GROUP, KINDS, VERSION, Kind
+from modelworks.clients.guard import Guard
 from modelworks.clients.kube import Kube
 from modelworks.clients.mlflow import Registry
 from modelworks.handlers.controller import Controller, Reconcile
@@ -143,13 +144,26 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def mlflow_registry(settings: Settings) -> Registry:
+    """The MLflow client of the operator: each call bounded in time, behind a bulkhead."""
+    os.environ.update(settings.mlflow_client_env())
+    guard = Guard(
+        "MLflow",
+        slots=settings.mlflow_concurrency,
+        slot_wait=settings.mlflow_slot_wait_seconds,
+        threshold=settings.mlflow_breaker_failures,
+        cool_down=settings.mlflow_breaker_cool_down_seconds,
+    )
+    return Registry(settings.mlflow_tracking_uri, settings.mlflow_ui_url, guard)
+
+
 def run(settings: Settings) -> None:
     """Run the operator until SIGTERM/SIGINT."""
     registry = kopf.OperatorRegistry()
     controller = Controller(
         settings=settings,
         kube=Kube.from_environment(),
-        registry=Registry(settings.mlflow_tracking_uri, settings.mlflow_ui_url),
+        registry=mlflow_registry(settings),
         reconcilers=RECONCILERS,
         leading=threading.Event(),
         identity=identity(settings),

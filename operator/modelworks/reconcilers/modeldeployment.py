@@ -68,6 +68,8 @@ def observe(obj: Mapping[str, Any], spec: ModelDeploymentSpec, ctx: Context) -> 
     ns = obj["metadata"]["namespace"]
     old = obj.get("status") or {}
     target, reason, message = _resolve(spec, ctx.registry)
+    if target is None and reason == "MLflowUnavailable":
+        target = status.last_resolved(spec, old, obj["metadata"].get("generation"))
     stable = _deployment(ctx.kube, obj, deployment_name(obj, "stable"))
     canary = _deployment(ctx.kube, obj, deployment_name(obj, "canary"))
     settled = (

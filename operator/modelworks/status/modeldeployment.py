@@ -380,7 +380,7 @@ def decide(
     ready = (stable.ready if stable else 0) + (canary.ready if canary else 0)
     b = StatusBuilder(MODEL_DEPLOYMENT, old, facts.generation, now)
     b.set(
-        resolved=_resolved(facts.target, old),
+        resolved=_resolved(facts.target, old, facts.generation),
         stableVersion=plan.stable,
         replicas=(stable.replicas if stable else 0) + plan.canary_replicas,
         readyReplicas=ready,
@@ -788,9 +788,29 @@ def _present(fields: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return None if fields is None else {k: v for k, v in fields.items() if v is not None}
 
 
-def _resolved(target: Target | None, old: Mapping[str, Any]) -> dict[str, Any] | None:
+def last_resolved(
+    spec: ModelDeploymentSpec, old: Mapping[str, Any], generation: int | None
+) -> Target | None:
+    """The target the last pass resolved for this very spec (its generation, its alias or
+    version), to go on with while the registry cannot be asked; None when there is none."""
+    last = old.get("resolved") or {}
+    if old.get("observedGeneration") != generation or not last.get("version"):
+        return None
+    if last.get("alias") != spec.model.alias:
+        return None
+    if spec.model.version is not None and str(last["version"]) != spec.model.version:
+        return None
+    return Target(str(last["version"]), last.get("runId"), last.get("source"), spec.model.alias)
+
+
+def _resolved(
+    target: Target | None, old: Mapping[str, Any], generation: int | None
+) -> dict[str, Any] | None:
     if target is None:
-        return old.get("resolved")  # the last version resolved, while the registry is down
+        # The last version resolved while the registry is down, as long as the spec is the
+        # one it was resolved for.
+        same = old.get("observedGeneration") == generation
+        return old.get("resolved") if same else None
     resolved = {
         "version": target.version,
         "runId": target.run_id,
@@ -802,7 +822,10 @@ def _resolved(target: Target | None, old: Mapping[str, Any]) -> dict[str, Any] |
 
 def _put_conditions(b: StatusBuilder, spec: ModelDeploymentSpec, facts: Facts, plan: Plan) -> None:
     target = facts.target
-    if target is not None:
+    if target is not None and facts.resolve_reason:
+        message = f"{facts.resolve_message}; version {target.version}, resolved last, is kept"
+        b.put("ModelResolved", False, facts.resolve_reason, message)
+    elif target is not None:
         b.put("ModelResolved", True, "Resolved", f"{spec.model.name} version {target.version}")
     else:
         b.put("ModelResolved", False, facts.resolve_reason or "Unresolved", facts.resolve_message)
