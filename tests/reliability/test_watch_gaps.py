@@ -81,6 +81,7 @@ def events_about(cluster: Cluster, namespace: str, uid: str) -> list[str]:
         ),
     ],
 )
+@pytest.mark.timeout(1200)
 def test_deleted_and_recreated_during_a_watch_gap(
     crds: Cluster, mlflow: MlflowServer, namespace: str, tmp: Path, cascade: str
 ) -> None:
