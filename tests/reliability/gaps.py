@@ -30,18 +30,18 @@ ETCD = f"https://127.0.0.1:{os.environ.get('MODELWORKS_ETCD_CLIENT_PORT', '12379
 
 def custom_api(cluster: Cluster) -> client.CustomObjectsApi:
     cfg = client.Configuration()
-    config.load_kube_config(config_file=cluster.kubeconfig, client_configuration=cfg)
+    config.load_kube_config(config_file=cluster.kubeconfig, client_configuration=cfg)  # type: ignore[no-untyped-call]
     return client.CustomObjectsApi(client.ApiClient(cfg))
 
 
 def list_version(api: client.CustomObjectsApi, namespace: str, plural: str) -> str:
-    listed = api.list_namespaced_custom_object(GROUP, VERSION, namespace, plural, limit=1)
+    listed: Any = api.list_namespaced_custom_object(GROUP, VERSION, namespace, plural, limit=1)
     return str(listed["metadata"]["resourceVersion"])
 
 
 def expired(api: client.CustomObjectsApi, namespace: str, plural: str, version: str) -> bool:
     """Whether a watch from ``version`` is answered with 410 Gone (the gap is real)."""
-    response = api.list_namespaced_custom_object(
+    response: Any = api.list_namespaced_custom_object(
         GROUP,
         VERSION,
         namespace,

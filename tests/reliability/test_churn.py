@@ -78,7 +78,7 @@ class Churner:
         body["spec"]["podTemplate"] = kwok_pods("1s")
         for key in ("model", "qualityGate"):
             body["spec"].pop(key)
-        created = self.api.create_namespaced_custom_object(
+        created: Any = self.api.create_namespaced_custom_object(
             GROUP, VERSION, self.namespace, "trainingjobs", body
         )
         self.uids.append(created["metadata"]["uid"])
@@ -93,7 +93,7 @@ class Churner:
     def _until_final(self, name: str, uid: str) -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            obj = self.api.get_namespaced_custom_object(
+            obj: Any = self.api.get_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, "trainingjobs", name
             )
             if (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed"):

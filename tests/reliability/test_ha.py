@@ -100,7 +100,7 @@ def test_standby_takes_over_from_a_killed_leader(
         takeover = time.monotonic() - killed
         assert second is not first
         print(f"\ntakeover after SIGKILL of the leader: {takeover:.1f} s")
-        done = eventually(
+        done: Any = eventually(
             lambda: (
                 (p := phases(crds, namespace))
                 and all(v in ("Succeeded", "Failed") for v in p.values())
