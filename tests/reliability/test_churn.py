@@ -21,10 +21,12 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from urllib3.exceptions import MaxRetryError
 
 from modelworks.api import GROUP, VERSION
 from modelworks.names import MANAGED_BY, MANAGED_BY_LABEL
@@ -65,6 +67,18 @@ def mdep(name: str, model: str) -> dict[str, Any]:
     }
 
 
+def patiently(call: Callable[..., Any], *args: Any) -> Any:
+    """``call(*args)``, again while the API server does not answer (it may be restarting)."""
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            return call(*args)
+        except MaxRetryError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+
+
 class Churner:
     def __init__(self, cluster: Cluster, namespace: str, model: str) -> None:
         self.api = custom_api(cluster)
@@ -78,23 +92,38 @@ class Churner:
         body["spec"]["podTemplate"] = kwok_pods("1s")
         for key in ("model", "qualityGate"):
             body["spec"].pop(key)
-        created: Any = self.api.create_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, "trainingjobs", body
+        created: Any = patiently(
+            self.api.create_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            "trainingjobs",
+            body,
         )
         self.uids.append(created["metadata"]["uid"])
         if i % 5 == 4 and operator_up:
             self._until_final(f"c-{i}", created["metadata"]["uid"])
         else:
             time.sleep(self.rng.uniform(0, 2))
-        self.api.delete_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, "trainingjobs", f"c-{i}"
+        patiently(
+            self.api.delete_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            "trainingjobs",
+            f"c-{i}",
         )
 
     def _until_final(self, name: str, uid: str) -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            obj: Any = self.api.get_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, "trainingjobs", name
+            obj: Any = patiently(
+                self.api.get_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                self.namespace,
+                "trainingjobs",
+                name,
             )
             if (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
                 self.finished.append(uid)
@@ -102,12 +131,22 @@ class Churner:
             time.sleep(0.5)
 
     def md(self, i: int) -> None:
-        self.api.create_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, "modeldeployments", mdep(f"s-{i}", self.model)
+        patiently(
+            self.api.create_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            "modeldeployments",
+            mdep(f"s-{i}", self.model),
         )
         time.sleep(self.rng.uniform(0.5, 3))
-        self.api.delete_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, "modeldeployments", f"s-{i}"
+        patiently(
+            self.api.delete_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            "modeldeployments",
+            f"s-{i}",
         )
 
 
