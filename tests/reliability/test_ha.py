@@ -70,6 +70,7 @@ def test_standby_takes_over_from_a_killed_leader(
                 namespace,
                 "--for=condition=JobCreated",
                 "--timeout=180s",
+                timeout=200,
             )
         for name in names:
             obj = crds.get("tj", name, namespace)

@@ -93,7 +93,13 @@ def test_deleted_and_recreated_during_a_watch_gap(
         with operators(op):
             crds.apply(training_job("tj", namespace, model=f"m-{namespace}"))
             crds.kubectl(
-                "wait", "tj/tj", "-n", namespace, "--for=condition=JobCreated", "--timeout=120s"
+                "wait",
+                "tj/tj",
+                "-n",
+                namespace,
+                "--for=condition=JobCreated",
+                "--timeout=240s",
+                timeout=260,
             )
             old = crds.get("tj", "tj", namespace)
             assert old is not None
@@ -122,7 +128,13 @@ def test_deleted_and_recreated_during_a_watch_gap(
                 what="a Job owned by the new TrainingJob",
             )
             crds.kubectl(
-                "wait", "tj/tj", "-n", namespace, "--for=condition=JobCreated", "--timeout=120s"
+                "wait",
+                "tj/tj",
+                "-n",
+                namespace,
+                "--for=condition=JobCreated",
+                "--timeout=240s",
+                timeout=260,
             )
             time.sleep(35)  # one resync period: a stale pass would have run by now
             assert op.alive(), op.log()[-3000:]
