@@ -71,14 +71,7 @@ def events_about(cluster: Cluster, namespace: str, uid: str) -> list[str]:
     "cascade",
     [
         "background",
-        pytest.param(
-            "orphan",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="main finds the orphaned Job by name and never gives the new TrainingJob "
-                "a Job of its own (children by owner uid: branch r-owners)",
-            ),
-        ),
+        "orphan",
     ],
 )
 @pytest.mark.timeout(1200)
