@@ -31,6 +31,7 @@ class Settings:
     identity: str = ""
     log_format: str = "plain"
     log_level: str = "INFO"
+    shared_models: Mapping[str, frozenset[str]] = field(default_factory=dict)
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -53,6 +54,8 @@ class Settings:
         POD_NAME                       this replica's identity in the Lease (default: host:pid)
         MODELWORKS_LOG_FORMAT          plain or json
         MODELWORKS_LOG_LEVEL           DEBUG, INFO, WARNING, ERROR
+        MODELWORKS_SHARED_MODELS       models a cluster admin shares beyond their owner's
+                                       namespace: model=ns1,ns2;other=* (docs/tenancy.md)
         """
         env = os.environ if env is None else env
         read = _Reader(env)
@@ -74,6 +77,7 @@ class Settings:
             identity=env.get("POD_NAME", "").strip(),
             log_format=log_format,
             log_level=log_level,
+            shared_models=_sharing(read.get("SHARED_MODELS")),
         )
 
 
@@ -114,3 +118,22 @@ class _Reader:
         if pull not in ("Always", "IfNotPresent", "Never"):
             raise ValueError(f"{PREFIX}IMAGE_PULL_POLICY must be Always, IfNotPresent or Never")
         return log_format, log_level, pull
+
+
+def _sharing(text: str) -> dict[str, frozenset[str]]:
+    """``MODELWORKS_SHARED_MODELS``: ``model=ns1,ns2;other=*`` -> {model: namespaces}.
+
+    Raises ValueError naming the entry that is wrong.
+    """
+    out: dict[str, frozenset[str]] = {}
+    for entry in (e.strip() for e in text.split(";")):
+        if not entry:
+            continue
+        model, eq, names = entry.partition("=")
+        namespaces = frozenset(n.strip() for n in names.split(",") if n.strip())
+        if not eq or not model.strip() or not namespaces:
+            raise ValueError(
+                f"{PREFIX}SHARED_MODELS: {entry!r} is not <model>=<namespace>[,<namespace>...] or <model>=*"
+            )
+        out[model.strip()] = out.get(model.strip(), frozenset()) | namespaces
+    return out

@@ -40,7 +40,9 @@ from modelworks.drift.window import (
 )
 from modelworks.names import FEATURE_METRIC_PREFIX, MONITOR_LABEL, SERVER_PORT, VERSION_LABEL
 from modelworks.reconcilers.base import Context, KindReconciler
+from modelworks.reconcilers.tenancy import uri_refusal
 from modelworks.status import driftmonitor as status
+from modelworks.status import tenancy
 from modelworks.status.common import pod_ready
 from modelworks.status.decision import Decision, unchanged
 from modelworks.status.driftmonitor import (
@@ -70,7 +72,8 @@ def observe(obj: Mapping[str, Any], spec: DriftMonitorSpec, ctx: Context) -> Fac
     facts = Facts(monitor=_identity(obj), server=ctx.server)
     if spec.batch is not None:
         job = _batch_job(obj, ctx.kube)
-        facts = replace(facts, job=job)
+        problem = _batch_refusal(obj, spec, ctx.registry) if job is None else None
+        facts = replace(facts, job=job, problem=problem)
         ready = job is not None and job.finished is not None
     else:
         problem, live = _live(obj, spec, ctx)
@@ -126,6 +129,9 @@ def _live(
     if not served:
         return ("TargetNotServing", f"ModelDeployment {target_name} serves no version yet"), None
     try:
+        refused = uri_refusal(ns, uri or f"models:/{model}/{served}", ctx.registry)
+        if refused:
+            return (tenancy.OWNED_ELSEWHERE, refused), None
         profile = _profile(ctx.memory, ctx.registry, spec, model, str(served))
     except TrackingUnavailable as exc:
         return ("MLflowUnavailable", f"the MLflow server did not answer: {exc}"), None
@@ -211,6 +217,24 @@ def _profile(
 
 
 # --- batch mode and retraining -------------------------------------------------------
+
+
+def _batch_refusal(
+    obj: Mapping[str, Any], spec: DriftMonitorSpec, registry: Registry
+) -> tuple[str, str] | None:
+    """Before a check Job starts: (reason, message) when a URI it would read is a run or a
+    model of another namespace's."""
+    assert spec.batch is not None
+    ref = spec.reference
+    uris = [spec.batch.current_uri, *((ref.dataset_uri, ref.profile_uri) if ref else ())]
+    ns = obj["metadata"]["namespace"]
+    try:
+        for uri in (u for u in uris if u):
+            if refused := uri_refusal(ns, uri, registry):
+                return tenancy.OWNED_ELSEWHERE, refused
+    except TrackingUnavailable as exc:
+        return "MLflowUnavailable", f"the MLflow server did not answer: {exc}"
+    return None
 
 
 def _batch_job(obj: Mapping[str, Any], kube: Kube) -> BatchJob | None:

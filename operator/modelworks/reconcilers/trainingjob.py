@@ -36,6 +36,7 @@ from modelworks.names import (
     TRAINING_KEY_LABEL,
 )
 from modelworks.reconcilers.base import Context, KindReconciler
+from modelworks.status import tenancy
 from modelworks.status import trainingjob as status
 from modelworks.status.decision import Decision, unchanged
 from modelworks.status.trainingjob import (
@@ -84,7 +85,12 @@ def observe(obj: Mapping[str, Any], spec: TrainingJobSpec, ctx: Context) -> Trai
     if state in ("Active", "Failed") or (state == "Succeeded" and spec.clean_pod_policy != "None"):
         pods = ctx.kube.list("v1", "Pod", ns, labels={JOB_NAME_LABEL: jname})
     facts = TrainingFacts(
-        jname, generation=meta.get("generation"), job=job, pods=tuple(pods), stale_jobs=stale
+        jname,
+        generation=meta.get("generation"),
+        job=job,
+        pods=tuple(pods),
+        stale_jobs=stale,
+        namespace=ns,
     )
     try:
         experiment_id, run = _run_of(obj, spec, job, ctx.registry)
@@ -120,8 +126,14 @@ def _run_of(
 def _outcome(
     spec: TrainingJobSpec, facts: TrainingFacts, run: RunInfo, registry: Registry
 ) -> TrainingFacts:
-    """The Job succeeded: what the gate and the registration need, as far as MLflow answers."""
+    """The Job succeeded: who owns the model, then what the gate and the registration need,
+    as far as MLflow answers (nothing of a model another namespace owns)."""
     try:
+        if spec.model is not None:
+            owner = registry.ownership(spec.model.name)
+            facts = replace(facts, model_exists=owner.exists, model_owner=owner.owner)
+            if tenancy.write_refusal(facts.namespace, spec.model.name, owner.owner):
+                return facts
         facts = replace(facts, baselines=_baselines(spec, run, registry))
         if spec.model is None:
             return facts
@@ -191,9 +203,9 @@ def act(
                 _end_run(registry, run_id, state)
             case Register(model=model, run_id=run_id, source=source, model_id=model_id):
                 tags = version_tags(obj, spec, run_id)
-                registry.create_version(model, run_id, source, model_id, tags=tags)
+                registry.create_version(model, run_id, source, model_id, tags=tags, namespace=ns)
             case SetAlias(model=model, alias=alias, version=version):
-                registry.set_alias(model, alias, version)
+                registry.set_alias(model, alias, version, namespace=ns)
 
 
 def _start_run(

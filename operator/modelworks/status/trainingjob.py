@@ -16,6 +16,8 @@ from modelworks import conditions
 from modelworks import gate as gates
 from modelworks.api import TRAINING_JOB
 from modelworks.api.trainingjob import ModelTarget, TrainingJobSpec
+from modelworks.conditions import Event
+from modelworks.status import tenancy
 from modelworks.status.decision import Decision, StatusBuilder
 
 SUMMARY = TRAINING_JOB.summary
@@ -84,6 +86,10 @@ class TrainingFacts:
     model_source: ModelSource | None = None  # looked up while nothing is registered
     registration_error: str | None = None  # permanent: e.g. the artifact is missing
     stale_jobs: tuple[str, ...] = ()  # Jobs of an earlier spec, still there
+    namespace: str = ""  # the TrainingJob's
+    # Read once the Job succeeded: does spec.model exist, and which namespace owns it.
+    model_exists: bool = False
+    model_owner: str | None = None
 
 
 # --- actions: what act() does, each idempotent ----------------------------------------
@@ -266,7 +272,16 @@ def decide(
         requeue: float | None = AT_ONCE
     else:
         requeue = ACTIVE_POLL if b.fields["phase"] in ("Pending", "Running") else None
-    return b.decide(actions=actions, requeue_after=requeue)
+    return b.decide(events=_claim(facts, actions), actions=actions, requeue_after=requeue)
+
+
+def _claim(facts: TrainingFacts, actions: Sequence[Action]) -> list[Event]:
+    """An Event when this pass's write claims a model that no namespace owned yet."""
+    writes = [a.model for a in actions if isinstance(a, Register | SetAlias)]
+    if not writes or not facts.model_exists or facts.model_owner is not None:
+        return []
+    message = f"model {writes[0]} had no owner; namespace {facts.namespace} claims it"
+    return [Event("ModelClaimed", message, "Normal")]
 
 
 def _record(b: StatusBuilder, spec: TrainingJobSpec, facts: TrainingFacts) -> None:
@@ -401,6 +416,8 @@ def _finished(b: StatusBuilder, spec: TrainingJobSpec, facts: TrainingFacts) -> 
     """The Job succeeded: the quality gate, then the registration."""
     assert facts.run is not None
     b.put("Running", False, "Finished", f"Job {facts.job_name} completed")
+    if _owned_elsewhere(b, spec, facts):
+        return []
     if facts.baselines is None:
         if facts.mlflow_error:
             message = f"cannot read the run's metrics: {facts.mlflow_error}"
@@ -426,6 +443,20 @@ def _finished(b: StatusBuilder, spec: TrainingJobSpec, facts: TrainingFacts) -> 
         b.set(phase="Succeeded")
         return []
     return _registration(b, spec.model, facts)
+
+
+def _owned_elsewhere(b: StatusBuilder, spec: TrainingJobSpec, facts: TrainingFacts) -> bool:
+    """spec.model belongs to another namespace: nothing is registered, no alias moves, and
+    the TrainingJob fails (a settled failure: retrying cannot change the owner)."""
+    if spec.model is None:
+        return False
+    refusal = tenancy.write_refusal(facts.namespace, spec.model.name, facts.model_owner)
+    if refusal is None:
+        return False
+    b.put("ModelRegistered", False, tenancy.OWNED_ELSEWHERE, refusal)
+    b.summarise(["ModelRegistered"], tenancy.OWNED_ELSEWHERE, refusal)
+    b.set(phase="Failed")
+    return True
 
 
 def gate_status(gate: gates.GateOutcome) -> dict[str, Any]:

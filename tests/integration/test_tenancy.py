@@ -1,0 +1,156 @@
+"""Tenancy against a real API server and a real MLflow server: two namespaces, one model name.
+
+Namespace A trains and registers model ``m`` (alias champion). Namespace B names the same
+model: its TrainingJob must not register a version of it nor move A's alias, and neither
+B's ModelDeployment nor B's DriftMonitor may resolve A's model or runs. A's ModelDeployment
+never resolves a version another namespace slipped into A's model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from modelworks.clients.kube import Kube
+from modelworks.clients.mlflow import Registry
+from modelworks.reconcilers import driftmonitor, modeldeployment
+from modelworks.reconcilers.modeldeployment import ServerConfig
+from modelworks.reconcilers.trainingjob import reconcile
+from modelworks.status.trainingjob import AT_ONCE
+from tests.integration.test_driftmonitor import monitor, serving
+from tests.integration.test_modeldeployment import mdep
+from tests.integration.test_trainingjob import fetch, play_trainer, settle, training_job
+from tests.support import Cluster, MlflowServer, create_namespace, eventually, mlflow_client
+
+pytestmark = pytest.mark.integration
+NOW = "2026-01-01T00:00:00Z"
+
+
+@pytest.fixture
+def other(crds: Cluster, namespace: str) -> Iterator[str]:
+    """A second namespace beside the test's own."""
+    name = create_namespace(crds, f"{namespace}-b")
+    yield name
+    crds.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def train(
+    crds: Cluster, kube: Kube, registry: Registry, uri: str, ns: str, name: str, model: str
+) -> tuple[dict[str, Any], list[str]]:
+    """A TrainingJob in ``ns`` whose trainer logged a model that passes the gate, run to
+    its end by in-process passes: (its last status, the reasons of the Events posted)."""
+    crds.apply(training_job(name, ns, model=model))
+    obj = fetch(crds, name, ns)
+    out = settle(obj, kube=kube, registry=registry)
+    play_trainer(uri, out.status["mlflow"]["runId"], auc=0.91)
+    crds.kubectl("patch", "tj", name, "-n", ns, "--type=merge", "-p", '{"spec":{"suspend":false}}')
+    obj = fetch(crds, name, ns)
+    out = reconcile({**obj, "status": out.status}, kube=kube, registry=registry, now=NOW)
+    eventually(
+        lambda: any(
+            c["type"] == "Complete" and c["status"] == "True"
+            for c in (
+                (kube.get("batch/v1", "Job", ns, out.status["jobName"]) or {}).get("status") or {}
+            ).get("conditions")
+            or []
+        ),
+        timeout=60,
+        what=f"kwok to complete the Job of {ns}/{name}",
+    )
+    reasons = [e.reason for e in out.events]
+    status = out.status
+    for _ in range(6):
+        out = reconcile({**obj, "status": status}, kube=kube, registry=registry, now=NOW)
+        reasons += [e.reason for e in out.events]
+        status = out.status
+        if not out.actions and out.requeue_after != AT_ONCE:
+            break
+    return status, reasons
+
+
+def cond(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(c for c in status["conditions"] if c["type"] == type_)
+
+
+def resolve(crds: Cluster, kube: Kube, registry: Registry, ns: str, name: str) -> Any:
+    obj = crds.get("mdep", name, ns)
+    assert obj is not None
+    server = ServerConfig("modelworks:0.1.0", "IfNotPresent", registry.tracking_uri)
+    return modeldeployment.reconcile(obj, kube=kube, registry=registry, now=NOW, server=server)
+
+
+def test_another_namespace_can_neither_take_over_nor_resolve_a_model(
+    crds: Cluster, kube: Kube, mlflow: MlflowServer, namespace: str, other: str
+) -> None:
+    a, b, model = namespace, other, f"m-{namespace}"
+    registry = Registry(mlflow.uri)
+    client = mlflow_client(mlflow.uri)
+    status_a, _ = train(crds, kube, registry, mlflow.uri, a, "a-train", model)
+    assert status_a["phase"] == "Succeeded", status_a["conditions"]
+    assert client.get_model_version_by_alias(model, "champion").version == "1"
+
+    status_b, reasons = train(crds, kube, registry, mlflow.uri, b, "b-train", model)
+    assert client.get_model_version_by_alias(model, "champion").version == "1"
+    assert [v.version for v in client.search_model_versions(f"name = '{model}'")] == ["1"]
+    assert status_b["phase"] == "Failed"
+    registered = cond(status_b, "ModelRegistered")
+    assert registered["reason"] == "ModelOwnedElsewhere"
+    assert registered["message"] == f"model {model} belongs to namespace {a}"
+    assert cond(status_b, "Succeeded")["reason"] == "ModelOwnedElsewhere"
+    assert "ModelOwnedElsewhere" in reasons
+    assert client.get_registered_model(model).tags["modelworks.dev/namespace"] == a
+
+    crds.apply(mdep("serve", model), "-n", b)
+    refused = resolve(crds, kube, registry, b, "serve")
+    resolved = cond(refused.status, "ModelResolved")
+    assert resolved["reason"] == "ModelOwnedElsewhere", resolved
+    assert f"belongs to namespace {a}" in resolved["message"]
+    assert refused.status["phase"] == "Failed"
+    assert kube.get("apps/v1", "Deployment", b, "serve") is None
+
+    crds.apply(mdep("serve", model), "-n", a)
+    mine = resolve(crds, kube, registry, a, "serve")
+    assert mine.status["resolved"]["version"] == "1", mine.status
+
+    # A trainer in B holding MLflow credentials slips a version in and moves A's alias:
+    # A's ModelDeployment does not follow it.
+    run_b = status_b["mlflow"]["runId"]
+    version = registry.create_version(
+        model, run_b, f"runs:/{run_b}/model", None, tags={"modelworks.dev/namespace": b}
+    )
+    client.set_registered_model_alias(model, "champion", version.version)
+    moved = resolve(crds, kube, registry, a, "serve")
+    resolved = cond(moved.status, "ModelResolved")
+    assert resolved["reason"] == "ModelOwnedElsewhere", resolved
+    assert f"registered from namespace {b}" in resolved["message"]
+    assert "resolved" not in moved.status or moved.status["resolved"]["version"] == "1"
+
+
+def test_a_drift_monitor_reads_no_run_of_another_namespace(
+    crds: Cluster, kube: Kube, mlflow: MlflowServer, namespace: str, other: str
+) -> None:
+    a, b = namespace, other
+    client = mlflow_client(mlflow.uri)
+    exp = client.create_experiment(f"{a}-tenancy", tags={"modelworks.dev/namespace": a})
+    run_a = client.create_run(exp, tags={"modelworks.dev/namespace": a}).info.run_id
+    serving(crds, b, "served", f"m-{b}", "1")
+    crds.apply(
+        monitor("live", "served", reference={"profileUri": f"runs:/{run_a}/p.json"}), "-n", b
+    )
+    batch = monitor("batch", "served", reference={"datasetUri": "s3://bucket/reference.csv"})
+    del batch["spec"]["target"]
+    batch["spec"]["batch"] = {"currentUri": f"runs:/{run_a}/current.csv"}
+    crds.apply(batch, "-n", b)
+    server = ServerConfig("modelworks:0.1.0", "IfNotPresent", mlflow.uri)
+    for name in ("live", "batch"):
+        obj = crds.get("dmon", name, b)
+        assert obj is not None
+        out = driftmonitor.reconcile(
+            obj, kube=kube, registry=Registry(mlflow.uri), now=NOW, server=server, memory={}
+        )
+        ready = cond(out.status, "Ready")
+        assert ready["reason"] == "ModelOwnedElsewhere", (name, ready)
+        assert ready["message"] == f"run {run_a} belongs to namespace {a}"
+        assert out.actions == ()
