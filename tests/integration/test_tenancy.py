@@ -128,7 +128,7 @@ def test_another_namespace_can_neither_take_over_nor_resolve_a_model(
     assert "resolved" not in moved.status or moved.status["resolved"]["version"] == "1"
 
 
-def test_a_drift_monitor_reads_no_run_of_another_namespace(
+def test_no_spec_reads_a_run_of_another_namespace(
     crds: Cluster, kube: Kube, mlflow: MlflowServer, namespace: str, other: str
 ) -> None:
     a, b = namespace, other
@@ -154,3 +154,15 @@ def test_a_drift_monitor_reads_no_run_of_another_namespace(
         assert ready["reason"] == "ModelOwnedElsewhere", (name, ready)
         assert ready["message"] == f"run {run_a} belongs to namespace {a}"
         assert out.actions == ()
+
+    crds.apply(
+        training_job("reads-a", b, model=f"m-{b}", dataset={"uri": f"runs:/{run_a}/data.csv"})
+    )
+    registry = Registry(mlflow.uri)
+    out = reconcile(fetch(crds, "reads-a", b), kube=kube, registry=registry, now=NOW)
+    assert out.status["phase"] == "Failed"
+    summary = cond(out.status, "Succeeded")
+    assert summary["reason"] == "ModelOwnedElsewhere"
+    assert summary["message"] == f"spec.dataset.uri: run {run_a} belongs to namespace {a}"
+    assert out.actions == ()
+    assert client.get_experiment_by_name(f"{b}-reads-a") is None

@@ -7,14 +7,18 @@ from typing import Any
 import pytest
 
 from modelworks import conditions
+from modelworks.api.driftmonitor import DriftMonitorSpec
 from modelworks.api.trainingjob import TrainingJobSpec
 from modelworks.settings import Settings
 from modelworks.status import tenancy
+from modelworks.status.driftmonitor import Facts as DriftFacts
+from modelworks.status.driftmonitor import decide as drift_decide
 from modelworks.status.tenancy import MlflowRef
 from modelworks.status.trainingjob import (
     ModelSource,
     Register,
     Registration,
+    RemoveStaleJobs,
     RunFacts,
     SetAlias,
     TrainingFacts,
@@ -224,3 +228,30 @@ def test_refusal_names_the_owner_and_settles() -> None:
     assert "qualityGate" not in out.status
     again = decide(SPEC, finished(model_exists=True, model_owner="team-a"), out.status, NOW)
     assert again.status == out.status and again.events == []
+
+
+def test_a_dataset_of_another_namespace_starts_nothing() -> None:
+    refused = TrainingFacts(
+        "j", generation=1, namespace="team-b", dataset_refusal="run abc belongs to namespace a"
+    )
+    out = decide(SPEC, refused, {}, NOW)
+    assert out.status["phase"] == "Failed"
+    summary = conditions.get(out.status["conditions"], "Succeeded")
+    assert summary is not None and summary["reason"] == "ModelOwnedElsewhere"
+    assert summary["message"] == "spec.dataset.uri: run abc belongs to namespace a"
+    assert out.actions == () and out.requeue_after is None
+    stale = TrainingFacts("j", generation=1, dataset_refusal="x", stale_jobs=("old",))
+    assert decide(SPEC, stale, {}, NOW).actions == (RemoveStaleJobs(("old",)),)
+
+
+def test_a_batch_check_of_another_namespace_starts_no_job() -> None:
+    spec = DriftMonitorSpec.model_validate(
+        {"batch": {"currentUri": "runs:/abc/x.csv"}, "reference": {"datasetUri": "s3://b/r.csv"}}
+    )
+    monitor = {"metadata": {"name": "m", "namespace": "team-b", "uid": "u", "generation": 1}}
+    problem = ("ModelOwnedElsewhere", "run abc belongs to namespace team-a")
+    out = drift_decide(spec, DriftFacts(monitor=monitor, problem=problem), {}, NOW)
+    ready = conditions.get(out.status["conditions"], "Ready")
+    assert ready is not None and (ready["reason"], ready["message"]) == problem
+    assert out.actions == ()
+    assert [e.reason for e in out.events].count("ModelOwnedElsewhere") >= 1

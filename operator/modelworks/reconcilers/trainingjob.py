@@ -36,6 +36,7 @@ from modelworks.names import (
     TRAINING_KEY_LABEL,
 )
 from modelworks.reconcilers.base import Context, KindReconciler
+from modelworks.reconcilers.tenancy import uri_refusal
 from modelworks.status import tenancy
 from modelworks.status import trainingjob as status
 from modelworks.status.decision import Decision, unchanged
@@ -93,6 +94,10 @@ def observe(obj: Mapping[str, Any], spec: TrainingJobSpec, ctx: Context) -> Trai
         namespace=ns,
     )
     try:
+        if job is None and spec.dataset is not None:
+            refusal = uri_refusal(ns, spec.dataset.uri, ctx.registry)
+            if refusal:
+                return replace(facts, dataset_refusal=refusal)
         experiment_id, run = _run_of(obj, spec, job, ctx.registry)
     except TrackingUnavailable as exc:
         return replace(facts, mlflow_error=str(exc))

@@ -90,6 +90,9 @@ class TrainingFacts:
     # Read once the Job succeeded: does spec.model exist, and which namespace owns it.
     model_exists: bool = False
     model_owner: str | None = None
+    # Read before the Job exists: why spec.dataset.uri (runs:/, models:/) is not this
+    # namespace's to read.
+    dataset_refusal: str | None = None
 
 
 # --- actions: what act() does, each idempotent ----------------------------------------
@@ -264,6 +267,8 @@ def decide(
     """The whole new status of the TrainingJob, its Events, and the writes to make."""
     b = StatusBuilder(TRAINING_JOB, old, facts.generation, now)
     b.set(jobName=facts.job_name, **{key: old[key] for key in CARRIED if key in old})
+    if facts.dataset_refusal:
+        return _dataset_refused(b, facts)
     _record(b, spec, facts)
     actions = [*_upkeep(spec, facts), *_judge(b, spec, facts)]
     if facts.mlflow_error:
@@ -273,6 +278,16 @@ def decide(
     else:
         requeue = ACTIVE_POLL if b.fields["phase"] in ("Pending", "Running") else None
     return b.decide(events=_claim(facts, actions), actions=actions, requeue_after=requeue)
+
+
+def _dataset_refused(b: StatusBuilder, facts: TrainingFacts) -> Decision[Action]:
+    """spec.dataset.uri is another namespace's run or model: no run, no pod, a settled
+    failure (a new spec is a new generation, judged again)."""
+    message = f"spec.dataset.uri: {facts.dataset_refusal}"
+    b.put("JobCreated", False, tenancy.OWNED_ELSEWHERE, message)
+    b.summarise(["JobCreated"], tenancy.OWNED_ELSEWHERE, message)
+    b.set(phase="Failed")
+    return b.decide(actions=[RemoveStaleJobs(facts.stale_jobs)] if facts.stale_jobs else [])
 
 
 def _claim(facts: TrainingFacts, actions: Sequence[Action]) -> list[Event]:
