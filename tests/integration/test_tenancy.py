@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from modelworks.clients.kube import Kube
-from modelworks.clients.mlflow import Registry
+from modelworks.clients.mlflow import ModelOwnedElsewhere, Ownership, Registry
 from modelworks.reconcilers import driftmonitor, modeldeployment
 from modelworks.reconcilers.modeldeployment import ServerConfig
 from modelworks.reconcilers.trainingjob import reconcile
@@ -26,6 +26,7 @@ from tests.support import Cluster, MlflowServer, create_namespace, eventually, m
 
 pytestmark = pytest.mark.integration
 NOW = "2026-01-01T00:00:00Z"
+NS_TAG = "modelworks.dev/namespace"
 
 
 @pytest.fixture
@@ -166,3 +167,33 @@ def test_no_spec_reads_a_run_of_another_namespace(
     assert summary["message"] == f"spec.dataset.uri: run {run_a} belongs to namespace {a}"
     assert out.actions == ()
     assert client.get_experiment_by_name(f"{b}-reads-a") is None
+
+
+def test_a_model_registered_before_ownership_belongs_to_its_first_versions_namespace(
+    mlflow: MlflowServer, namespace: str
+) -> None:
+    """No owner tag (registered by an older operator): the namespace of version 1 owns it;
+    another namespace can neither claim it nor move its alias; the owner's first write
+    tags it."""
+    a, b, model = namespace, f"{namespace}-b", f"legacy-{namespace}"
+    registry = Registry(mlflow.uri)
+    client = mlflow_client(mlflow.uri)
+    exp = client.create_experiment(f"{a}-legacy")
+    run = client.create_run(exp).info.run_id
+    v1 = registry.create_version(model, run, f"runs:/{run}/model", None, tags={NS_TAG: a})
+    assert NS_TAG not in client.get_registered_model(model).tags
+    assert registry.ownership(model) == Ownership(True, a, frozenset(), tagged=False)
+
+    with pytest.raises(ModelOwnedElsewhere, match=f"model {model} belongs to namespace {a}"):
+        registry.claim(model, b)
+    with pytest.raises(ModelOwnedElsewhere):
+        registry.set_alias(model, "champion", v1.version, namespace=b)
+    assert NS_TAG not in client.get_registered_model(model).tags
+    assert not client.get_registered_model(model).aliases
+
+    registry.set_alias(model, "champion", v1.version, namespace=a)
+    assert client.get_registered_model(model).tags[NS_TAG] == a
+    assert registry.ownership(model).tagged
+
+    shared = Registry(mlflow.uri, shared_models={model: frozenset({b})})
+    assert shared.ownership(model) == Ownership(True, a, frozenset({b}), tagged=True)

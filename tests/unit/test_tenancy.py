@@ -145,7 +145,7 @@ def finished(**kw: Any) -> TrainingFacts:
 REGISTRATION: list[tuple[str, TrainingFacts, str, str, tuple[Any, ...], list[str]]] = [
     (
         "owned elsewhere: refused before the gate reads anything",
-        finished(model_exists=True, model_owner="team-a"),
+        finished(model_owner="team-a"),
         "Failed",
         "ModelOwnedElsewhere",
         (),
@@ -154,7 +154,6 @@ REGISTRATION: list[tuple[str, TrainingFacts, str, str, tuple[Any, ...], list[str
     (
         "owned elsewhere, a version of this run registered before ownership existed",
         finished(
-            model_exists=True,
             model_owner="team-a",
             baselines={},
             registration=Registration("churn", "4", "runs:/abc/model"),
@@ -175,7 +174,6 @@ REGISTRATION: list[tuple[str, TrainingFacts, str, str, tuple[Any, ...], list[str
     (
         "own model: the alias moves",
         finished(
-            model_exists=True,
             model_owner="team-b",
             baselines={},
             registration=Registration("churn", "4", "runs:/abc/model"),
@@ -186,8 +184,13 @@ REGISTRATION: list[tuple[str, TrainingFacts, str, str, tuple[Any, ...], list[str
         [],
     ),
     (
-        "unowned model: the namespace claims it, with an Event",
-        finished(model_exists=True, baselines={}, model_source=ModelSource("runs:/abc/model")),
+        "no owner tag, first version from this namespace: claimed, with an Event",
+        finished(
+            model_owner="team-b",
+            model_unclaimed=True,
+            baselines={},
+            model_source=ModelSource("runs:/abc/model"),
+        ),
         "Running",
         "Registering",
         (Register("churn", "abc", "runs:/abc/model", None),),
@@ -219,14 +222,14 @@ def test_registration_under_ownership(
 
 
 def test_refusal_names_the_owner_and_settles() -> None:
-    out = decide(SPEC, finished(model_exists=True, model_owner="team-a"), {}, NOW)
+    out = decide(SPEC, finished(model_owner="team-a"), {}, NOW)
     summary = conditions.get(out.status["conditions"], "Succeeded")
     assert summary is not None and summary["status"] == "False"
     assert summary["message"] == "model churn belongs to namespace team-a"
     assert out.requeue_after is None
     assert "ModelOwnedElsewhere" in [e.reason for e in out.events]
     assert "qualityGate" not in out.status
-    again = decide(SPEC, finished(model_exists=True, model_owner="team-a"), out.status, NOW)
+    again = decide(SPEC, finished(model_owner="team-a"), out.status, NOW)
     assert again.status == out.status and again.events == []
 
 

@@ -46,12 +46,16 @@ class ModelOwnedElsewhere(Exception):
 
 @dataclass(frozen=True)
 class Ownership:
-    """A registered model's owner (None: unowned, or no such model) and the namespaces the
-    operator's settings share it with."""
+    """A registered model's owner and the namespaces the operator's settings share it with.
+
+    ``owner`` is the model's owner tag; on a model registered before ownership existed
+    (``tagged`` False), the namespace its first version came from (None: no such model, or
+    nothing says)."""
 
     exists: bool
     owner: str | None
     sharing: frozenset[str] = frozenset()
+    tagged: bool = False
 
 
 @dataclass(frozen=True)
@@ -263,13 +267,25 @@ class Registry:
                 return Ownership(False, None, sharing)
             raise
         owner = (getattr(model, "tags", None) or {}).get(OWNER_TAG)
-        return Ownership(True, str(owner) if owner else None, sharing)
+        if owner:
+            return Ownership(True, str(owner), sharing, tagged=True)
+        return Ownership(True, self._first_namespace(name), sharing)
+
+    def _first_namespace(self, name: str) -> str | None:
+        """The namespace the lowest-numbered version of ``name`` was registered from."""
+        first = self._call(
+            lambda: self.client.search_model_versions(
+                f"name = '{name}'", max_results=1, order_by=["version_number ASC"]
+            )
+        )
+        found = (getattr(first[0], "tags", None) or {}).get(NAMESPACE_TAG) if first else None
+        return str(found) if found else None
 
     def claim(self, name: str, namespace: str) -> None:
-        """Make ``namespace`` the owner of ``name``: create the model with its owner tag,
-        or tag an unowned one. Raises ModelOwnedElsewhere when another namespace owns it
-        (checked again after tagging: of two claims at once, the last tag wins and the
-        loser sees it)."""
+        """Make ``namespace`` the owner of ``name``: create the model with its owner tag, or
+        tag an untagged one whose first version came from ``namespace`` (or from nowhere
+        known). Raises ModelOwnedElsewhere when another namespace owns it (read again after
+        tagging: of two claims at once, the last tag wins and the loser sees it)."""
         from mlflow.exceptions import MlflowException
 
         try:
@@ -280,8 +296,9 @@ class Registry:
         except MlflowException as exc:
             if "ALREADY_EXISTS" not in str(getattr(exc, "error_code", "")):
                 raise
-        owner = self.ownership(name).owner
-        if owner is None:
+        found = self.ownership(name)
+        owner = found.owner or namespace
+        if not found.tagged and owner == namespace:
             self._call(lambda: self.client.set_registered_model_tag(name, OWNER_TAG, namespace))
             owner = self.ownership(name).owner or namespace
         if owner != namespace:
@@ -417,11 +434,11 @@ class Registry:
         """Point ``alias`` at ``version``; with ``namespace``, only on a model it owns (or
         claims: an unowned one)."""
         if namespace is not None:
-            owner = self.ownership(name).owner
-            if owner is None:
+            found = self.ownership(name)
+            if found.owner not in (None, namespace):
+                raise ModelOwnedElsewhere(name, str(found.owner))
+            if not found.tagged:
                 self.claim(name, namespace)
-            elif owner != namespace:
-                raise ModelOwnedElsewhere(name, owner)
         current = self.version_by_alias(name, alias)
         if current is None or current.version != version:
             self._call(lambda: self.client.set_registered_model_alias(name, alias, version))

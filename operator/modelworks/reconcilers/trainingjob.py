@@ -136,7 +136,8 @@ def _outcome(
     try:
         if spec.model is not None:
             owner = registry.ownership(spec.model.name)
-            facts = replace(facts, model_exists=owner.exists, model_owner=owner.owner)
+            unclaimed = owner.exists and not owner.tagged
+            facts = replace(facts, model_unclaimed=unclaimed, model_owner=owner.owner)
             if tenancy.write_refusal(facts.namespace, spec.model.name, owner.owner):
                 return facts
         facts = replace(facts, baselines=_baselines(spec, run, registry))

@@ -87,9 +87,10 @@ class TrainingFacts:
     registration_error: str | None = None  # permanent: e.g. the artifact is missing
     stale_jobs: tuple[str, ...] = ()  # Jobs of an earlier spec, still there
     namespace: str = ""  # the TrainingJob's
-    # Read once the Job succeeded: does spec.model exist, and which namespace owns it.
-    model_exists: bool = False
+    # Read once the Job succeeded: which namespace owns spec.model (its owner tag, else the
+    # namespace of its first version), and whether it exists without an owner tag.
     model_owner: str | None = None
+    model_unclaimed: bool = False
     # Read before the Job exists: why spec.dataset.uri (runs:/, models:/) is not this
     # namespace's to read.
     dataset_refusal: str | None = None
@@ -293,9 +294,9 @@ def _dataset_refused(b: StatusBuilder, facts: TrainingFacts) -> Decision[Action]
 def _claim(facts: TrainingFacts, actions: Sequence[Action]) -> list[Event]:
     """An Event when this pass's write claims a model that no namespace owned yet."""
     writes = [a.model for a in actions if isinstance(a, Register | SetAlias)]
-    if not writes or not facts.model_exists or facts.model_owner is not None:
+    if not writes or not facts.model_unclaimed:
         return []
-    message = f"model {writes[0]} had no owner; namespace {facts.namespace} claims it"
+    message = f"model {writes[0]} had no owner tag; namespace {facts.namespace} claims it"
     return [Event("ModelClaimed", message, "Normal")]
 
 
