@@ -9,6 +9,7 @@ never resolves a version another namespace slipped into A's model.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +23,14 @@ from modelworks.status.trainingjob import AT_ONCE
 from tests.integration.test_driftmonitor import monitor, serving
 from tests.integration.test_modeldeployment import mdep
 from tests.integration.test_trainingjob import fetch, play_trainer, settle, training_job
-from tests.support import Cluster, MlflowServer, create_namespace, eventually, mlflow_client
+from tests.support import (
+    Cluster,
+    MlflowServer,
+    create_namespace,
+    eventually,
+    mlflow_client,
+    run_operator,
+)
 
 pytestmark = pytest.mark.integration
 NOW = "2026-01-01T00:00:00Z"
@@ -197,3 +205,39 @@ def test_a_model_registered_before_ownership_belongs_to_its_first_versions_names
 
     shared = Registry(mlflow.uri, shared_models={model: frozenset({b})})
     assert shared.ownership(model) == Ownership(True, a, frozenset({b}), tagged=True)
+
+
+def test_the_operator_resolves_a_model_an_admin_shared_and_no_other(
+    crds: Cluster, mlflow: MlflowServer, namespace: str, other: str, tmp: Path
+) -> None:
+    """The operator as a process, MODELWORKS_SHARED_MODELS sharing one of A's two models
+    with B: B's ModelDeployment of the shared one resolves it, of the other is refused."""
+    a, b = namespace, other
+    shared, private = f"shared-{a}", f"private-{a}"
+    registry = Registry(mlflow.uri)
+    client = mlflow_client(mlflow.uri)
+    run = client.create_run(client.create_experiment(f"{a}-share")).info.run_id
+    for model in (shared, private):
+        registry.create_version(
+            model, run, f"runs:/{run}/model", None, tags={NS_TAG: a}, namespace=a
+        )
+    for name, model in (("shared", shared), ("private", private)):
+        obj = mdep(name, model)
+        obj["spec"]["model"] = {"name": model, "version": "1"}
+        crds.apply(obj, "-n", b)
+    with run_operator(
+        crds, tmp, namespaces=b, mlflow_tracking_uri=mlflow.uri, shared_models=f"{shared}={b}"
+    ):
+
+        def resolved(name: str) -> dict[str, Any] | None:
+            obj = crds.get("mdep", name, b) or {}
+            conds = (obj.get("status") or {}).get("conditions") or []
+            return next((c for c in conds if c["type"] == "ModelResolved"), None)
+
+        ok = eventually(lambda: resolved("shared"), timeout=90, what="shared to be resolved")
+        refused = eventually(lambda: resolved("private"), timeout=90, what="private to be judged")
+    assert ok["status"] == "True", ok
+    assert refused["status"] == "False" and refused["reason"] == "ModelOwnedElsewhere"
+    assert (
+        refused["message"] == f"model {private} belongs to namespace {a} and is not shared with {b}"
+    )

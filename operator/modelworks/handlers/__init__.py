@@ -149,7 +149,9 @@ def run(settings: Settings) -> None:
     controller = Controller(
         settings=settings,
         kube=Kube.from_environment(),
-        registry=Registry(settings.mlflow_tracking_uri, settings.mlflow_ui_url),
+        registry=Registry(
+            settings.mlflow_tracking_uri, settings.mlflow_ui_url, settings.shared_models
+        ),
         reconcilers=RECONCILERS,
         leading=threading.Event(),
         identity=identity(settings),
