@@ -79,6 +79,13 @@ RUN_ID_TAG = "modelworks.dev/run-id"
 HYPERPARAMETERS_TAG = "modelworks.dev/hyperparameters"
 ANNOTATION_TAG_PREFIX = "modelworks.dev/annotation."  # + the annotation key, '/' as '.'
 
+# --- MLflow tags on registered models (tenancy) ------------------------------------------
+
+# The namespace that owns a registered model: set by the operator when it first creates
+# the model (or claims one registered before ownership existed). The same key as
+# NAMESPACE_TAG, which records the namespace a run or a version came from.
+OWNER_TAG = NAMESPACE_TAG
+
 # --- ports ------------------------------------------------------------------------------
 
 SERVER_PORT = 8080  # the model server (scoring and /metrics)

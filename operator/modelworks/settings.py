@@ -45,6 +45,7 @@ class Settings:
     mlflow_slot_wait_seconds: float = 1.0
     mlflow_breaker_failures: int = 3
     mlflow_breaker_cool_down_seconds: float = 15.0
+    shared_models: Mapping[str, frozenset[str]] = field(default_factory=dict)
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -86,6 +87,8 @@ class Settings:
                                        circuit breaker (3): calls then fail fast
         MODELWORKS_MLFLOW_BREAKER_COOL_DOWN_SECONDS  how long it stays open before one call
                                        probes MLflow again (15)
+        MODELWORKS_SHARED_MODELS       models a cluster admin shares beyond their owner's
+                                       namespace: model=ns1,ns2;other=* (docs/tenancy.md)
         """
         env = os.environ if env is None else env
         read = _Reader(env)
@@ -129,6 +132,7 @@ class Settings:
             mlflow_slot_wait_seconds=read.number("MLFLOW_SLOT_WAIT_SECONDS", 1.0),
             mlflow_breaker_failures=int(read.number("MLFLOW_BREAKER_FAILURES", 3, minimum=1)),
             mlflow_breaker_cool_down_seconds=read.number("MLFLOW_BREAKER_COOL_DOWN_SECONDS", 15.0),
+            shared_models=_sharing(read.get("SHARED_MODELS")),
         )
 
     def mlflow_client_env(self) -> dict[str, str]:
@@ -185,3 +189,22 @@ class _Reader:
         if pull not in ("Always", "IfNotPresent", "Never"):
             raise ValueError(f"{PREFIX}IMAGE_PULL_POLICY must be Always, IfNotPresent or Never")
         return log_format, log_level, pull
+
+
+def _sharing(text: str) -> dict[str, frozenset[str]]:
+    """``MODELWORKS_SHARED_MODELS``: ``model=ns1,ns2;other=*`` -> {model: namespaces}.
+
+    Raises ValueError naming the entry that is wrong.
+    """
+    out: dict[str, frozenset[str]] = {}
+    for entry in (e.strip() for e in text.split(";")):
+        if not entry:
+            continue
+        model, eq, names = entry.partition("=")
+        namespaces = frozenset(n.strip() for n in names.split(",") if n.strip())
+        if not eq or not model.strip() or not namespaces:
+            raise ValueError(
+                f"{PREFIX}SHARED_MODELS: {entry!r} is not <model>=<namespace>[,<namespace>...] or <model>=*"
+            )
+        out[model.strip()] = out.get(model.strip(), frozenset()) | namespaces
+    return out

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from modelworks.clients.guard import DependencyUnavailable, Guard
-from modelworks.names import SOURCE_TAG
+from modelworks.names import NAMESPACE_TAG, OWNER_TAG, SOURCE_TAG
 
 # The operator must notice an outage in seconds, not after MLflow's default minutes of
 # retries; the reconcile loop does its own backoff.
@@ -35,6 +35,28 @@ class TrackingUnavailable(Exception):
 
 class ArtifactMissing(Exception):
     """The run has no model at the requested artifact path: retrying will not help."""
+
+
+class ModelOwnedElsewhere(Exception):
+    """Another namespace owns the registered model: this one may not write to it."""
+
+    def __init__(self, model: str, owner: str) -> None:
+        super().__init__(f"model {model} belongs to namespace {owner}")
+        self.owner = owner
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """A registered model's owner and the namespaces the operator's settings share it with.
+
+    ``owner`` is the model's owner tag; on a model registered before ownership existed
+    (``tagged`` False), the namespace its first version came from (None: no such model, or
+    nothing says)."""
+
+    exists: bool
+    owner: str | None
+    sharing: frozenset[str] = frozenset()
+    tagged: bool = False
 
 
 @dataclass(frozen=True)
@@ -60,10 +82,15 @@ class Registry:
     """One MLflow tracking server and its Model Registry."""
 
     def __init__(
-        self, tracking_uri: str, ui_url: str | None = None, guard: Guard | None = None
+        self,
+        tracking_uri: str,
+        ui_url: str | None = None,
+        shared_models: Mapping[str, frozenset[str]] | None = None,
+        guard: Guard | None = None,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.ui_url = (ui_url or tracking_uri).rstrip("/")
+        self.shared_models = dict(shared_models or {})
         self.guard = guard or Guard("MLflow")
         self._client: Any = None
         self._lock = threading.Lock()
@@ -182,6 +209,36 @@ class Registry:
     def get_run(self, run_id: str) -> RunInfo:
         return _run_info(self._call(lambda: self.client.get_run(run_id)))
 
+    def run_namespace(self, run_id: str) -> str | None:
+        """The namespace a run belongs to: its namespace tag, else its experiment's (None:
+        neither has one, or there is no such run)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self._call(lambda: self.client.get_run(run_id))
+        except MlflowException as exc:
+            if str(getattr(exc, "error_code", "")) in _MISSING:
+                return None
+            raise
+        tag = (run.data.tags or {}).get(NAMESPACE_TAG)
+        if tag:
+            return str(tag)
+        exp = self._call(lambda: self.client.get_experiment(run.info.experiment_id))
+        found = (getattr(exp, "tags", None) or {}).get(NAMESPACE_TAG)
+        return str(found) if found else None
+
+    def logged_model_run(self, model_id: str) -> str | None:
+        """The run that logged MLflow 3 LoggedModel ``model_id`` (None: no such model)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            model = self._call(lambda: self.client.get_logged_model(model_id))
+        except MlflowException as exc:
+            if str(getattr(exc, "error_code", "")) in _MISSING:
+                return None
+            raise
+        return str(model.source_run_id) if model.source_run_id else None
+
     def end_run(self, run_id: str, status: str) -> None:
         """Mark a run FINISHED or FAILED unless the trainer already ended it."""
         run = self.get_run(run_id)
@@ -203,6 +260,55 @@ class Registry:
             ):
                 return None
             raise
+
+    def ownership(self, name: str) -> Ownership:
+        """Who owns registered model ``name`` and who it is shared with."""
+        from mlflow.exceptions import MlflowException
+
+        sharing = self.shared_models.get(name, frozenset())
+        try:
+            model = self._call(lambda: self.client.get_registered_model(name))
+        except MlflowException as exc:
+            if str(getattr(exc, "error_code", "")) in _MISSING:
+                return Ownership(False, None, sharing)
+            raise
+        owner = (getattr(model, "tags", None) or {}).get(OWNER_TAG)
+        if owner:
+            return Ownership(True, str(owner), sharing, tagged=True)
+        return Ownership(True, self._first_namespace(name), sharing)
+
+    def _first_namespace(self, name: str) -> str | None:
+        """The namespace the lowest-numbered version of ``name`` was registered from."""
+        first = self._call(
+            lambda: self.client.search_model_versions(
+                f"name = '{name}'", max_results=1, order_by=["version_number ASC"]
+            )
+        )
+        found = (getattr(first[0], "tags", None) or {}).get(NAMESPACE_TAG) if first else None
+        return str(found) if found else None
+
+    def claim(self, name: str, namespace: str) -> None:
+        """Make ``namespace`` the owner of ``name``: create the model with its owner tag, or
+        tag an untagged one whose first version came from ``namespace`` (or from nowhere
+        known). Raises ModelOwnedElsewhere when another namespace owns it (read again after
+        tagging: of two claims at once, the last tag wins and the loser sees it)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self._call(
+                lambda: self.client.create_registered_model(name, tags={OWNER_TAG: namespace})
+            )
+            return
+        except MlflowException as exc:
+            if "ALREADY_EXISTS" not in str(getattr(exc, "error_code", "")):
+                raise
+        found = self.ownership(name)
+        owner = found.owner or namespace
+        if not found.tagged and owner == namespace:
+            self._call(lambda: self.client.set_registered_model_tag(name, OWNER_TAG, namespace))
+            owner = self.ownership(name).owner or namespace
+        if owner != namespace:
+            raise ModelOwnedElsewhere(name, owner)
 
     def version_by_alias(self, name: str, alias: str) -> VersionInfo | None:
         return self._version_or_none(lambda: self.client.get_model_version_by_alias(name, alias))
@@ -236,14 +342,20 @@ class Registry:
         return _version_info(versions[0]) if versions else None
 
     def register(
-        self, name: str, run: RunInfo, artifact_path: str, *, tags: Mapping[str, str]
+        self,
+        name: str,
+        run: RunInfo,
+        artifact_path: str,
+        *,
+        tags: Mapping[str, str],
+        namespace: str | None = None,
     ) -> VersionInfo:
         """Register the model the run logged at ``artifact_path`` (once: found again by run id)."""
         existing = self.find_version(name, run.run_id)
         if existing is not None:
             return existing
         source, model_id = self.model_source(run, artifact_path)
-        return self._create_version(name, run.run_id, source, model_id, tags)
+        return self._create_version(name, run.run_id, source, model_id, tags, namespace)
 
     def create_version(
         self,
@@ -253,24 +365,35 @@ class Registry:
         model_id: str | None,
         *,
         tags: Mapping[str, str],
+        namespace: str | None = None,
     ) -> VersionInfo:
         """Register ``source`` (found by :meth:`model_source`) as a version of ``name``, once:
-        the version of ``run_id`` is looked for first."""
+        the version of ``run_id`` is looked for first. With ``namespace``, the model is
+        claimed for it first (ModelOwnedElsewhere when another namespace owns it)."""
         existing = self.find_version(name, run_id)
         if existing is not None:
             return existing
-        return self._create_version(name, run_id, source, model_id, tags)
+        return self._create_version(name, run_id, source, model_id, tags, namespace)
 
     def _create_version(
-        self, name: str, run_id: str, source: str, model_id: str | None, tags: Mapping[str, str]
+        self,
+        name: str,
+        run_id: str,
+        source: str,
+        model_id: str | None,
+        tags: Mapping[str, str],
+        namespace: str | None,
     ) -> VersionInfo:
         from mlflow.exceptions import MlflowException
 
-        try:
-            self._call(lambda: self.client.create_registered_model(name))
-        except MlflowException as exc:
-            if "ALREADY_EXISTS" not in str(getattr(exc, "error_code", "")):
-                raise
+        if namespace is not None:
+            self.claim(name, namespace)
+        else:
+            try:
+                self._call(lambda: self.client.create_registered_model(name))
+            except MlflowException as exc:
+                if "ALREADY_EXISTS" not in str(getattr(exc, "error_code", "")):
+                    raise
         mv = self._call(
             lambda: self.client.create_model_version(
                 name,
@@ -313,7 +436,15 @@ class Registry:
             "(log one with mlflow.<flavor>.log_model(..., name=<artifactPath>))"
         )
 
-    def set_alias(self, name: str, alias: str, version: str) -> None:
+    def set_alias(self, name: str, alias: str, version: str, namespace: str | None = None) -> None:
+        """Point ``alias`` at ``version``; with ``namespace``, only on a model it owns (or
+        claims: an unowned one)."""
+        if namespace is not None:
+            found = self.ownership(name)
+            if found.owner not in (None, namespace):
+                raise ModelOwnedElsewhere(name, str(found.owner))
+            if not found.tagged:
+                self.claim(name, namespace)
         current = self.version_by_alias(name, alias)
         if current is None or current.version != version:
             self._call(lambda: self.client.set_registered_model_alias(name, alias, version))
@@ -367,6 +498,9 @@ def _transient(exc: Exception) -> TrackingUnavailable | None:
     if isinstance(exc, OSError):  # requests' ConnectionError and timeouts are OSErrors
         return TrackingUnavailable(_short(exc))
     return None
+
+
+_MISSING = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 
 
 def _param_text(value: Any) -> str:

@@ -154,7 +154,9 @@ def mlflow_registry(settings: Settings) -> Registry:
         threshold=settings.mlflow_breaker_failures,
         cool_down=settings.mlflow_breaker_cool_down_seconds,
     )
-    return Registry(settings.mlflow_tracking_uri, settings.mlflow_ui_url, guard)
+    return Registry(
+        settings.mlflow_tracking_uri, settings.mlflow_ui_url, settings.shared_models, guard
+    )
 
 
 def run(settings: Settings) -> None:

@@ -28,7 +28,7 @@ from modelworks.builders.modeldeployment import selector
 from modelworks.clients.datasets import TooLarge, profile_json
 from modelworks.clients.http import Limits
 from modelworks.clients.kube import Kube, KubeError
-from modelworks.clients.mlflow import TrackingUnavailable
+from modelworks.clients.mlflow import Registry, TrackingUnavailable
 from modelworks.clients.prometheus import PrometheusError, query
 from modelworks.clients.scrape import scrape_pods
 from modelworks.drift.profile import PROFILE_FILE, Profile
@@ -50,7 +50,9 @@ from modelworks.names import (
 )
 from modelworks.reconcilers.base import Context, KindReconciler, Learned
 from modelworks.reconcilers.children import get_owned, owned_only
+from modelworks.reconcilers.tenancy import uri_refusal
 from modelworks.status import driftmonitor as status
+from modelworks.status import tenancy
 from modelworks.status.common import pod_ready
 from modelworks.status.decision import Decision, unchanged
 from modelworks.status.driftmonitor import (
@@ -83,7 +85,8 @@ def observe(obj: Mapping[str, Any], spec: DriftMonitorSpec, ctx: Context) -> Fac
     facts = Facts(monitor=_identity(obj), server=ctx.server)
     if spec.batch is not None:
         job = _batch_job(obj, ctx.kube)
-        facts = replace(facts, job=job)
+        problem = _batch_refusal(obj, spec, ctx.registry) if job is None else None
+        facts = replace(facts, job=job, problem=problem)
         ready = job is not None and job.finished is not None
     else:
         problem, live = _live(obj, spec, ctx)
@@ -184,6 +187,9 @@ def _live(
     if not served:
         return ("TargetNotServing", f"ModelDeployment {target_name} serves no version yet"), None
     try:
+        refused = uri_refusal(ns, uri or f"models:/{model}/{served}", ctx.registry)
+        if refused:
+            return (tenancy.OWNED_ELSEWHERE, refused), None
         profile = _profile(ctx, spec, model, str(served))
     except TrackingUnavailable as exc:
         return ("MLflowUnavailable", f"the MLflow server did not answer: {exc}"), None
@@ -282,6 +288,24 @@ def _profile(ctx: Context, spec: DriftMonitorSpec, model: str, version: str) -> 
 
 
 # --- batch mode and retraining -------------------------------------------------------
+
+
+def _batch_refusal(
+    obj: Mapping[str, Any], spec: DriftMonitorSpec, registry: Registry
+) -> tuple[str, str] | None:
+    """Before a check Job starts: (reason, message) when a URI it would read is a run or a
+    model of another namespace's."""
+    assert spec.batch is not None
+    ref = spec.reference
+    uris = [spec.batch.current_uri, *((ref.dataset_uri, ref.profile_uri) if ref else ())]
+    ns = obj["metadata"]["namespace"]
+    try:
+        for uri in (u for u in uris if u):
+            if refused := uri_refusal(ns, uri, registry):
+                return tenancy.OWNED_ELSEWHERE, refused
+    except TrackingUnavailable as exc:
+        return "MLflowUnavailable", f"the MLflow server did not answer: {exc}"
+    return None
 
 
 def _batch_job(obj: Mapping[str, Any], kube: Kube) -> BatchJob | None:

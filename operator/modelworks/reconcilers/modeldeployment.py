@@ -33,6 +33,7 @@ from modelworks.clients.kube import Kube
 from modelworks.clients.mlflow import Registry, TrackingUnavailable
 from modelworks.clients.scrape import scrape_pods
 from modelworks.names import (
+    NAMESPACE_TAG,
     SERVER_PORT,
     SERVING_LATENCY_BUCKET,
     SERVING_REQUESTS_METRIC,
@@ -41,6 +42,7 @@ from modelworks.names import (
 from modelworks.reconcilers.base import Context, KindReconciler
 from modelworks.reconcilers.children import get_owned, owned
 from modelworks.status import modeldeployment as status
+from modelworks.status import tenancy
 from modelworks.status.common import pod_ready
 from modelworks.status.modeldeployment import (
     Action,
@@ -67,7 +69,7 @@ def observe(obj: Mapping[str, Any], spec: ModelDeploymentSpec, ctx: Context) -> 
     while a canary has ready pods, their metrics."""
     ns = obj["metadata"]["namespace"]
     old = obj.get("status") or {}
-    target, reason, message = _resolve(spec, ctx.registry)
+    target, reason, message = _resolve(ns, spec, ctx.registry)
     if target is None and reason == "MLflowUnavailable":
         target = status.last_resolved(spec, old, obj["metadata"].get("generation"))
     stable = _deployment(ctx.kube, obj, deployment_name(obj, "stable"))
@@ -142,10 +144,16 @@ def _deployment(kube: Kube, obj: Mapping[str, Any], name: str) -> DeploymentStat
     return None if state is None else replace(state, applied=desired_hash(found))
 
 
-def _resolve(spec: ModelDeploymentSpec, registry: Registry) -> tuple[Target | None, str, str]:
-    """The version the spec means now, or (None, reason, message)."""
+def _resolve(
+    ns: str, spec: ModelDeploymentSpec, registry: Registry
+) -> tuple[Target | None, str, str]:
+    """The version the spec means now, or (None, reason, message): a model of this
+    namespace's (or shared with it), and a version its owner registered."""
     model = spec.model
     try:
+        owner = registry.ownership(model.name)
+        if refused := tenancy.read_refusal(ns, model.name, owner.owner, owner.sharing):
+            return None, tenancy.OWNED_ELSEWHERE, refused
         if model.alias is not None:
             found = registry.version_by_alias(model.name, model.alias)
             missing = (
@@ -164,6 +172,9 @@ def _resolve(spec: ModelDeploymentSpec, registry: Registry) -> tuple[Target | No
         return None, "MLflowUnavailable", f"the MLflow registry did not answer: {exc}"
     if found is None:
         return None, *missing
+    origin = found.tags.get(NAMESPACE_TAG)
+    if refused := tenancy.version_refusal(ns, model.name, owner.owner, found.version, origin):
+        return None, tenancy.OWNED_ELSEWHERE, refused
     return Target(found.version, found.run_id, found.source, model.alias), "", ""
 
 

@@ -37,6 +37,8 @@ from modelworks.names import (
 )
 from modelworks.reconcilers.base import Context, KindReconciler
 from modelworks.reconcilers.children import get_owned, owned_only
+from modelworks.reconcilers.tenancy import uri_refusal
+from modelworks.status import tenancy
 from modelworks.status import trainingjob as status
 from modelworks.status.decision import Decision, unchanged
 from modelworks.status.trainingjob import (
@@ -90,9 +92,18 @@ def observe(obj: Mapping[str, Any], spec: TrainingJobSpec, ctx: Context) -> Trai
         found = ctx.kube.list("v1", "Pod", ns, labels={JOB_NAME_LABEL: jname})
         pods = owned_only(found, job["metadata"]["uid"])
     facts = TrainingFacts(
-        jname, generation=meta.get("generation"), job=job, pods=tuple(pods), stale_jobs=stale
+        jname,
+        generation=meta.get("generation"),
+        job=job,
+        pods=tuple(pods),
+        stale_jobs=stale,
+        namespace=ns,
     )
     try:
+        if job is None and spec.dataset is not None:
+            refusal = uri_refusal(ns, spec.dataset.uri, ctx.registry)
+            if refusal:
+                return replace(facts, dataset_refusal=refusal)
         experiment_id, run = _run_of(obj, spec, job, ctx.registry)
     except TrackingUnavailable as exc:
         return replace(facts, mlflow_error=str(exc))
@@ -126,8 +137,15 @@ def _run_of(
 def _outcome(
     spec: TrainingJobSpec, facts: TrainingFacts, run: RunInfo, registry: Registry
 ) -> TrainingFacts:
-    """The Job succeeded: what the gate and the registration need, as far as MLflow answers."""
+    """The Job succeeded: who owns the model, then what the gate and the registration need,
+    as far as MLflow answers (nothing of a model another namespace owns)."""
     try:
+        if spec.model is not None:
+            owner = registry.ownership(spec.model.name)
+            unclaimed = owner.exists and not owner.tagged
+            facts = replace(facts, model_unclaimed=unclaimed, model_owner=owner.owner)
+            if tenancy.write_refusal(facts.namespace, spec.model.name, owner.owner):
+                return facts
         facts = replace(facts, baselines=_baselines(spec, run, registry))
         if spec.model is None:
             return facts
@@ -207,9 +225,9 @@ def act(
                 _end_run(registry, run_id, state)
             case Register(model=model, run_id=run_id, source=source, model_id=model_id):
                 tags = version_tags(obj, spec, run_id)
-                registry.create_version(model, run_id, source, model_id, tags=tags)
+                registry.create_version(model, run_id, source, model_id, tags=tags, namespace=ns)
             case SetAlias(model=model, alias=alias, version=version):
-                registry.set_alias(model, alias, version)
+                registry.set_alias(model, alias, version, namespace=ns)
 
 
 def _start_run(

@@ -373,6 +373,8 @@ def _decide_batch(
 ) -> Decision[Action]:
     meta = facts.monitor["metadata"]
     job = facts.job
+    if job is None and facts.problem is not None:
+        return _live_problem(meta, spec, old, facts.problem, now, interval)
     if job is None:
         return _start_check(spec, facts, old, now, interval)
     if job.finished is None:

@@ -16,6 +16,8 @@ from modelworks import conditions
 from modelworks import gate as gates
 from modelworks.api import TRAINING_JOB
 from modelworks.api.trainingjob import ModelTarget, TrainingJobSpec
+from modelworks.conditions import Event
+from modelworks.status import tenancy
 from modelworks.status.decision import Decision, StatusBuilder
 
 SUMMARY = TRAINING_JOB.summary
@@ -84,6 +86,14 @@ class TrainingFacts:
     model_source: ModelSource | None = None  # looked up while nothing is registered
     registration_error: str | None = None  # permanent: e.g. the artifact is missing
     stale_jobs: tuple[str, ...] = ()  # Jobs of an earlier spec, still there
+    namespace: str = ""  # the TrainingJob's
+    # Read once the Job succeeded: which namespace owns spec.model (its owner tag, else the
+    # namespace of its first version), and whether it exists without an owner tag.
+    model_owner: str | None = None
+    model_unclaimed: bool = False
+    # Read before the Job exists: why spec.dataset.uri (runs:/, models:/) is not this
+    # namespace's to read.
+    dataset_refusal: str | None = None
 
 
 # --- actions: what act() does, each idempotent ----------------------------------------
@@ -258,6 +268,8 @@ def decide(
     """The whole new status of the TrainingJob, its Events, and the writes to make."""
     b = StatusBuilder(TRAINING_JOB, old, facts.generation, now)
     b.set(jobName=facts.job_name, **{key: old[key] for key in CARRIED if key in old})
+    if facts.dataset_refusal:
+        return _dataset_refused(b, facts)
     _record(b, spec, facts)
     actions = [*_upkeep(spec, facts), *_judge(b, spec, facts)]
     if facts.mlflow_error:
@@ -266,7 +278,26 @@ def decide(
         requeue: float | None = AT_ONCE
     else:
         requeue = ACTIVE_POLL if b.fields["phase"] in ("Pending", "Running") else None
-    return b.decide(actions=actions, requeue_after=requeue)
+    return b.decide(events=_claim(facts, actions), actions=actions, requeue_after=requeue)
+
+
+def _dataset_refused(b: StatusBuilder, facts: TrainingFacts) -> Decision[Action]:
+    """spec.dataset.uri is another namespace's run or model: no run, no pod, a settled
+    failure (a new spec is a new generation, judged again)."""
+    message = f"spec.dataset.uri: {facts.dataset_refusal}"
+    b.put("JobCreated", False, tenancy.OWNED_ELSEWHERE, message)
+    b.summarise(["JobCreated"], tenancy.OWNED_ELSEWHERE, message)
+    b.set(phase="Failed")
+    return b.decide(actions=[RemoveStaleJobs(facts.stale_jobs)] if facts.stale_jobs else [])
+
+
+def _claim(facts: TrainingFacts, actions: Sequence[Action]) -> list[Event]:
+    """An Event when this pass's write claims a model that no namespace owned yet."""
+    writes = [a.model for a in actions if isinstance(a, Register | SetAlias)]
+    if not writes or not facts.model_unclaimed:
+        return []
+    message = f"model {writes[0]} had no owner tag; namespace {facts.namespace} claims it"
+    return [Event("ModelClaimed", message, "Normal")]
 
 
 def _record(b: StatusBuilder, spec: TrainingJobSpec, facts: TrainingFacts) -> None:
@@ -401,6 +432,8 @@ def _finished(b: StatusBuilder, spec: TrainingJobSpec, facts: TrainingFacts) -> 
     """The Job succeeded: the quality gate, then the registration."""
     assert facts.run is not None
     b.put("Running", False, "Finished", f"Job {facts.job_name} completed")
+    if _owned_elsewhere(b, spec, facts):
+        return []
     if facts.baselines is None:
         if facts.mlflow_error:
             message = f"cannot read the run's metrics: {facts.mlflow_error}"
@@ -426,6 +459,20 @@ def _finished(b: StatusBuilder, spec: TrainingJobSpec, facts: TrainingFacts) -> 
         b.set(phase="Succeeded")
         return []
     return _registration(b, spec.model, facts)
+
+
+def _owned_elsewhere(b: StatusBuilder, spec: TrainingJobSpec, facts: TrainingFacts) -> bool:
+    """spec.model belongs to another namespace: nothing is registered, no alias moves, and
+    the TrainingJob fails (a settled failure: retrying cannot change the owner)."""
+    if spec.model is None:
+        return False
+    refusal = tenancy.write_refusal(facts.namespace, spec.model.name, facts.model_owner)
+    if refusal is None:
+        return False
+    b.put("ModelRegistered", False, tenancy.OWNED_ELSEWHERE, refusal)
+    b.summarise(["ModelRegistered"], tenancy.OWNED_ELSEWHERE, refusal)
+    b.set(phase="Failed")
+    return True
 
 
 def gate_status(gate: gates.GateOutcome) -> dict[str, Any]:
