@@ -276,7 +276,7 @@ class MlflowServer:
 
 @contextmanager
 def server_process(
-    command: list[str], root: Path, health_url: str, *, what: str, timeout: float = 120
+    command: list[str], root: Path, health_url: str, *, what: str, timeout: float = 300
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``command`` in ``root`` (output in ``root/<what>.log``) until ``health_url``
     answers 200; stopped (TERM, then KILL) when the block ends."""
