@@ -43,6 +43,7 @@ from modelworks.status.trainingjob import (
     ApplyJob,
     DeletePods,
     EndRun,
+    Holder,
     ModelSource,
     Register,
     Registration,
@@ -98,7 +99,8 @@ def observe(obj: Mapping[str, Any], spec: TrainingJobSpec, ctx: Context) -> Trai
     facts = replace(facts, run=run_facts)
     if state != "Succeeded":
         return facts
-    return _outcome(spec, facts, run, ctx.registry)
+    judged = status.judged((obj.get("status") or {}).get("qualityGate"), run.run_id)
+    return _outcome(spec, facts, run, ctx.registry, judged=judged is not None)
 
 
 def _run_of(
@@ -118,11 +120,13 @@ def _run_of(
 
 
 def _outcome(
-    spec: TrainingJobSpec, facts: TrainingFacts, run: RunInfo, registry: Registry
+    spec: TrainingJobSpec, facts: TrainingFacts, run: RunInfo, registry: Registry, *, judged: bool
 ) -> TrainingFacts:
-    """The Job succeeded: what the gate and the registration need, as far as MLflow answers."""
+    """The Job succeeded: what the gate (unless the run was judged already) and the
+    registration need, as far as MLflow answers."""
     try:
-        facts = replace(facts, baselines=_baselines(spec, run, registry))
+        if not judged:
+            facts = replace(facts, baselines=_baselines(spec, run, registry))
         if spec.model is None:
             return facts
         found = registry.find_version(spec.model.name, run.run_id)
@@ -137,24 +141,24 @@ def _outcome(
         return replace(facts, mlflow_error=str(exc))
 
 
-def _baselines(
-    spec: TrainingJobSpec, run: RunInfo, registry: Registry
-) -> dict[str, dict[str, float] | None]:
-    """alias -> the metrics of the run behind the version that holds it (None: no version).
+def _baselines(spec: TrainingJobSpec, run: RunInfo, registry: Registry) -> dict[str, Holder | None]:
+    """alias -> the version that holds it and its run's metrics (None: no version does).
 
     A version of this very run holding the alias (a pass moved it and died before it wrote
     the status) is no baseline: the run would be compared with itself.
     """
-    out: dict[str, dict[str, float] | None] = {}
+    out: dict[str, Holder | None] = {}
     if spec.model is None:
         return out
     for rule in spec.quality_gate or []:
         if rule.baseline is None or rule.baseline.alias in out:
             continue
         held = registry.version_by_alias(spec.model.name, rule.baseline.alias)
-        holder = held.run_id if held is not None else None
-        theirs = holder is not None and holder != run.run_id
-        out[rule.baseline.alias] = registry.get_run(holder).metrics if theirs and holder else None
+        if held is None or held.run_id == run.run_id:
+            out[rule.baseline.alias] = None
+            continue
+        metrics = registry.get_run(held.run_id).metrics if held.run_id else {}
+        out[rule.baseline.alias] = Holder(held.version, held.run_id, metrics)
     return out
 
 

@@ -50,6 +50,15 @@ class RunFacts:
 
 
 @dataclass(frozen=True)
+class Holder:
+    """The model version that holds a baseline alias, and the metrics of its run."""
+
+    version: str
+    run_id: str | None
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Registration:
     """The model version registered from the run, and the aliases it holds."""
 
@@ -78,8 +87,9 @@ class TrainingFacts:
     run: RunFacts | None = None
     experiment_id: str | None = None  # the run's experiment, when it exists
     mlflow_error: str | None = None  # transient: the tracking server did not answer
-    # Read once the Job succeeded: alias -> metrics of the version holding it (None: none).
-    baselines: Mapping[str, Mapping[str, float] | None] | None = None
+    # Read once the Job succeeded and the run was not judged yet: alias -> the version
+    # holding it (None: none, or a version of this very run).
+    baselines: Mapping[str, Holder | None] | None = None
     registration: Registration | None = None
     model_source: ModelSource | None = None  # looked up while nothing is registered
     registration_error: str | None = None  # permanent: e.g. the artifact is missing
@@ -401,17 +411,18 @@ def _finished(b: StatusBuilder, spec: TrainingJobSpec, facts: TrainingFacts) -> 
     """The Job succeeded: the quality gate, then the registration."""
     assert facts.run is not None
     b.put("Running", False, "Finished", f"Job {facts.job_name} completed")
-    if facts.baselines is None:
+    verdict = gate_verdict(spec, facts, b.fields.get("qualityGate"))
+    if verdict is None:
         if facts.mlflow_error:
             message = f"cannot read the run's metrics: {facts.mlflow_error}"
             _waiting(b, "Running", "MLflowUnavailable", message)
         else:
             _waiting(b, "Running", "Evaluating", "reading the run's metrics")
         return []
-    gate = gates.evaluate(list(spec.quality_gate or []), facts.run.metrics, facts.baselines)
-    b.set(qualityGate=gate_status(gate))
-    if not gate.passed:
-        message = f"quality gate failed: {gate.summary}; nothing was registered"
+    b.set(qualityGate=verdict)
+    summary = str(verdict.get("summary") or "")
+    if not verdict.get("passed"):
+        message = f"quality gate failed: {summary}; nothing was registered"
         b.put("QualityGatePassed", False, "QualityGateFailed", message)
         if spec.model is not None:
             refused = "not registered: the quality gate failed"
@@ -419,7 +430,8 @@ def _finished(b: StatusBuilder, spec: TrainingJobSpec, facts: TrainingFacts) -> 
         b.summarise(["QualityGatePassed"], "QualityGateFailed", message)
         b.set(phase="Failed")
         return []
-    b.put("QualityGatePassed", True, "Passed", gate.summary or "no quality gate rules")
+    passed = summary if verdict.get("results") else "no quality gate rules"
+    b.put("QualityGatePassed", True, "Passed", passed)
     if spec.model is None:
         done = "training completed; no model registration was requested"
         b.summarise(["QualityGatePassed"], "Completed", done)
@@ -428,8 +440,46 @@ def _finished(b: StatusBuilder, spec: TrainingJobSpec, facts: TrainingFacts) -> 
     return _registration(b, spec.model, facts)
 
 
-def gate_status(gate: gates.GateOutcome) -> dict[str, Any]:
-    """The gate as stored: the verdict, one line, and each rule (unset fields left out)."""
+def judged(stored: Mapping[str, Any] | None, run_id: str) -> Mapping[str, Any] | None:
+    """The verdict stored for ``run_id``, if that run was judged already."""
+    if stored and stored.get("runId") == run_id and stored.get("passed") is not None:
+        return stored
+    return None
+
+
+def gate_verdict(
+    spec: TrainingJobSpec, facts: TrainingFacts, stored: Mapping[str, Any] | None
+) -> dict[str, Any] | None:
+    """The gate's verdict on the run, as stored; None while it cannot be judged yet.
+
+    A run is judged once, against the versions that held the baseline aliases then: later
+    passes of the same run (a suspend toggle, a resync) keep the stored verdict, since the
+    alias may since have moved to this run's own version. With no stored verdict (a lost
+    status write), a version registered from the run proves the gate passed.
+    """
+    assert facts.run is not None
+    kept = judged(stored, facts.run.run_id)
+    if kept is not None:
+        return dict(kept)
+    if facts.baselines is None or facts.mlflow_error:
+        return None
+    metrics = {alias: (h.metrics if h else None) for alias, h in facts.baselines.items()}
+    gate = gates.evaluate(list(spec.quality_gate or []), facts.run.metrics, metrics)
+    out = gate_status(gate, facts.run.run_id, facts.baselines)
+    reg = facts.registration
+    if reg is not None and not gate.passed:
+        out["passed"] = True
+        out["summary"] = f"passed: version {reg.version} was registered (now {out['summary']})"
+    return out
+
+
+def gate_status(
+    gate: gates.GateOutcome,
+    run_id: str | None = None,
+    baselines: Mapping[str, Holder | None] | None = None,
+) -> dict[str, Any]:
+    """The gate as stored: the verdict, one line, each rule (unset fields left out), the run
+    judged and the versions it was compared with."""
     results = [
         {
             key: value
@@ -444,7 +494,21 @@ def gate_status(gate: gates.GateOutcome) -> dict[str, Any]:
         }
         for r in gate.results
     ]
-    return {"passed": gate.passed, "summary": gate.summary or "no rules", "results": results}
+    out: dict[str, Any] = {
+        "passed": gate.passed,
+        "summary": gate.summary or "no rules",
+        "results": results,
+    }
+    if run_id is not None:
+        out["runId"] = run_id
+    held = {
+        alias: {k: v for k, v in {"version": h.version, "runId": h.run_id}.items() if v}
+        for alias, h in sorted((baselines or {}).items())
+        if h is not None
+    }
+    if held:
+        out["baselines"] = held
+    return out
 
 
 def _registration(b: StatusBuilder, model: ModelTarget, facts: TrainingFacts) -> list[Action]:

@@ -1,0 +1,123 @@
+"""TrainingJob passes that must not change their verdict, start training again, or retry a
+refused write for ever: a pass after registration, a Job its TTL deleted before the final
+status was written, a child or a run the API server or MLflow rejects.
+
+In-process passes against the real API server (kwok nodes complete the pods) and a real
+MLflow server, so each crash point is exact.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from modelworks.clients.kube import Kube
+from modelworks.clients.mlflow import Registry
+from modelworks.reconcilers.trainingjob import reconcile
+from tests.integration.test_trainingjob import (
+    fetch,
+    play_trainer,
+    registry,
+    training_job,
+    versions_of,
+)
+from tests.support import Cluster, MlflowServer, eventually, mlflow_client
+
+pytestmark = pytest.mark.integration
+NOW = "2026-01-01T00:00:00Z"
+__all__ = ["registry"]
+
+
+def passes(
+    obj: dict[str, Any], status: dict[str, Any], *, kube: Kube, registry: Registry
+) -> dict[str, Any]:
+    """Passes, each on the status the one before computed, until the status stops changing."""
+    for _ in range(8):
+        out = reconcile({**obj, "status": status}, kube=kube, registry=registry, now=NOW)
+        if out.status == status:
+            return status
+        status = out.status
+    raise AssertionError(f"the status did not settle: {status}")
+
+
+def conds(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in status.get("conditions") or []}
+
+
+def job_finished(kube: Kube, namespace: str, name: str) -> bool:
+    """Complete, or already deleted by its ttlSecondsAfterFinished."""
+    job = kube.get("batch/v1", "Job", namespace, name)
+    return job is None or any(
+        c["type"] == "Complete" and c["status"] == "True"
+        for c in ((job or {}).get("status") or {}).get("conditions") or []
+    )
+
+
+def patch_spec(crds: Cluster, name: str, namespace: str, spec: dict[str, Any]) -> None:
+    patch = json.dumps({"spec": spec})
+    crds.kubectl("patch", "tj", name, "-n", namespace, "--type=merge", "-p", patch)
+
+
+def train(
+    crds: Cluster,
+    kube: Kube,
+    registry: Registry,
+    mlflow: MlflowServer,
+    obj: dict[str, Any],
+    auc: float,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Create the TrainingJob suspended, play its trainer, resume it and wait for kwok to
+    complete its Job: (the object as stored, the status of the last pass)."""
+    name, namespace = obj["metadata"]["name"], obj["metadata"]["namespace"]
+    crds.apply(obj)
+    stored = fetch(crds, name, namespace)
+    status = passes(stored, {}, kube=kube, registry=registry)
+    play_trainer(mlflow.uri, status["mlflow"]["runId"], auc=auc)
+    patch_spec(crds, name, namespace, {"suspend": False})
+    stored = fetch(crds, name, namespace)
+    status = reconcile({**stored, "status": status}, kube=kube, registry=registry, now=NOW).status
+    eventually(
+        lambda: job_finished(kube, namespace, status["jobName"]),
+        timeout=60,
+        what=f"kwok to complete the Job of {name}",
+    )
+    return stored, status
+
+
+def test_gate_verdict_survives_passes_after_the_alias_moved(
+    crds: Cluster, kube: Kube, registry: Registry, mlflow: MlflowServer, namespace: str
+) -> None:
+    model = f"m-{namespace}"
+    first = training_job("first", namespace, model=model)
+    stored, status = train(crds, kube, registry, mlflow, first, auc=0.90)
+    status = passes(stored, status, kube=kube, registry=registry)
+    assert status["registeredModel"]["version"] == "1", status["conditions"]
+
+    better = {"metric": "val_auc", "op": ">", "baseline": {"alias": "champion"}}
+    second = training_job("second", namespace, model=model, qualityGate=[better])
+    stored, status = train(crds, kube, registry, mlflow, second, auc=0.95)
+    status = passes(stored, status, kube=kube, registry=registry)
+    assert status["phase"] == "Succeeded", status["conditions"]
+    assert status["registeredModel"]["version"] == "2"
+    assert mlflow_client(mlflow.uri).get_model_version_by_alias(model, "champion").version == "2"
+    judged = status["qualityGate"]
+    assert "@champion 0.9" in judged["summary"], judged
+
+    # suspend toggled on the finished run: a new generation, the same run and verdict
+    patch_spec(crds, "second", namespace, {"suspend": True})
+    stored = fetch(crds, "second", namespace)
+    toggled = passes(stored, status, kube=kube, registry=registry)
+    assert toggled["phase"] == "Succeeded", toggled["conditions"]
+    assert conds(toggled)["ModelRegistered"]["status"] == "True"
+    assert toggled["qualityGate"] == judged
+
+    # the status write after set_alias was lost: nothing stored, the alias already moved
+    lost = passes(stored, {}, kube=kube, registry=registry)
+    assert lost["phase"] == "Succeeded", lost["conditions"]
+    assert conds(lost)["ModelRegistered"]["status"] == "True"
+    assert conds(lost)["QualityGatePassed"]["status"] == "True"
+    assert lost["qualityGate"]["passed"] is True
+    assert [v.version for v in versions_of(mlflow.uri, model)] == ["1", "2"]
+    assert mlflow_client(mlflow.uri).get_model_version_by_alias(model, "champion").version == "2"
