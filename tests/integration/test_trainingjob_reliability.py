@@ -20,6 +20,7 @@ from tests.integration.test_trainingjob import (
     fetch,
     play_trainer,
     registry,
+    runs_of,
     training_job,
     versions_of,
 )
@@ -121,3 +122,29 @@ def test_gate_verdict_survives_passes_after_the_alias_moved(
     assert lost["qualityGate"]["passed"] is True
     assert [v.version for v in versions_of(mlflow.uri, model)] == ["1", "2"]
     assert mlflow_client(mlflow.uri).get_model_version_by_alias(model, "champion").version == "2"
+
+
+def test_job_deleted_by_its_ttl_before_the_final_status_trains_nothing_again(
+    crds: Cluster, kube: Kube, registry: Registry, mlflow: MlflowServer, namespace: str
+) -> None:
+    model = f"m-{namespace}"
+    obj = training_job("ttl", namespace, model=model, ttlSecondsAfterFinished=0)
+    stored, status = train(crds, kube, registry, mlflow, obj, auc=0.93)
+    eventually(
+        lambda: kube.get("batch/v1", "Job", namespace, status["jobName"]) is None,
+        timeout=60,
+        what="the TTL controller to delete the finished Job",
+    )
+    done = passes(stored, status, kube=kube, registry=registry)
+    assert done["phase"] == "Succeeded", done["conditions"]
+    assert done["registeredModel"]["version"] == "1"
+    assert kube.get("batch/v1", "Job", namespace, status["jobName"]) is None
+    assert len(runs_of(mlflow.uri, stored)) == 1
+    assert mlflow_client(mlflow.uri).get_run(status["mlflow"]["runId"]).info.status == "FINISHED"
+
+    # and when even the earlier statuses were lost: the run decides, no Job comes back
+    again = passes(stored, {}, kube=kube, registry=registry)
+    assert again["phase"] == "Succeeded", again["conditions"]
+    assert kube.get("batch/v1", "Job", namespace, status["jobName"]) is None
+    assert len(runs_of(mlflow.uri, stored)) == 1
+    assert [v.version for v in versions_of(mlflow.uri, model)] == ["1"]

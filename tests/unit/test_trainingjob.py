@@ -559,6 +559,45 @@ CASES: list[tuple[str, dict[str, Any], TrainingFacts, str, str, str, tuple[Any, 
         "Completed",
         (),
     ),
+    # The Job's ttlSecondsAfterFinished deleted it before the final status was written: the
+    # run that ended says how the training went, and nothing starts it again.
+    (
+        "ttl-deleted-finished",
+        GATED,
+        facts(run=replace(RUNF, status="FINISHED"), baselines={}, registration=REG),
+        "Succeeded",
+        "True",
+        "ModelRegistered",
+        (),
+    ),
+    (
+        "ttl-deleted-to-register",
+        GATED,
+        facts(run=replace(RUNF, status="FINISHED"), baselines={}, model_source=SOURCE),
+        "Running",
+        "Unknown",
+        "Registering",
+        (Register("churn", "abc123", "runs:/abc123/model", None),),
+    ),
+    (
+        "ttl-deleted-failed",
+        GATED,
+        facts(run=replace(RUNF, status="FAILED")),
+        "Failed",
+        "False",
+        "RunFailed",
+        (),
+    ),
+    # A Job missing while its run is still open (deleted by hand mid-run): started again.
+    (
+        "job-deleted-mid-run",
+        GATED,
+        facts(run=OPEN),
+        "Pending",
+        "Unknown",
+        "Pending",
+        (StartRun("7"),),
+    ),
 ]
 
 

@@ -39,6 +39,7 @@ from modelworks.reconcilers.base import Context, KindReconciler
 from modelworks.status import trainingjob as status
 from modelworks.status.decision import Decision, unchanged
 from modelworks.status.trainingjob import (
+    ENDED_RUN,
     Action,
     ApplyJob,
     DeletePods,
@@ -77,7 +78,8 @@ def observe(obj: Mapping[str, Any], spec: TrainingJobSpec, ctx: Context) -> Trai
     meta = obj["metadata"]
     ns, jname = meta["namespace"], job_name(obj, spec)
     stale: tuple[str, ...] = ()
-    if (obj.get("status") or {}).get("jobName") != jname:  # first pass, or a new spec
+    first = (obj.get("status") or {}).get("jobName") != jname  # first pass, or a new spec
+    if first:
         stale = _stale_jobs(ctx.kube, ns, meta["name"], training_key(spec))
     job = ctx.kube.get("batch/v1", "Job", ns, jname)
     state = job_state(job)[0]
@@ -88,7 +90,7 @@ def observe(obj: Mapping[str, Any], spec: TrainingJobSpec, ctx: Context) -> Trai
         jname, generation=meta.get("generation"), job=job, pods=tuple(pods), stale_jobs=stale
     )
     try:
-        experiment_id, run = _run_of(obj, spec, job, ctx.registry)
+        experiment_id, run = _run_of(obj, spec, job, ctx.registry, searched=not first)
     except TrackingUnavailable as exc:
         return replace(facts, mlflow_error=str(exc))
     facts = replace(facts, experiment_id=experiment_id)
@@ -97,24 +99,32 @@ def observe(obj: Mapping[str, Any], spec: TrainingJobSpec, ctx: Context) -> Trai
     url = ctx.registry.run_url(run.experiment_id, run.run_id)
     run_facts = RunFacts(run.experiment_id, run.run_id, url, run.status, run.metrics)
     facts = replace(facts, run=run_facts)
-    if state != "Succeeded":
+    if status.training_state(job, run_facts)[0] != "Succeeded":
         return facts
     judged = status.judged((obj.get("status") or {}).get("qualityGate"), run.run_id)
     return _outcome(spec, facts, run, ctx.registry, judged=judged is not None)
 
 
 def _run_of(
-    obj: Mapping[str, Any], spec: TrainingJobSpec, job: Mapping[str, Any] | None, registry: Registry
+    obj: Mapping[str, Any],
+    spec: TrainingJobSpec,
+    job: Mapping[str, Any] | None,
+    registry: Registry,
+    *,
+    searched: bool,
 ) -> tuple[str | None, RunInfo | None]:
-    """(experiment id, run): the Job remembers its run. Without a Job there is no run to read
-    yet: StartRun finds it by its key or creates it (one search, not two); the experiment
-    is looked up all the same, so an MLflow outage shows as a condition on the first pass."""
+    """(experiment id, run): the Job remembers its run. On the first pass of a spec with no
+    Job there is no run to read yet: StartRun finds it by its key or creates it (one search,
+    not two); the experiment is looked up all the same, so an MLflow outage shows as a
+    condition on the first pass. A later pass (``searched``: the status already names this
+    spec's Job) that finds no Job looks for the run by its key: a run that ended (its Job
+    deleted by its TTL before the final status was written) is not started again."""
     annotations = ((job or {}).get("metadata") or {}).get("annotations") or {}
     if RUN_ANNOTATION in annotations:
         run = registry.get_run(annotations[RUN_ANNOTATION])
         return run.experiment_id, run
     experiment = registry.experiment_id(experiment_name(obj, spec))
-    if experiment is None or job is None:
+    if experiment is None or (job is None and not searched):
         return experiment, None
     return experiment, registry.find_run(experiment, source_key(obj, spec))
 
@@ -215,6 +225,8 @@ def _start_run(
         tags=lineage_tags(obj, spec),
         params=spec.hyperparameters or {},
     )
+    if run.status in ENDED_RUN:
+        return  # trained already, its Job gone: the next pass reads the run's outcome
     service = build_service(obj, spec)
     if service is not None:
         ctx.kube.apply(service)

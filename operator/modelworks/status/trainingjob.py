@@ -23,6 +23,7 @@ AT_ONCE = 1.0  # seconds: the next pass reads what this one's actions made
 ACTIVE_POLL = 10.0  # seconds between passes while a run is in progress
 RETRY = 20.0  # after MLflow did not answer
 OPEN_RUN = ("RUNNING", "SCHEDULED")
+ENDED_RUN = ("FINISHED", "FAILED", "KILLED")
 # Status fields a pass keeps when it has nothing newer to say about them.
 CARRIED = (
     "startTime",
@@ -240,6 +241,18 @@ def job_state(job: Mapping[str, Any] | None) -> tuple[str, str, str]:
     return "Active", "", ""
 
 
+def training_state(job: Mapping[str, Any] | None, run: RunFacts | None) -> tuple[str, str, str]:
+    """:func:`job_state`, except for a Job gone after its run ended (its
+    ttlSecondsAfterFinished deleted it before the final status was written): the run says
+    how the training ended, and nothing starts it again."""
+    if job is None and run is not None and run.status in ENDED_RUN:
+        if run.status == "FINISHED":
+            return "Succeeded", "Completed", ""
+        message = f"MLflow run {run.run_id} ended {run.status}; its Job is gone"
+        return "Failed", "RunFailed", message
+    return job_state(job)
+
+
 def progress(spec: TrainingJobSpec, metrics: Mapping[str, float]) -> dict[str, Any] | None:
     """Step/epoch from the run's metrics; a percentage when the epochs or steps are known."""
     out: dict[str, Any] = {}
@@ -305,11 +318,11 @@ def _upkeep(spec: TrainingJobSpec, facts: TrainingFacts) -> list[Action]:
     if facts.stale_jobs:
         actions.append(RemoveStaleJobs(facts.stale_jobs))
     run = facts.run
-    if facts.job is None and not facts.mlflow_error:
+    state = training_state(facts.job, run)[0]
+    if facts.job is None and state == "Missing" and not facts.mlflow_error:
         actions.append(StartRun(run.experiment_id if run else facts.experiment_id))
-    elif run is not None and _suspended(facts.job) != spec.suspend:
+    elif run is not None and facts.job is not None and _suspended(facts.job) != spec.suspend:
         actions.append(ApplyJob(run.experiment_id, run.run_id, spec.suspend))
-    state = job_state(facts.job)[0]
     if state not in ("Succeeded", "Failed"):
         return actions
     doomed = _doomed_pods(facts.pods, spec.clean_pod_policy)
@@ -342,12 +355,12 @@ def _judge(b: StatusBuilder, spec: TrainingJobSpec, facts: TrainingFacts) -> lis
         )
         _waiting(b, "Pending", reason, message, also=("JobCreated", "Running"))
         return []
-    if facts.job is None:
+    state, reason, message = training_state(facts.job, facts.run)
+    if facts.job is not None:
+        runs = f"Job {facts.job_name} runs MLflow run {facts.run.run_id}"
+        b.put("JobCreated", True, "Created", runs)
+    elif state == "Missing":
         b.put("JobCreated", False, "Creating", f"creating Job {facts.job_name}")
-    else:
-        message = f"Job {facts.job_name} runs MLflow run {facts.run.run_id}"
-        b.put("JobCreated", True, "Created", message)
-    state, reason, message = job_state(facts.job)
     if state == "Failed":
         _failed(b, facts, reason, message)
         return []
