@@ -13,11 +13,14 @@ from typing import Any
 
 import pytest
 
+from modelworks.api.trainingjob import TrainingJobSpec
+from modelworks.builders.trainingjob import lineage_tags, source_key
 from modelworks.clients.kube import Kube
 from modelworks.clients.mlflow import Registry
 from modelworks.reconcilers.trainingjob import reconcile
 from tests.integration.test_trainingjob import (
     fetch,
+    kwok_pods,
     play_trainer,
     registry,
     runs_of,
@@ -148,3 +151,63 @@ def test_job_deleted_by_its_ttl_before_the_final_status_trains_nothing_again(
     assert kube.get("batch/v1", "Job", namespace, status["jobName"]) is None
     assert len(runs_of(mlflow.uri, stored)) == 1
     assert [v.version for v in versions_of(mlflow.uri, model)] == ["1"]
+
+
+def rejected_once_and_again(
+    obj: dict[str, Any], *, kube: Kube, registry: Registry
+) -> tuple[dict[str, Any], list[Any]]:
+    """Two passes on a TrainingJob whose writes are refused: (the status, the first Events);
+    the second pass must store nothing new and say nothing new."""
+    first = reconcile({**obj, "status": {}}, kube=kube, registry=registry, now=NOW)
+    later = "2026-01-01T00:05:00Z"
+    second = reconcile({**obj, "status": first.status}, kube=kube, registry=registry, now=later)
+    assert second.status == first.status
+    assert second.events == []
+    assert first.requeue_after is None, "a refused write is retried at the resync, not sooner"
+    return first.status, list(first.events)
+
+
+def test_a_job_the_api_server_rejects_is_a_condition(
+    crds: Cluster, kube: Kube, registry: Registry, namespace: str
+) -> None:
+    # valid for the CRD (a VolumeMount is passed through), refused by the Job's validation
+    pods = {**kwok_pods(), "volumeMounts": [{"name": "nowhere", "mountPath": "/data"}]}
+    crds.apply(training_job("refused", namespace, model=f"m-{namespace}", podTemplate=pods))
+    obj = fetch(crds, "refused", namespace)
+    status, events = rejected_once_and_again(obj, kube=kube, registry=registry)
+    summary = conds(status)["Succeeded"]
+    assert status["phase"] == "Failed"
+    assert (summary["status"], summary["reason"]) == ("False", "ChildRejected"), summary
+    assert "spec.template.spec.containers[0].volumeMounts[0].name" in summary["message"], summary
+    assert [(e.reason, e.type) for e in events] == [("ChildRejected", "Warning")]
+    assert kube.get("batch/v1", "Job", namespace, status["jobName"]) is None
+
+
+def test_a_run_mlflow_refuses_is_a_condition(
+    crds: Cluster, kube: Kube, registry: Registry, mlflow: MlflowServer, namespace: str
+) -> None:
+    crds.apply(training_job("clash", namespace, model=f"m-{namespace}"))
+    obj = fetch(crds, "clash", namespace)
+    spec = TrainingJobSpec.model_validate(obj["spec"])
+    # The run of this spec exists (an earlier pass made it) and a trainer logged C its own
+    # way: MLflow refuses to change a param, however often it is asked.
+    exp = registry.ensure_experiment(f"{namespace}-clash")
+    run = registry.ensure_run(
+        exp, source_key(obj, spec), run_name="clash", tags=lineage_tags(obj, spec), params={}
+    )
+    mlflow_client(mlflow.uri).log_param(run.run_id, "C", "one")
+    status, events = rejected_once_and_again(obj, kube=kube, registry=registry)
+    summary = conds(status)["Succeeded"]
+    assert status["phase"] == "Failed"
+    assert (summary["status"], summary["reason"]) == ("False", "MLflowRejected"), summary
+    assert "INVALID_PARAMETER_VALUE" in summary["message"], summary
+    assert [(e.reason, e.type) for e in events] == [("MLflowRejected", "Warning")]
+    assert kube.get("batch/v1", "Job", namespace, status["jobName"]) is None
+    assert len(runs_of(mlflow.uri, obj)) == 1
+
+    # a new generation is tried at once: a new run, and its Job
+    patch_spec(crds, "clash", namespace, {"hyperparameters": {"C": 0.5}})
+    fixed = fetch(crds, "clash", namespace)
+    out = reconcile({**fixed, "status": status}, kube=kube, registry=registry, now=NOW)
+    assert conds(out.status)["Succeeded"]["reason"] == "CreatingRun", out.status["conditions"]
+    assert kube.get("batch/v1", "Job", namespace, out.status["jobName"]) is not None

@@ -18,12 +18,14 @@ from modelworks.api.common import ApiModel
 from modelworks.api.validate import parse_spec
 from modelworks.builders.events import build_event
 from modelworks.builders.modeldeployment import ServerConfig
-from modelworks.clients.kube import Kube
+from modelworks.clients.kube import Kube, KubeError
 from modelworks.clients.mlflow import Registry
+from modelworks.clients.mlflow import rejection as mlflow_rejection
 from modelworks.conditions import Event
 from modelworks.status.common import StatusInvalid, invalid_spec, merge_patch, typed
-from modelworks.status.decision import Decision
+from modelworks.status.decision import Decision, rejected
 
+MESSAGE_LIMIT = 500  # characters of the API server's answer kept in a condition
 SpecT = TypeVar("SpecT", bound=ApiModel)
 FactsT = TypeVar("FactsT")
 ActionT = TypeVar("ActionT")
@@ -63,8 +65,15 @@ class KindReconciler(Generic[SpecT, FactsT, ActionT]):
         if quick is not None:
             return quick
         facts = self.observe(obj, spec, ctx)
-        decision = self.decide(spec, facts, obj.get("status") or {}, now)
-        self.act(obj, spec, decision.actions, ctx)
+        old = obj.get("status") or {}
+        decision = self.decide(spec, facts, old, now)
+        try:
+            self.act(obj, spec, decision.actions, ctx)
+        except Exception as exc:
+            refusal = classify(exc)
+            if refusal is None:
+                raise  # transient: the work queue backs off and tries again
+            return rejected(self.kind, old, decision, *refusal, now)
         return decision
 
     def run(
@@ -83,6 +92,18 @@ class KindReconciler(Generic[SpecT, FactsT, ActionT]):
         )
         ctx = Context(kube, registry, server, {} if memory is None else memory)
         return self.reconcile(obj, ctx, now)
+
+
+def classify(exc: BaseException) -> tuple[str, str] | None:
+    """(reason, message) when ``exc`` is a write refused for good, None when it may pass:
+    the one place that sorts permanent errors from transient ones, for every kind."""
+    if isinstance(exc, KubeError) and exc.permanent:
+        text = f"{exc.status} {exc.reason}: {exc.message}"[:MESSAGE_LIMIT]
+        return "ChildRejected", f"the API server refused a write: {text}"
+    said = mlflow_rejection(exc)
+    if said is not None:
+        return "MLflowRejected", f"MLflow refused a write: {said}"
+    return None
 
 
 def validate(

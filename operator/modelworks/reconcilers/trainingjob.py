@@ -37,7 +37,7 @@ from modelworks.names import (
 )
 from modelworks.reconcilers.base import Context, KindReconciler
 from modelworks.status import trainingjob as status
-from modelworks.status.decision import Decision, unchanged
+from modelworks.status.decision import REJECTED_REASONS, Decision, unchanged
 from modelworks.status.trainingjob import (
     ENDED_RUN,
     Action,
@@ -69,6 +69,7 @@ def shortcut(obj: Mapping[str, Any], spec: TrainingJobSpec, now: str) -> Decisio
         and old.get("phase") in ("Succeeded", "Failed")
         and summary is not None
         and summary.get("status") in ("True", "False")
+        and summary.get("reason") not in REJECTED_REASONS
     )
     return unchanged(old, None, "settled") if settled else None
 
