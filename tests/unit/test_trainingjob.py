@@ -21,6 +21,7 @@ from modelworks.status.trainingjob import (
     ApplyJob,
     DeletePods,
     EndRun,
+    Holder,
     ModelSource,
     Register,
     Registration,
@@ -30,6 +31,7 @@ from modelworks.status.trainingjob import (
     StartRun,
     TrainingFacts,
     decide,
+    gate_verdict,
     job_state,
     pod_failure,
     progress,
@@ -557,6 +559,45 @@ CASES: list[tuple[str, dict[str, Any], TrainingFacts, str, str, str, tuple[Any, 
         "Completed",
         (),
     ),
+    # The Job's ttlSecondsAfterFinished deleted it before the final status was written: the
+    # run that ended says how the training went, and nothing starts it again.
+    (
+        "ttl-deleted-finished",
+        GATED,
+        facts(run=replace(RUNF, status="FINISHED"), baselines={}, registration=REG),
+        "Succeeded",
+        "True",
+        "ModelRegistered",
+        (),
+    ),
+    (
+        "ttl-deleted-to-register",
+        GATED,
+        facts(run=replace(RUNF, status="FINISHED"), baselines={}, model_source=SOURCE),
+        "Running",
+        "Unknown",
+        "Registering",
+        (Register("churn", "abc123", "runs:/abc123/model", None),),
+    ),
+    (
+        "ttl-deleted-failed",
+        GATED,
+        facts(run=replace(RUNF, status="FAILED")),
+        "Failed",
+        "False",
+        "RunFailed",
+        (),
+    ),
+    # A Job missing while its run is still open (deleted by hand mid-run): started again.
+    (
+        "job-deleted-mid-run",
+        GATED,
+        facts(run=OPEN),
+        "Pending",
+        "Unknown",
+        "Pending",
+        (StartRun("7"),),
+    ),
 ]
 
 
@@ -757,11 +798,99 @@ def test_gate_compares_with_the_baseline_it_was_given() -> None:
             }
         ],
     }
-    out = decide(
-        parse(spec), facts(job=DONE, run=RUNF, baselines={"champion": {"auc": 0.8}}), {}, NOW
-    )
+    champion = Holder("2", "r2", {"auc": 0.8})
+    out = decide(parse(spec), facts(job=DONE, run=RUNF, baselines={"champion": champion}), {}, NOW)
     assert out.status["qualityGate"]["summary"] == "auc=0.9 <= 0.96 (@champion 0.8)"
+    assert out.status["qualityGate"]["baselines"] == {"champion": {"version": "2", "runId": "r2"}}
+    assert out.status["qualityGate"]["runId"] == "abc123"
     assert out.status["phase"] == "Failed" and out.actions == ()
+
+
+BETTER = {
+    **GATED,
+    "qualityGate": [{"metric": "auc", "op": ">", "baseline": {"alias": "champion"}}],
+}
+BEAT = {
+    "passed": True,
+    "summary": "auc=0.9 > 0.8 (@champion 0.8)",
+    "results": [{"metric": "auc", "op": ">", "value": 0.9, "threshold": 0.8, "passed": True}],
+    "runId": "abc123",
+    "baselines": {"champion": {"version": "2", "runId": "r2"}},
+}
+CHAMPION = Holder("2", "r2", {"auc": 0.8})
+MINE = replace(REG, version="4")
+
+
+@pytest.mark.parametrize(
+    ("case", "gate_facts", "stored", "passed", "summary"),
+    [
+        (
+            "first-judgement",
+            facts(run=RUNF, baselines={"champion": CHAMPION}),
+            None,
+            True,
+            BEAT["summary"],
+        ),
+        ("not-read-yet", facts(run=RUNF), None, None, None),
+        ("mlflow-down", facts(run=RUNF, baselines={}, mlflow_error="503"), None, None, None),
+        # a later pass of the same run: the alias moved to this run's version, no baseline read
+        ("kept", facts(run=RUNF, registration=MINE), BEAT, True, BEAT["summary"]),
+        ("kept-failed", facts(run=RUNF), {**BEAT, "passed": False}, False, BEAT["summary"]),
+        # judged for another run (an earlier spec): this run is judged afresh
+        (
+            "other-run",
+            facts(run=RUNF, baselines={"champion": Holder("5", "r5", {"auc": 0.95})}),
+            {**BEAT, "runId": "r-old"},
+            False,
+            "auc=0.9 <= 0.95 (@champion 0.95)",
+        ),
+        # stored before runs were recorded: judged again
+        ("legacy", facts(run=RUNF, baselines={"champion": None}), {"passed": False}, True, None),
+        # the status was lost after registration: a version of the run proves the gate passed
+        (
+            "registered-no-status",
+            facts(
+                run=RUNF,
+                baselines={"champion": Holder("5", "r5", {"auc": 0.95})},
+                registration=MINE,
+            ),
+            None,
+            True,
+            "passed: version 4 was registered (now auc=0.9 <= 0.95 (@champion 0.95))",
+        ),
+    ],
+)
+def test_gate_is_judged_once_per_run(
+    case: str,
+    gate_facts: TrainingFacts,
+    stored: dict[str, Any] | None,
+    passed: bool | None,
+    summary: str | None,
+) -> None:
+    verdict = gate_verdict(parse(BETTER), gate_facts, stored)
+    if passed is None:
+        assert verdict is None
+        return
+    assert verdict is not None and verdict["passed"] is passed
+    assert verdict["runId"] == "abc123" or case.startswith("kept")
+    if summary is not None:
+        assert verdict["summary"] == summary
+
+
+def test_a_registered_run_keeps_its_verdict_through_a_suspend_toggle() -> None:
+    old = decide(
+        parse(BETTER),
+        facts(job=DONE, run=RUNF, baselines={"champion": CHAMPION}, registration=MINE),
+        {},
+        NOW,
+    ).status
+    assert old["phase"] == "Succeeded" and old["qualityGate"] == BEAT
+    toggled = replace(facts(job=DONE, run=RUNF, registration=MINE), generation=2)
+    out = decide(parse({**BETTER, "suspend": True}), toggled, old, NOW)
+    assert out.status["phase"] == "Succeeded"
+    assert out.status["qualityGate"] == BEAT
+    assert conditions.is_true(out.status["conditions"], "ModelRegistered")
+    assert out.events == []
 
 
 def test_oom_message_names_the_pod_and_the_limit() -> None:

@@ -251,10 +251,27 @@ class GateResult(StatusModel):
     passed: bool
 
 
+class GateBaseline(StatusModel):
+    """The model version a baseline rule was judged against."""
+
+    version: str
+    run_id: str | None = None
+
+
 class QualityGateStatus(StatusModel):
     passed: bool | None = None
     summary: str | None = Field(default=None, description="One line, e.g. 'val_auc=0.93 >= 0.9'.")
     results: list[GateResult] | None = None
+    run_id: str | None = Field(
+        default=None,
+        description="The MLflow run this verdict judged: a run is judged once, and later "
+        "passes of the same run keep the verdict.",
+    )
+    baselines: dict[str, GateBaseline] | None = Field(
+        default=None,
+        description="alias -> the version that held it when the run was judged (an alias no "
+        "version held is left out).",
+    )
 
 
 class Progress(StatusModel):

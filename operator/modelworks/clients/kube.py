@@ -76,6 +76,11 @@ def resource_of(api_version: str, kind: str) -> Resource:
         raise ValueError(f"unknown resource {api_version} {kind}") from None
 
 
+# The API server refused the request itself: sent again unchanged, it gets the same answer.
+# 409 (a conflict), 429 (throttled), 5xx and 0 (no answer) pass with time.
+PERMANENT = (400, 403, 404, 422)
+
+
 class KubeError(Exception):
     """An API call failed; ``status`` is the HTTP status (0 when there was no answer)."""
 
@@ -84,6 +89,11 @@ class KubeError(Exception):
         self.status = status
         self.reason = reason
         self.message = message
+
+    @property
+    def permanent(self) -> bool:
+        """Invalid, forbidden or not found: retrying the same write will not help."""
+        return self.status in PERMANENT
 
 
 class Kube:

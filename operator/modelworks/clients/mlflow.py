@@ -10,6 +10,7 @@ pass that crashed half way and runs again creates nothing twice.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -31,6 +32,28 @@ T = TypeVar("T")
 
 class TrackingUnavailable(Exception):
     """The tracking server did not answer, or answered with a server error: try again later."""
+
+
+# MLflow refused the request itself (a value over a limit, a name taken, no permission):
+# sent again unchanged, it gets the same answer.
+REJECTED = (
+    "INVALID_PARAMETER_VALUE",
+    "RESOURCE_ALREADY_EXISTS",
+    "RESOURCE_DOES_NOT_EXIST",
+    "BAD_REQUEST",
+    "PERMISSION_DENIED",
+    "UNAUTHENTICATED",
+)
+
+
+def rejection(exc: BaseException) -> str | None:
+    """MLflow's own words (one line, bounded) when ``exc`` is MLflow refusing a request for
+    good; None for anything else (an outage is :class:`TrackingUnavailable`)."""
+    exceptions = sys.modules.get("mlflow.exceptions")  # never imported: not MLflow's error
+    if exceptions is None or not isinstance(exc, exceptions.MlflowException):
+        return None
+    code = str(getattr(exc, "error_code", ""))
+    return f"{code}: {_short(exc)}" if code in REJECTED else None
 
 
 class ArtifactMissing(Exception):

@@ -20,14 +20,16 @@ from modelworks.builders.events import build_event
 from modelworks.builders.modeldeployment import ServerConfig
 from modelworks.clients import datasets, prometheus, scrape
 from modelworks.clients.http import Limits
-from modelworks.clients.kube import Kube
+from modelworks.clients.kube import Kube, KubeError
 from modelworks.clients.mlflow import Registry
+from modelworks.clients.mlflow import rejection as mlflow_rejection
 from modelworks.conditions import Event
 from modelworks.drift.engine import MAX_CELLS
 from modelworks.reconcilers.children import NameTaken
 from modelworks.status.common import StatusInvalid, invalid_spec, merge_patch, name_taken, typed
-from modelworks.status.decision import Decision
+from modelworks.status.decision import Decision, rejected
 
+MESSAGE_LIMIT = 500  # characters of the API server's answer kept in a condition
 SpecT = TypeVar("SpecT", bound=ApiModel)
 FactsT = TypeVar("FactsT")
 ActionT = TypeVar("ActionT")
@@ -97,18 +99,41 @@ class KindReconciler(Generic[SpecT, FactsT, ActionT]):
         quick = self.shortcut(obj, spec, now)
         if quick is not None:
             return quick
+        old = obj.get("status") or {}
         try:
             facts = self.observe(obj, spec, ctx)
-            decision = self.decide(spec, facts, obj.get("status") or {}, now)
+            decision = self.decide(spec, facts, old, now)
             if decision.actions and not ctx.exists(obj):
                 raise Gone(obj["metadata"]["uid"])
+            return self._act(obj, spec, facts, decision, ctx, now)
+        except NameTaken as taken:
+            return name_taken(self.kind, obj, taken.message, now)
+
+    def _act(
+        self,
+        obj: Mapping[str, Any],
+        spec: SpecT,
+        facts: FactsT,
+        decision: Decision[Any],
+        ctx: Context,
+        now: str,
+    ) -> Decision[Any]:
+        """Make the decided writes (deciding again on what act learned); a write refused for
+        good becomes the decision that says so, a transient failure is raised."""
+        old = obj.get("status") or {}
+        try:
             try:
                 self.act(obj, spec, decision.actions, ctx)
             except Learned as learned:
-                decision = self.decide(spec, learned.amend(facts), obj.get("status") or {}, now)
+                decision = self.decide(spec, learned.amend(facts), old, now)
                 self.act(obj, spec, decision.actions, ctx)
-        except NameTaken as taken:
-            return name_taken(self.kind, obj, taken.message, now)
+        except (NameTaken, Gone, Learned):
+            raise
+        except Exception as exc:
+            refusal = classify(exc)
+            if refusal is None:
+                raise  # transient: the work queue backs off and tries again
+            return rejected(self.kind, old, decision, *refusal, now)
         return decision
 
     def run(
@@ -128,6 +153,18 @@ class KindReconciler(Generic[SpecT, FactsT, ActionT]):
         )
         ctx = Context(kube, registry, server, {} if memory is None else memory, bounds or Bounds())
         return self.reconcile(obj, ctx, now)
+
+
+def classify(exc: BaseException) -> tuple[str, str] | None:
+    """(reason, message) when ``exc`` is a write refused for good, None when it may pass:
+    the one place that sorts permanent errors from transient ones, for every kind."""
+    if isinstance(exc, KubeError) and exc.permanent:
+        text = f"{exc.status} {exc.reason}: {exc.message}"[:MESSAGE_LIMIT]
+        return "ChildRejected", f"the API server refused a write: {text}"
+    said = mlflow_rejection(exc)
+    if said is not None:
+        return "MLflowRejected", f"MLflow refused a write: {said}"
+    return None
 
 
 def validate(

@@ -40,12 +40,14 @@ from modelworks.reconcilers.children import get_owned, owned_only
 from modelworks.reconcilers.tenancy import uri_refusal
 from modelworks.status import tenancy
 from modelworks.status import trainingjob as status
-from modelworks.status.decision import Decision, unchanged
+from modelworks.status.decision import REJECTED_REASONS, Decision, unchanged
 from modelworks.status.trainingjob import (
+    ENDED_RUN,
     Action,
     ApplyJob,
     DeletePods,
     EndRun,
+    Holder,
     ModelSource,
     Register,
     Registration,
@@ -70,6 +72,7 @@ def shortcut(obj: Mapping[str, Any], spec: TrainingJobSpec, now: str) -> Decisio
         and old.get("phase") in ("Succeeded", "Failed")
         and summary is not None
         and summary.get("status") in ("True", "False")
+        and summary.get("reason") not in REJECTED_REASONS
     )
     return unchanged(old, None, "settled") if settled else None
 
@@ -79,7 +82,8 @@ def observe(obj: Mapping[str, Any], spec: TrainingJobSpec, ctx: Context) -> Trai
     meta = obj["metadata"]
     ns, jname = meta["namespace"], job_name(obj, spec)
     stale: tuple[str, ...] = ()
-    if (obj.get("status") or {}).get("jobName") != jname:  # first pass, or a new spec
+    first = (obj.get("status") or {}).get("jobName") != jname  # first pass, or a new spec
+    if first:
         stale = _stale_jobs(ctx.kube, obj, training_key(spec))
     job = get_owned(ctx.kube, "batch/v1", "Job", obj, jname)
     if job is None:
@@ -104,7 +108,7 @@ def observe(obj: Mapping[str, Any], spec: TrainingJobSpec, ctx: Context) -> Trai
             refusal = uri_refusal(ns, spec.dataset.uri, ctx.registry)
             if refusal:
                 return replace(facts, dataset_refusal=refusal)
-        experiment_id, run = _run_of(obj, spec, job, ctx.registry)
+        experiment_id, run = _run_of(obj, spec, job, ctx.registry, searched=not first)
     except TrackingUnavailable as exc:
         return replace(facts, mlflow_error=str(exc))
     facts = replace(facts, experiment_id=experiment_id)
@@ -113,32 +117,42 @@ def observe(obj: Mapping[str, Any], spec: TrainingJobSpec, ctx: Context) -> Trai
     url = ctx.registry.run_url(run.experiment_id, run.run_id)
     run_facts = RunFacts(run.experiment_id, run.run_id, url, run.status, run.metrics)
     facts = replace(facts, run=run_facts)
-    if state != "Succeeded":
+    if status.training_state(job, run_facts)[0] != "Succeeded":
         return facts
-    return _outcome(spec, facts, run, ctx.registry)
+    judged = status.judged((obj.get("status") or {}).get("qualityGate"), run.run_id)
+    return _outcome(spec, facts, run, ctx.registry, judged=judged is not None)
 
 
 def _run_of(
-    obj: Mapping[str, Any], spec: TrainingJobSpec, job: Mapping[str, Any] | None, registry: Registry
+    obj: Mapping[str, Any],
+    spec: TrainingJobSpec,
+    job: Mapping[str, Any] | None,
+    registry: Registry,
+    *,
+    searched: bool,
 ) -> tuple[str | None, RunInfo | None]:
-    """(experiment id, run): the Job remembers its run. Without a Job there is no run to read
-    yet: StartRun finds it by its key or creates it (one search, not two); the experiment
-    is looked up all the same, so an MLflow outage shows as a condition on the first pass."""
+    """(experiment id, run): the Job remembers its run. On the first pass of a spec with no
+    Job there is no run to read yet: StartRun finds it by its key or creates it (one search,
+    not two); the experiment is looked up all the same, so an MLflow outage shows as a
+    condition on the first pass. A later pass (``searched``: the status already names this
+    spec's Job) that finds no Job looks for the run by its key: a run that ended (its Job
+    deleted by its TTL before the final status was written) is not started again."""
     annotations = ((job or {}).get("metadata") or {}).get("annotations") or {}
     if RUN_ANNOTATION in annotations:
         run = registry.get_run(annotations[RUN_ANNOTATION])
         return run.experiment_id, run
     experiment = registry.experiment_id(experiment_name(obj, spec))
-    if experiment is None or job is None:
+    if experiment is None or (job is None and not searched):
         return experiment, None
     return experiment, registry.find_run(experiment, source_key(obj, spec))
 
 
 def _outcome(
-    spec: TrainingJobSpec, facts: TrainingFacts, run: RunInfo, registry: Registry
+    spec: TrainingJobSpec, facts: TrainingFacts, run: RunInfo, registry: Registry, *, judged: bool
 ) -> TrainingFacts:
-    """The Job succeeded: who owns the model, then what the gate and the registration need,
-    as far as MLflow answers (nothing of a model another namespace owns)."""
+    """The Job succeeded: who owns the model, then what the gate (unless the run was judged
+    already) and the registration need, as far as MLflow answers (nothing of a model another
+    namespace owns)."""
     try:
         if spec.model is not None:
             owner = registry.ownership(spec.model.name)
@@ -146,7 +160,8 @@ def _outcome(
             facts = replace(facts, model_unclaimed=unclaimed, model_owner=owner.owner)
             if tenancy.write_refusal(facts.namespace, spec.model.name, owner.owner):
                 return facts
-        facts = replace(facts, baselines=_baselines(spec, run, registry))
+        if not judged:
+            facts = replace(facts, baselines=_baselines(spec, run, registry))
         if spec.model is None:
             return facts
         found = registry.find_version(spec.model.name, run.run_id)
@@ -161,24 +176,24 @@ def _outcome(
         return replace(facts, mlflow_error=str(exc))
 
 
-def _baselines(
-    spec: TrainingJobSpec, run: RunInfo, registry: Registry
-) -> dict[str, dict[str, float] | None]:
-    """alias -> the metrics of the run behind the version that holds it (None: no version).
+def _baselines(spec: TrainingJobSpec, run: RunInfo, registry: Registry) -> dict[str, Holder | None]:
+    """alias -> the version that holds it and its run's metrics (None: no version does).
 
     A version of this very run holding the alias (a pass moved it and died before it wrote
     the status) is no baseline: the run would be compared with itself.
     """
-    out: dict[str, dict[str, float] | None] = {}
+    out: dict[str, Holder | None] = {}
     if spec.model is None:
         return out
     for rule in spec.quality_gate or []:
         if rule.baseline is None or rule.baseline.alias in out:
             continue
         held = registry.version_by_alias(spec.model.name, rule.baseline.alias)
-        holder = held.run_id if held is not None else None
-        theirs = holder is not None and holder != run.run_id
-        out[rule.baseline.alias] = registry.get_run(holder).metrics if theirs and holder else None
+        if held is None or held.run_id == run.run_id:
+            out[rule.baseline.alias] = None
+            continue
+        metrics = registry.get_run(held.run_id).metrics if held.run_id else {}
+        out[rule.baseline.alias] = Holder(held.version, held.run_id, metrics)
     return out
 
 
@@ -245,6 +260,8 @@ def _start_run(
         tags=lineage_tags(obj, spec),
         params=spec.hyperparameters or {},
     )
+    if run.status in ENDED_RUN:
+        return  # trained already, its Job gone: the next pass reads the run's outcome
     service = build_service(obj, spec)
     if service is not None:
         ctx.kube.apply(service)

@@ -120,3 +120,35 @@ class StatusBuilder:
             requeue_after=requeue_after,
             result=result,
         )
+
+
+REJECTED_REASONS = ("ChildRejected", "MLflowRejected")
+
+
+def rejected(
+    kind: Kind, old: Mapping[str, Any], decision: Decision[Any], reason: str, message: str, now: str
+) -> Decision[Any]:
+    """A write ``decision`` asked for was refused for good (the API server or MLflow said the
+    request itself is wrong): the summary condition is False with ``reason``, the phase is
+    Failed, and no pass comes sooner than the resync (a new generation gets one at once).
+
+    The decision's own news is dropped (its writes did not all happen); the Events are the
+    condition transitions from the stored status, so a retry refused alike says nothing new.
+    """
+    status = dict(decision.status)
+    before = list(old.get("conditions") or [])
+    prior = conditions.get(before, kind.summary)
+    computed = status.get("conditions") or []
+    kept = [prior if c.get("type") == kind.summary and prior else c for c in computed]
+    after = conditions.set_condition(
+        kept,
+        kind.summary,
+        False,
+        reason,
+        message,
+        now=now,
+        generation=status.get("observedGeneration"),
+    )
+    status.update(phase="Failed", conditions=after)
+    events = [Event(r, m, t) for t, r, m in conditions.transitions(before, after)]
+    return Decision(status=status, events=events, result="rejected")

@@ -25,6 +25,7 @@ AT_ONCE = 1.0  # seconds: the next pass reads what this one's actions made
 ACTIVE_POLL = 10.0  # seconds between passes while a run is in progress
 RETRY = 20.0  # after MLflow did not answer
 OPEN_RUN = ("RUNNING", "SCHEDULED")
+ENDED_RUN = ("FINISHED", "FAILED", "KILLED")
 # Status fields a pass keeps when it has nothing newer to say about them.
 CARRIED = (
     "startTime",
@@ -48,6 +49,15 @@ class RunFacts:
     run_id: str
     url: str | None = None
     status: str | None = None  # RUNNING, FINISHED, FAILED, KILLED
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Holder:
+    """The model version that holds a baseline alias, and the metrics of its run."""
+
+    version: str
+    run_id: str | None
     metrics: Mapping[str, float] = field(default_factory=dict)
 
 
@@ -80,8 +90,9 @@ class TrainingFacts:
     run: RunFacts | None = None
     experiment_id: str | None = None  # the run's experiment, when it exists
     mlflow_error: str | None = None  # transient: the tracking server did not answer
-    # Read once the Job succeeded: alias -> metrics of the version holding it (None: none).
-    baselines: Mapping[str, Mapping[str, float] | None] | None = None
+    # Read once the Job succeeded and the run was not judged yet: alias -> the version
+    # holding it (None: none, or a version of this very run).
+    baselines: Mapping[str, Holder | None] | None = None
     registration: Registration | None = None
     model_source: ModelSource | None = None  # looked up while nothing is registered
     registration_error: str | None = None  # permanent: e.g. the artifact is missing
@@ -240,6 +251,18 @@ def job_state(job: Mapping[str, Any] | None) -> tuple[str, str, str]:
     return "Active", "", ""
 
 
+def training_state(job: Mapping[str, Any] | None, run: RunFacts | None) -> tuple[str, str, str]:
+    """:func:`job_state`, except for a Job gone after its run ended (its
+    ttlSecondsAfterFinished deleted it before the final status was written): the run says
+    how the training ended, and nothing starts it again."""
+    if job is None and run is not None and run.status in ENDED_RUN:
+        if run.status == "FINISHED":
+            return "Succeeded", "Completed", ""
+        message = f"MLflow run {run.run_id} ended {run.status}; its Job is gone"
+        return "Failed", "RunFailed", message
+    return job_state(job)
+
+
 def progress(spec: TrainingJobSpec, metrics: Mapping[str, float]) -> dict[str, Any] | None:
     """Step/epoch from the run's metrics; a percentage when the epochs or steps are known."""
     out: dict[str, Any] = {}
@@ -326,11 +349,11 @@ def _upkeep(spec: TrainingJobSpec, facts: TrainingFacts) -> list[Action]:
     if facts.stale_jobs:
         actions.append(RemoveStaleJobs(facts.stale_jobs))
     run = facts.run
-    if facts.job is None and not facts.mlflow_error:
+    state = training_state(facts.job, run)[0]
+    if facts.job is None and state == "Missing" and not facts.mlflow_error:
         actions.append(StartRun(run.experiment_id if run else facts.experiment_id))
-    elif run is not None and _suspended(facts.job) != spec.suspend:
+    elif run is not None and facts.job is not None and _suspended(facts.job) != spec.suspend:
         actions.append(ApplyJob(run.experiment_id, run.run_id, spec.suspend))
-    state = job_state(facts.job)[0]
     if state not in ("Succeeded", "Failed"):
         return actions
     doomed = _doomed_pods(facts.pods, spec.clean_pod_policy)
@@ -363,12 +386,12 @@ def _judge(b: StatusBuilder, spec: TrainingJobSpec, facts: TrainingFacts) -> lis
         )
         _waiting(b, "Pending", reason, message, also=("JobCreated", "Running"))
         return []
-    if facts.job is None:
+    state, reason, message = training_state(facts.job, facts.run)
+    if facts.job is not None:
+        runs = f"Job {facts.job_name} runs MLflow run {facts.run.run_id}"
+        b.put("JobCreated", True, "Created", runs)
+    elif state == "Missing":
         b.put("JobCreated", False, "Creating", f"creating Job {facts.job_name}")
-    else:
-        message = f"Job {facts.job_name} runs MLflow run {facts.run.run_id}"
-        b.put("JobCreated", True, "Created", message)
-    state, reason, message = job_state(facts.job)
     if state == "Failed":
         _failed(b, facts, reason, message)
         return []
@@ -434,17 +457,18 @@ def _finished(b: StatusBuilder, spec: TrainingJobSpec, facts: TrainingFacts) -> 
     b.put("Running", False, "Finished", f"Job {facts.job_name} completed")
     if _owned_elsewhere(b, spec, facts):
         return []
-    if facts.baselines is None:
+    verdict = gate_verdict(spec, facts, b.fields.get("qualityGate"))
+    if verdict is None:
         if facts.mlflow_error:
             message = f"cannot read the run's metrics: {facts.mlflow_error}"
             _waiting(b, "Running", "MLflowUnavailable", message)
         else:
             _waiting(b, "Running", "Evaluating", "reading the run's metrics")
         return []
-    gate = gates.evaluate(list(spec.quality_gate or []), facts.run.metrics, facts.baselines)
-    b.set(qualityGate=gate_status(gate))
-    if not gate.passed:
-        message = f"quality gate failed: {gate.summary}; nothing was registered"
+    b.set(qualityGate=verdict)
+    summary = str(verdict.get("summary") or "")
+    if not verdict.get("passed"):
+        message = f"quality gate failed: {summary}; nothing was registered"
         b.put("QualityGatePassed", False, "QualityGateFailed", message)
         if spec.model is not None:
             refused = "not registered: the quality gate failed"
@@ -452,7 +476,8 @@ def _finished(b: StatusBuilder, spec: TrainingJobSpec, facts: TrainingFacts) -> 
         b.summarise(["QualityGatePassed"], "QualityGateFailed", message)
         b.set(phase="Failed")
         return []
-    b.put("QualityGatePassed", True, "Passed", gate.summary or "no quality gate rules")
+    passed = summary if verdict.get("results") else "no quality gate rules"
+    b.put("QualityGatePassed", True, "Passed", passed)
     if spec.model is None:
         done = "training completed; no model registration was requested"
         b.summarise(["QualityGatePassed"], "Completed", done)
@@ -475,8 +500,46 @@ def _owned_elsewhere(b: StatusBuilder, spec: TrainingJobSpec, facts: TrainingFac
     return True
 
 
-def gate_status(gate: gates.GateOutcome) -> dict[str, Any]:
-    """The gate as stored: the verdict, one line, and each rule (unset fields left out)."""
+def judged(stored: Mapping[str, Any] | None, run_id: str) -> Mapping[str, Any] | None:
+    """The verdict stored for ``run_id``, if that run was judged already."""
+    if stored and stored.get("runId") == run_id and stored.get("passed") is not None:
+        return stored
+    return None
+
+
+def gate_verdict(
+    spec: TrainingJobSpec, facts: TrainingFacts, stored: Mapping[str, Any] | None
+) -> dict[str, Any] | None:
+    """The gate's verdict on the run, as stored; None while it cannot be judged yet.
+
+    A run is judged once, against the versions that held the baseline aliases then: later
+    passes of the same run (a suspend toggle, a resync) keep the stored verdict, since the
+    alias may since have moved to this run's own version. With no stored verdict (a lost
+    status write), a version registered from the run proves the gate passed.
+    """
+    assert facts.run is not None
+    kept = judged(stored, facts.run.run_id)
+    if kept is not None:
+        return dict(kept)
+    if facts.baselines is None or facts.mlflow_error:
+        return None
+    metrics = {alias: (h.metrics if h else None) for alias, h in facts.baselines.items()}
+    gate = gates.evaluate(list(spec.quality_gate or []), facts.run.metrics, metrics)
+    out = gate_status(gate, facts.run.run_id, facts.baselines)
+    reg = facts.registration
+    if reg is not None and not gate.passed:
+        out["passed"] = True
+        out["summary"] = f"passed: version {reg.version} was registered (now {out['summary']})"
+    return out
+
+
+def gate_status(
+    gate: gates.GateOutcome,
+    run_id: str | None = None,
+    baselines: Mapping[str, Holder | None] | None = None,
+) -> dict[str, Any]:
+    """The gate as stored: the verdict, one line, each rule (unset fields left out), the run
+    judged and the versions it was compared with."""
     results = [
         {
             key: value
@@ -491,7 +554,21 @@ def gate_status(gate: gates.GateOutcome) -> dict[str, Any]:
         }
         for r in gate.results
     ]
-    return {"passed": gate.passed, "summary": gate.summary or "no rules", "results": results}
+    out: dict[str, Any] = {
+        "passed": gate.passed,
+        "summary": gate.summary or "no rules",
+        "results": results,
+    }
+    if run_id is not None:
+        out["runId"] = run_id
+    held = {
+        alias: {k: v for k, v in {"version": h.version, "runId": h.run_id}.items() if v}
+        for alias, h in sorted((baselines or {}).items())
+        if h is not None
+    }
+    if held:
+        out["baselines"] = held
+    return out
 
 
 def _registration(b: StatusBuilder, model: ModelTarget, facts: TrainingFacts) -> list[Action]:
