@@ -307,7 +307,7 @@ def deadline_failure(
     """The Deployment running ``version`` gave up: no progress within the deadline."""
     if state is None or state.version != version or not state.deadline_exceeded:
         return None
-    seconds = spec.rollout.progress_deadline_seconds if spec.rollout else 600
+    seconds = _deadline(spec)
     return (
         "ProgressDeadlineExceeded",
         f"pods of version {version} did not become ready within {seconds}s",
@@ -343,6 +343,24 @@ def analyse(facts: AnalysisFacts | None, rules: Analysis) -> tuple[str, str]:
         "Pass",
         f"error rate {rate:.1%}, p99 latency {shown} stable, {facts.canary_requests} requests",
     )
+
+
+def unusable_metrics(
+    outcome: tuple[str, str], facts: AnalysisFacts | None, overdue: bool
+) -> tuple[str, str]:
+    """An inconclusive step whose canary pods' /metrics did not answer or were not finite
+    says so; past the deadline it fails instead of waiting for ever."""
+    verdict, message = outcome
+    if verdict != "Inconclusive" or facts is None or facts.unreachable == 0:
+        return outcome
+    why = f"metrics of {facts.unreachable} canary pod(s) unusable (no answer, or NaN/Inf samples)"
+    if overdue:
+        return "Fail", f"{why} past the progress deadline; {message}"
+    return verdict, f"{message}; {why}"
+
+
+def _deadline(spec: ModelDeploymentSpec) -> int:
+    return spec.rollout.progress_deadline_seconds if spec.rollout else 600
 
 
 def latency_ratio(facts: AnalysisFacts | None) -> float | None:
@@ -703,7 +721,8 @@ def step_at(
         )
         holding = f"step {step}/{len(steps)}: {current.weight}% of traffic"
         return CanaryMove(fields, stable_version, replicas, Cond(True, "CanaryStep", holding))
-    return analysed(spec, facts, desired, stable_version, step, fields)
+    overdue = elapsed >= current.pause_seconds + _deadline(spec)
+    return analysed(spec, facts, desired, stable_version, step, fields, overdue=overdue)
 
 
 def analysed(
@@ -713,13 +732,19 @@ def analysed(
     stable_version: str,
     step: int,
     fields: Mapping[str, Any],
+    *,
+    overdue: bool = False,
 ) -> CanaryMove:
     """The step's pause is over: the analysis passes it (on to the next step, or promote
-    after the last), fails it, or has too little to say yet."""
+    after the last), fails it, or has too little to say yet. Too little to say because
+    canary pods' metrics are unusable fails the step once ``overdue`` (the progress
+    deadline after the pause)."""
     assert spec.rollout is not None
     steps = spec.rollout.steps or []
     replicas = int(fields["replicas"])
-    verdict, message = analyse(facts.analysis, spec.rollout.analysis or Analysis())
+    verdict, message = unusable_metrics(
+        analyse(facts.analysis, spec.rollout.analysis or Analysis()), facts.analysis, overdue
+    )
     if verdict != "Pass":
         return CanaryMove(
             {**fields, "message": message},
@@ -896,28 +921,37 @@ def _requeue(spec: ModelDeploymentSpec, facts: Facts, active: bool) -> float | N
 SampleTuple = tuple[str, Mapping[str, str], float]
 
 
+def usable(samples: Sequence[SampleTuple]) -> bool:
+    """A pod's samples can be summed: none is NaN or infinite (a ``+Inf`` bucket *edge* is
+    a label, not a value)."""
+    return all(math.isfinite(value) for _, _, value in samples)
+
+
+def _totals(pods: Sequence[Sequence[SampleTuple]]) -> tuple[int, int, float | None]:
+    requests = errors = 0.0
+    buckets: dict[float, float] = {}
+    for samples in pods:
+        for name, labels, value in samples:
+            if name == SERVING_REQUESTS_METRIC:
+                requests += value
+                if str(labels.get("code", "")).startswith("5"):
+                    errors += value
+            elif name == SERVING_LATENCY_BUCKET:
+                le = float(labels.get("le", "inf"))
+                buckets[le] = buckets.get(le, 0.0) + value
+    p99 = histogram_quantile(0.99, list(buckets.items()))
+    return int(requests), int(errors), p99
+
+
 def analysis_facts(
     canary: Sequence[Sequence[SampleTuple]],
     stable: Sequence[Sequence[SampleTuple]],
     unreachable: int = 0,
 ) -> AnalysisFacts:
-    """Sum the pods' request counters and latency histograms per track."""
-
-    def totals(pods: Sequence[Sequence[SampleTuple]]) -> tuple[int, int, float | None]:
-        requests = errors = 0.0
-        buckets: dict[float, float] = {}
-        for samples in pods:
-            for name, labels, value in samples:
-                if name == SERVING_REQUESTS_METRIC:
-                    requests += value
-                    if str(labels.get("code", "")).startswith("5"):
-                        errors += value
-                elif name == SERVING_LATENCY_BUCKET:
-                    le = float(labels.get("le", "inf"))
-                    buckets[le] = buckets.get(le, 0.0) + value
-        p99 = histogram_quantile(0.99, list(buckets.items()))
-        return int(requests), int(errors), p99
-
-    c_requests, c_errors, c_p99 = totals(canary)
-    _, _, s_p99 = totals(stable)
-    return AnalysisFacts(c_requests, c_errors, c_p99, s_p99, unreachable)
+    """Sum the pods' request counters and latency histograms per track. A pod whose samples
+    are not all finite is left out (missing data) and counted with the unreachable ones."""
+    good_canary = [p for p in canary if usable(p)]
+    c_requests, c_errors, c_p99 = _totals(good_canary)
+    _, _, s_p99 = _totals([p for p in stable if usable(p)])
+    bad = len(canary) - len(good_canary)
+    return AnalysisFacts(c_requests, c_errors, c_p99, s_p99, unreachable + bad)
