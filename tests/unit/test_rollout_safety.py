@@ -7,9 +7,16 @@ import math
 
 import pytest
 
+from modelworks.api.modeldeployment import Autoscaling
 from modelworks.prommath import histogram_quantile
-from modelworks.status.modeldeployment import AnalysisFacts, Facts, analysis_facts
-from tests.unit.test_modeldeployment import CANARY, T0, reasons, run, serving, state, target
+from modelworks.status.modeldeployment import (
+    AnalysisFacts,
+    ApplyStable,
+    Facts,
+    analysis_facts,
+    kept_replicas,
+)
+from tests.unit.test_modeldeployment import ALIAS, CANARY, T0, reasons, run, serving, state, target
 
 REQ = "modelworks_serving_requests_total"
 BUCKET = "modelworks_serving_request_duration_seconds_bucket"
@@ -67,3 +74,32 @@ def test_canary_whose_metrics_stay_unusable_is_rolled_back_after_the_deadline() 
     assert late.status["rollback"]["reason"] == "AnalysisFailed"
     assert "metrics" in late.status["rollback"]["message"]
     assert "RolledBack" in reasons(late)
+
+
+@pytest.mark.parametrize(
+    ("running", "bounds", "kept"),
+    [
+        (5, (2, 10), 5),
+        (1, (2, 10), 2),
+        (40, (2, 10), 10),
+        (0, (1, 3), 1),
+        (5, None, None),
+    ],
+)
+def test_kept_replicas_hand_the_running_count_to_the_hpa(
+    running: int, bounds: tuple[int, int] | None, kept: int | None
+) -> None:
+    scaling = (
+        None if bounds is None else Autoscaling(min_replicas=bounds[0], max_replicas=bounds[1])
+    )
+    assert kept_replicas(state("1", replicas=running), scaling) == kept
+    assert kept_replicas(None, scaling) is None
+
+
+def test_switch_to_autoscaling_applies_the_running_count_first() -> None:
+    spec = {**ALIAS, "autoscaling": {"minReplicas": 2, "maxReplicas": 10}}
+    d = run(spec, Facts(target("1"), stable=state("1", replicas=5)), serving("1"))
+    stable = [a for a in d.decision.actions if isinstance(a, ApplyStable)]
+    assert [a.keep_replicas for a in stable] == [5]
+    fixed = run({**ALIAS, "replicas": 5}, Facts(target("1"), stable=state("1")), serving("1"))
+    assert [a.keep_replicas for a in fixed.decision.actions if isinstance(a, ApplyStable)] == [None]

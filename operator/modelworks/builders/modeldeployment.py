@@ -271,6 +271,20 @@ def build_deployment(
     )
 
 
+def replicas_handover(obj: Mapping[str, Any], replicas: int) -> dict[str, Any]:
+    """Only the stable Deployment's replica count: applied under its own field manager before
+    a Deployment that leaves the count to an HPA, so the count is kept, not reset to 1."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": deployment_name(obj, "stable"),
+            "namespace": obj["metadata"]["namespace"],
+        },
+        "spec": {"replicas": replicas},
+    }
+
+
 def _child_metadata(obj: Mapping[str, Any]) -> dict[str, Any]:
     """Metadata of the Service, HPA and PDB: named after the object, owned by it."""
     return {

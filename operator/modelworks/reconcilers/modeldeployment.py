@@ -25,10 +25,11 @@ from modelworks.builders.modeldeployment import (
     deployment_name,
     desired_hash,
     fixed_replicas,
+    replicas_handover,
     selector,
     url,
 )
-from modelworks.clients.kube import Kube
+from modelworks.clients.kube import HANDOVER_MANAGER, Kube
 from modelworks.clients.mlflow import Registry, TrackingUnavailable
 from modelworks.clients.scrape import scrape_pods
 from modelworks.names import (
@@ -97,12 +98,14 @@ def act(
     kube, ns, name = ctx.kube, obj["metadata"]["namespace"], obj["metadata"]["name"]
     for action in actions:
         match action:
-            case ApplyStable(version, applied):
+            case ApplyStable(version, applied, keep):
                 replicas = fixed_replicas(spec)
                 desired = build_deployment(
                     obj, spec, ctx.server, version=version, track="stable", replicas=replicas
                 )
                 if applied != desired_hash(desired):
+                    if keep is not None:
+                        kube.apply(replicas_handover(obj, keep), manager=HANDOVER_MANAGER)
                     kube.apply(desired)
             case ApplyCanary(version, replicas, applied):
                 desired = build_deployment(

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 from modelworks import conditions
 from modelworks.api import MODEL_DEPLOYMENT
-from modelworks.api.modeldeployment import Analysis, ModelDeploymentSpec
+from modelworks.api.modeldeployment import Analysis, Autoscaling, ModelDeploymentSpec
 from modelworks.conditions import Event
 from modelworks.names import (
     SERVING_LATENCY_BUCKET,
@@ -140,10 +140,13 @@ class Facts:
 
 @dataclass(frozen=True)
 class ApplyStable:
-    """The stable Deployment runs ``version`` (``applied``: its digest as observed)."""
+    """The stable Deployment runs ``version`` (``applied``: its digest as observed).
+    ``keep_replicas``: an HPA owns the count, and before a write that leaves it out the count
+    running now (within the HPA's bounds) is handed over, so it is not reset to 1."""
 
     version: str
     applied: str | None = None
+    keep_replicas: int | None = None
 
 
 @dataclass(frozen=True)
@@ -411,7 +414,7 @@ def decide(
     b.put("Ready", *summary)
     b.set(phase=phase)
     decided = b.decide(
-        actions=actions(plan, facts, old),
+        actions=actions(plan, facts, old, autoscaling=spec.autoscaling),
         requeue_after=_requeue(spec, facts, plan.poll or waiting),
         result="retry" if facts.resolve_reason == "MLflowUnavailable" else "ok",
     )
@@ -888,7 +891,17 @@ def _news(
     ]
 
 
-def actions(plan: Plan, facts: Facts, old: Mapping[str, Any]) -> tuple[Action, ...]:
+def kept_replicas(stable: DeploymentState | None, autoscaling: Autoscaling | None) -> int | None:
+    """The count an autoscaled stable Deployment keeps while the HPA takes it over: what runs
+    now, within the HPA's bounds (None: fixed replicas, or no Deployment yet)."""
+    if autoscaling is None or stable is None:
+        return None
+    return min(max(stable.replicas, autoscaling.min_replicas), autoscaling.max_replicas)
+
+
+def actions(
+    plan: Plan, facts: Facts, old: Mapping[str, Any], *, autoscaling: Autoscaling | None = None
+) -> tuple[Action, ...]:
     """The writes: each Deployment as planned (act skips one whose digest is already there),
     the Service, HPA and PDB (written without reading when the spec changed), and no canary
     Deployment when none is planned."""
@@ -896,8 +909,9 @@ def actions(plan: Plan, facts: Facts, old: Mapping[str, Any]) -> tuple[Action, .
     stable, canary = facts.stable, facts.canary
     if plan.run_stable is not None:
         spec_changed = old.get("observedGeneration") != facts.generation
+        keep = kept_replicas(stable, autoscaling)
         out += [
-            ApplyStable(plan.run_stable, stable.applied if stable else None),
+            ApplyStable(plan.run_stable, stable.applied if stable else None, keep),
             EnsureService(force=spec_changed),
             EnsureHPA(force=spec_changed or stable is None),
             EnsurePDB(force=spec_changed or stable is None),
