@@ -458,7 +458,12 @@ def test_first_rollout_waits_then_serves() -> None:
     assert done.status["phase"] == "Available"
     assert cond(done, "Ready")["status"] == "True" and cond(done, "Ready")["reason"] == "Serving"
     assert done.status["history"] == [
-        {"version": "1", "since": T2, "reason": "alias champion points at version 1"}
+        {
+            "version": "1",
+            "model": "churn",
+            "since": T2,
+            "reason": "alias champion points at version 1",
+        }
     ]
     assert done.status["resolved"] == {
         "version": "1",

@@ -4,19 +4,38 @@ the switch to autoscaling. Pure decisions over plain data."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+from typing import Any
 
 import pytest
 
 from modelworks.api.modeldeployment import Autoscaling
+from modelworks.builders.modeldeployment import build_deployment
 from modelworks.prommath import histogram_quantile
 from modelworks.status.modeldeployment import (
     AnalysisFacts,
     ApplyStable,
+    DeploymentState,
     Facts,
     analysis_facts,
     kept_replicas,
+    pod_failure,
 )
-from tests.unit.test_modeldeployment import ALIAS, CANARY, T0, reasons, run, serving, state, target
+from tests.unit.test_modeldeployment import (
+    ALIAS,
+    CANARY,
+    SERVER,
+    T0,
+    cond,
+    crashing_pod,
+    mdep,
+    parse,
+    reasons,
+    run,
+    serving,
+    state,
+    target,
+)
 
 REQ = "modelworks_serving_requests_total"
 BUCKET = "modelworks_serving_request_duration_seconds_bucket"
@@ -103,3 +122,94 @@ def test_switch_to_autoscaling_applies_the_running_count_first() -> None:
     assert [a.keep_replicas for a in stable] == [5]
     fixed = run({**ALIAS, "replicas": 5}, Facts(target("1"), stable=state("1")), serving("1"))
     assert [a.keep_replicas for a in fixed.decision.actions if isinstance(a, ApplyStable)] == [None]
+
+
+# --- a renamed model is a new version to roll out -------------------------------------
+
+OLD = "models:/old/3"
+
+
+def on_model(name: str, s: DeploymentState) -> DeploymentState:
+    return replace(s, model=name)
+
+
+def renamed() -> Facts:
+    """The spec now names model churn, version 3; model old's version 3 serves."""
+    return Facts(target("3"), stable=on_model("old", state("3")))
+
+
+def serving_old() -> dict[str, Any]:
+    return serving("3", stableModel="old", history=[{"version": "3", "model": "old", "since": T0}])
+
+
+def test_renaming_the_model_rolls_out_like_a_new_version() -> None:
+    d = run(ALIAS, renamed(), serving_old())
+    assert d.stable_version == "3" and d.status["stableModel"] == "old"
+    assert "RolloutStarted" in reasons(d)
+    assert cond(d, "Ready")["status"] == "False"
+    assert d.status["phase"] == "Progressing"
+    done = run(ALIAS, Facts(target("3"), stable=on_model("churn", state("3"))), d.status)
+    assert (done.status["stableVersion"], done.status["stableModel"]) == ("3", "churn")
+    assert [(h["model"], h["version"]) for h in done.status["history"]] == [
+        ("old", "3"),
+        ("churn", "3"),
+    ]
+    assert cond(done, "Ready")["status"] == "True"
+
+
+def test_renaming_the_model_goes_through_the_canary() -> None:
+    d = run(CANARY, renamed(), serving_old(), now=T0)
+    assert d.canary_version == "3" and d.stable_version == OLD
+    assert d.status["canary"]["model"] == "churn" and d.status["canary"]["version"] == "3"
+    assert d.status["stableModel"] == "old"
+
+
+def test_a_renamed_model_that_crashes_rolls_back_to_the_old_model() -> None:
+    facts = Facts(
+        target("3"),
+        stable=on_model("churn", state("3", complete=False, ready=0)),
+        pods=[crashing_pod("3")],
+    )
+    d = run(ALIAS, facts, serving_old())
+    assert d.stable_version == OLD
+    rollback = d.status["rollback"]
+    assert (rollback["fromModel"], rollback["fromVersion"]) == ("churn", "3")
+    assert (rollback["toModel"], rollback["toVersion"]) == ("old", "3")
+    pinned = run(ALIAS, Facts(target("3"), stable=on_model("old", state("3"))), d.status)
+    assert pinned.stable_version == OLD and cond(pinned, "Degraded")["reason"] == "RolledBack"
+
+
+def test_a_status_without_model_names_belongs_to_the_current_model() -> None:
+    """Status written before models were named: bare versions mean spec.model.name."""
+    old = serving(
+        "3",
+        rollback={
+            "fromVersion": "4",
+            "toVersion": "3",
+            "reason": "CrashLoop",
+            "at": T0,
+            "observedGeneration": 1,
+        },
+    )
+    d = run(ALIAS, Facts(target("4"), stable=state("3")), old)
+    assert d.stable_version == "3" and cond(d, "Degraded")["reason"] == "RolledBack"
+    assert d.status["stableModel"] == "churn"
+    assert d.status["rollback"]["fromModel"] == "churn"
+    assert d.status["history"][0]["model"] == "churn"
+
+
+def test_deployment_state_reads_the_served_model() -> None:
+    built = build_deployment(
+        mdep(ALIAS), parse(ALIAS), SERVER, version=OLD, track="stable", replicas=1
+    )
+    container = built["spec"]["template"]["spec"]["containers"][0]
+    assert "models:/old/3" in container["args"]
+    assert built["spec"]["template"]["metadata"]["labels"]["modelworks.dev/model-version"] == "3"
+    read = DeploymentState.of(built)
+    assert read is not None and (read.model, read.version) == ("old", "3")
+    assert (
+        pod_failure(
+            [{**crashing_pod("3"), "spec": built["spec"]["template"]["spec"]}], "3", "churn"
+        )
+        is None
+    )

@@ -74,6 +74,7 @@ def observe(obj: Mapping[str, Any], spec: ModelDeploymentSpec, ctx: Context) -> 
         and not old.get("canary")
         and target is not None
         and old.get("stableVersion") == target.version
+        and old.get("stableModel", spec.model.name) == spec.model.name
         and stable is not None
         and stable.complete(target.version)
     )

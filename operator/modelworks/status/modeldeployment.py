@@ -21,9 +21,17 @@ from typing import Any, NamedTuple
 
 from modelworks import conditions
 from modelworks.api import MODEL_DEPLOYMENT
-from modelworks.api.modeldeployment import Analysis, Autoscaling, ModelDeploymentSpec
+from modelworks.api.modeldeployment import (
+    MODELS_SCHEME,
+    Analysis,
+    Autoscaling,
+    ModelDeploymentSpec,
+    split_ref,
+    version_ref,
+)
 from modelworks.conditions import Event
 from modelworks.names import (
+    MODEL_URI_ENV,
     SERVING_LATENCY_BUCKET,
     SERVING_REQUESTS_METRIC,
     VERSION_LABEL,
@@ -75,6 +83,7 @@ class DeploymentState:
     deadline_exceeded: bool
     deleting: bool = False  # it has a deletionTimestamp
     applied: str | None = None  # the desired-hash annotation it carries (observe reads it)
+    model: str | None = None  # the registered model its pods serve (None: not named)
 
     @classmethod
     def of(cls, obj: Mapping[str, Any] | None) -> DeploymentState | None:
@@ -85,6 +94,7 @@ class DeploymentState:
         labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
         progressing = conditions.get(status.get("conditions"), "Progressing") or {}
         return cls(
+            model=served_model((spec.get("template") or {}).get("spec")),
             version=labels.get(VERSION_LABEL),
             replicas=int(spec.get("replicas", 1) if spec.get("replicas") is not None else 1),
             ready=int(status.get("readyReplicas") or 0),
@@ -107,6 +117,16 @@ class DeploymentState:
             and self.available >= self.updated
             and (self.replicas == 0 or self.ready > 0)
         )
+
+
+def served_model(pod_spec: Mapping[str, Any] | None) -> str | None:
+    """The registered model a model server pod (or pod template) serves, by its model URI."""
+    for container in (pod_spec or {}).get("containers") or []:
+        for env in container.get("env") or []:
+            value = str(env.get("value") or "")
+            if env.get("name") == MODEL_URI_ENV and value.startswith(MODELS_SCHEME):
+                return split_ref(value, "")[0] or None
+    return None
 
 
 @dataclass(frozen=True)
@@ -201,11 +221,11 @@ class CanaryState:
     replicas: int | None
 
     @classmethod
-    def read(cls, canary: Mapping[str, Any] | None) -> CanaryState | None:
+    def read(cls, canary: Mapping[str, Any] | None, current: str = "") -> CanaryState | None:
         if not canary:
             return None
         return cls(
-            version=canary.get("version"),
+            version=_ref_in(canary.get("version"), canary.get("model"), current),
             step=int(canary.get("step") or 1),
             step_started=canary.get("stepStarted"),
             replicas=canary.get("replicas"),
@@ -222,13 +242,44 @@ class RolloutState:
     canary: CanaryState | None = None
 
     @classmethod
-    def read(cls, old: Mapping[str, Any]) -> RolloutState:
+    def read(cls, old: Mapping[str, Any], current: str = "") -> RolloutState:
+        """Versions become :func:`version_ref` identities relative to the spec's model
+        ``current``; a version stored without its model is one of ``current``."""
+        rollback = old.get("rollback")
         return cls(
-            stable=old.get("stableVersion"),
-            history=tuple(old.get("history") or ()),
-            rollback=old.get("rollback"),
-            canary=CanaryState.read(old.get("canary")),
+            stable=_ref_in(old.get("stableVersion"), old.get("stableModel"), current),
+            history=tuple(_refs_in(h, ("version",), current) for h in old.get("history") or ()),
+            rollback=None if rollback is None else _refs_in(rollback, REFS_IN_ROLLBACK, current),
+            canary=CanaryState.read(old.get("canary"), current),
         )
+
+
+REFS_IN_ROLLBACK = ("fromVersion", "toVersion")
+
+
+def _model_key(key: str) -> str:
+    return key.removesuffix("Version") + "Model" if key != "version" else "model"
+
+
+def _ref_in(version: str | None, model: str | None, current: str) -> str | None:
+    return None if version is None else version_ref(model, str(version), current)
+
+
+def _refs_in(entry: Mapping[str, Any], keys: Sequence[str], current: str) -> dict[str, Any]:
+    """A stored entry with its (model, version) pairs as identities."""
+    out = {k: v for k, v in entry.items() if k not in {_model_key(key) for key in keys}}
+    for key in keys:
+        out[key] = _ref_in(entry.get(key), entry.get(_model_key(key)), current)
+    return out
+
+
+def refs_out(entry: Mapping[str, Any], keys: Sequence[str], current: str) -> dict[str, Any]:
+    """An entry for the status: each identity stored as its model and version number."""
+    out = dict(entry)
+    for key in keys:
+        if out.get(key) is not None:
+            out[_model_key(key)], out[key] = split_ref(str(out[key]), current)
+    return out
 
 
 class Cond(NamedTuple):
@@ -278,11 +329,13 @@ class CanaryMove:
     events: tuple[Event, ...] = ()
 
 
-def pod_failure(pods: Sequence[Mapping[str, Any]], version: str) -> tuple[str, str] | None:
-    """Why the pods of ``version`` are broken (a state that will not fix itself), if they are."""
+def pod_failure(
+    pods: Sequence[Mapping[str, Any]], version: str, current: str = ""
+) -> tuple[str, str] | None:
+    """Why the pods of ``version`` (a :func:`version_ref` relative to model ``current``) are
+    broken (a state that will not fix itself), if they are."""
     for pod in pods:
-        labels = (pod.get("metadata") or {}).get("labels") or {}
-        if labels.get(VERSION_LABEL) != version or (pod.get("metadata") or {}).get(
+        if _pod_ref(pod, current) != version or (pod.get("metadata") or {}).get(
             "deletionTimestamp"
         ):
             continue
@@ -302,6 +355,14 @@ def pod_failure(pods: Sequence[Mapping[str, Any]], version: str) -> tuple[str, s
                     f"(last exit {last.get('exitCode', '?')} {last.get('reason', '')})".strip()
                 )
     return None
+
+
+def _pod_ref(pod: Mapping[str, Any], current: str) -> str | None:
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    number = labels.get(VERSION_LABEL)
+    if number is None or not current:
+        return number
+    return version_ref(served_model(pod.get("spec")), str(number), current)
 
 
 def deadline_failure(
@@ -393,7 +454,9 @@ def decide(
     spec: ModelDeploymentSpec, facts: Facts, old: Mapping[str, Any], now: str
 ) -> Decision[Action]:
     """The next step of the rollout, the whole new status and the writes that make it so."""
-    state = RolloutState.read(old)
+    current = spec.model.name
+    state = RolloutState.read(old, current)
+    facts = relative(facts, current)
     rollback, pinned = pin(state.rollback, facts.target, facts.generation)
     plan = plan_rollout(spec, facts, replace(state, rollback=rollback), pinned, now)
     stable, canary = facts.stable, facts.canary
@@ -401,13 +464,10 @@ def decide(
     b = StatusBuilder(MODEL_DEPLOYMENT, old, facts.generation, now)
     b.set(
         resolved=_resolved(facts.target, old),
-        stableVersion=plan.stable,
         replicas=(stable.replicas if stable else 0) + plan.canary_replicas,
         readyReplicas=ready,
-        canary=_present(plan.canary),
         url=facts.url,
-        history=[dict(h) for h in plan.history] or None,
-        rollback=dict(plan.rollback) if plan.rollback is not None else None,
+        **_versions_out(plan, current),
     )
     _put_conditions(b, spec, facts, plan)
     summary, phase, waiting = summarise(facts, plan, ready)
@@ -420,6 +480,32 @@ def decide(
     )
     news = _news(old.get("conditions"), decided.status["conditions"])
     return replace(decided, events=[*plan.events, *news])
+
+
+def relative(facts: Facts, current: str) -> Facts:
+    """The Deployments' versions as :func:`version_ref` identities relative to ``current``."""
+
+    def rel(state: DeploymentState | None) -> DeploymentState | None:
+        if state is None or state.version is None:
+            return state
+        return replace(state, version=version_ref(state.model, state.version, current))
+
+    return replace(facts, stable=rel(facts.stable), canary=rel(facts.canary))
+
+
+def _versions_out(plan: Plan, current: str) -> dict[str, Any]:
+    """The status fields that name versions, each with its model."""
+    stable = split_ref(plan.stable, current) if plan.stable is not None else (None, None)
+    canary = _present(plan.canary)
+    return {
+        "stableVersion": stable[1],
+        "stableModel": stable[0],
+        "canary": None if canary is None else refs_out(canary, ("version",), current),
+        "history": [refs_out(h, ("version",), current) for h in plan.history] or None,
+        "rollback": None
+        if plan.rollback is None
+        else refs_out(plan.rollback, REFS_IN_ROLLBACK, current),
+    }
 
 
 def pin(
@@ -469,7 +555,9 @@ def first_rollout(
     if facts.stable is not None and facts.stable.complete(desired):
         served = _adopt(plan, desired, facts, now)
         return served.say(Event("Serving", f"Version {desired} is serving", "Normal"))
-    failure = pod_failure(facts.pods, desired) or deadline_failure(facts.stable, desired, spec)
+    failure = pod_failure(facts.pods, desired, spec.model.name) or deadline_failure(
+        facts.stable, desired, spec
+    )
     if failure is not None:
         return replace(
             plan,
@@ -534,7 +622,9 @@ def rolling_update(
             )
         )
     plan = replace(plan, poll=True)
-    failure = pod_failure(facts.pods, desired) or deadline_failure(stable, desired, spec)
+    failure = pod_failure(facts.pods, desired, spec.model.name) or deadline_failure(
+        stable, desired, spec
+    )
     if failure is not None:
         return failed(spec, facts, plan, desired, failure, now)
     return replace(plan, progressing=Cond(True, "RollingOut", f"rolling out version {desired}"))
@@ -562,7 +652,7 @@ def canary_rollout(
         poll=True,
     )
     failure = (
-        pod_failure(facts.pods, desired)
+        pod_failure(facts.pods, desired, spec.model.name)
         or deadline_failure(facts.canary, desired, spec)
         or deadline_failure(facts.stable, desired, spec)
     )
