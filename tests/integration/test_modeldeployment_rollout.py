@@ -11,6 +11,7 @@ import pytest
 
 from modelworks.clients.kube import Kube
 from modelworks.clients.mlflow import Registry
+from modelworks.names import MODEL_URI_ENV
 from modelworks.reconcilers.modeldeployment import ServerConfig, reconcile
 from tests.integration.test_modeldeployment import NOW, cond, get, mdep, register
 from tests.support import Cluster, MlflowServer, eventually
@@ -88,3 +89,79 @@ def test_switching_to_autoscaling_keeps_the_replicas_until_the_hpa_acts(
     assert replicas(kube, namespace, "scale") == 3
     assert crds.get("hpa", "scale", namespace) is None
     assert cond(get(crds, "mdep", "scale", namespace), "Ready")["status"] in ("True", "False")
+
+
+def served(kube: Kube, ns: str, name: str) -> str | None:
+    """The model URI a Deployment's pods serve (None: no such Deployment)."""
+    dep = kube.get("apps/v1", "Deployment", ns, name)
+    if dep is None:
+        return None
+    env = dep["spec"]["template"]["spec"]["containers"][0]["env"]
+    return str(next(e["value"] for e in env if e["name"] == MODEL_URI_ENV))
+
+
+def test_renaming_the_model_goes_through_the_canary(
+    crds: Cluster, kube: Kube, mlflow: MlflowServer, namespace: str
+) -> None:
+    first, second = f"a-{namespace}", f"b-{namespace}"
+    v1 = register(mlflow.uri, first, alias="champion")
+    w1 = register(mlflow.uri, second, alias="champion")
+    assert v1 == w1 == "1", "the same version number under two model names"
+    rollout = {
+        "strategy": "Canary",
+        "steps": [{"weight": 50, "pauseSeconds": 0}],
+        "analysis": {"minRequests": 0},
+    }
+    crds.apply(mdep("rename", first, replicas=2, rollout=rollout), "-n", namespace)
+    one_pass = passes(crds, kube, mlflow, namespace, "rename")
+    available(one_pass)
+    assert served(kube, namespace, "rename") == f"models:/{first}/1"
+
+    patch_spec(crds, namespace, "rename", {"model": {"name": second}})
+    status = one_pass()
+    assert served(kube, namespace, "rename") == f"models:/{first}/1", "stable keeps the old model"
+    assert served(kube, namespace, "rename-canary") == f"models:/{second}/1"
+    assert status["canary"]["model"] == second and status["stableModel"] == first
+    assert cond(get(crds, "mdep", "rename", namespace), "Ready")["status"] == "False"
+
+    done = eventually(
+        lambda: (s := one_pass()).get("stableModel") == second and "canary" not in s and s,
+        timeout=90,
+        what="the renamed model to be promoted",
+    )
+    assert served(kube, namespace, "rename") == f"models:/{second}/1"
+    assert [(h["model"], h["version"]) for h in done["history"]] == [(first, "1"), (second, "1")]
+
+
+def test_a_bad_image_change_makes_the_deployment_not_ready(
+    crds: Cluster, kube: Kube, mlflow: MlflowServer, namespace: str
+) -> None:
+    """New pods that cannot pull their image: the old pods still answer, but the spec's
+    serving is not what runs, and Ready and Degraded say why."""
+    model = f"m-{namespace}"
+    register(mlflow.uri, model, alias="champion")
+    crds.apply(mdep("image", model, replicas=1), "-n", namespace)
+    one_pass = passes(crds, kube, mlflow, namespace, "image")
+    available(one_pass)
+    # The new pods go to the real kubelet (kwok pods run any image): the pull fails there.
+    patch_spec(
+        crds,
+        namespace,
+        "image",
+        {
+            "image": "registry.invalid/modelworks/absent:0",
+            "podTemplate": {"nodeSelector": {"type": "real"}, "tolerations": None},
+        },
+    )
+    status = eventually(
+        lambda: (s := one_pass())["phase"] == "Degraded" and s,
+        timeout=90,
+        interval=2,
+        what="the failed image pull to be reported",
+    )
+    obj = get(crds, "mdep", "image", namespace)
+    ready, degraded = cond(obj, "Ready"), cond(obj, "Degraded")
+    assert ready["status"] == "False" and degraded["status"] == "True", status
+    assert degraded["reason"] in ("ErrImagePull", "ImagePullBackOff"), degraded
+    assert "pod image-" in degraded["message"]
+    assert cond(obj, "Available")["status"] == "True", "the old pod still serves"

@@ -767,6 +767,7 @@ def test_first_rollout(
     ("stable", "canary", "pinned", "poll", "degraded", "events"),
     [
         (state("1"), None, False, False, "AsExpected", []),
+        # new pods of the same version (a pod template change): Progressing
         (state("1", complete=False), None, False, True, "AsExpected", []),
         (state("1"), CanaryState("2", 1, None, 1), False, False, "AsExpected", ["RolloutAborted"]),
         (state("1"), CanaryState("1", 1, None, 1), False, False, "AsExpected", []),
@@ -784,7 +785,8 @@ def test_steady(
     start = plan(rollback={**RB, "message": "it crashed"} if pinned else None)
     got = steady(Facts(target("2" if pinned else "1"), stable=stable), start, canary, pinned)
     assert (got.run_stable, got.canary_version, got.poll) == ("1", None, poll)
-    assert got.degraded.reason == degraded and got.progressing.value is False
+    assert got.degraded.reason == degraded
+    assert got.progressing.value is (not stable.complete("1") and not pinned)
     assert [e.reason for e in got.events] == events
     if pinned:
         assert "stays pinned until the spec or the alias changes" in got.degraded.message

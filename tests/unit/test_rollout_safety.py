@@ -213,3 +213,39 @@ def test_deployment_state_reads_the_served_model() -> None:
         )
         is None
     )
+
+
+# --- a change of the pod template is watched like a new version --------------------------
+
+
+def replacing(**fields: Any) -> DeploymentState:
+    """The stable Deployment of version 1 with new pods (of a new template) on the way."""
+    return replace(state("1"), **{"updated": 1, "total": 3, "ready": 2, "available": 2, **fields})
+
+
+@pytest.mark.parametrize(
+    ("stable", "pods", "ready", "reason", "phase"),
+    [
+        (replacing(), [], "False", "Progressing", "Progressing"),
+        (replacing(), [crashing_pod("1")], "False", "CrashLoopBackOff", "Degraded"),
+        (replacing(deadline_exceeded=True), [], "False", "ProgressDeadlineExceeded", "Degraded"),
+        (
+            replace(state("1"), updated=4, total=4, available=2, ready=2),
+            [],
+            "True",
+            "Serving",
+            "Available",
+        ),  # scaled up: the same template
+        (state("1"), [], "True", "Serving", "Available"),
+    ],
+)
+def test_new_pods_of_the_serving_version_are_watched(
+    stable: DeploymentState, pods: list[dict[str, Any]], ready: str, reason: str, phase: str
+) -> None:
+    d = run(ALIAS, Facts(target("1"), stable=stable, pods=pods), serving("1"))
+    assert (cond(d, "Ready")["status"], cond(d, "Ready")["reason"]) == (ready, reason)
+    assert d.status["phase"] == phase
+    assert d.stable_version == "1" and d.canary_version is None
+    if phase == "Degraded":
+        assert cond(d, "Degraded")["reason"] == reason
+        assert "new pods of version 1" in cond(d, "Degraded")["message"]

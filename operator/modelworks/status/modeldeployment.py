@@ -541,7 +541,7 @@ def plan_rollout(
     if state.stable is None:
         return first_rollout(spec, facts, plan, desired, now)
     if desired == state.stable:
-        return steady(facts, plan, state.canary, pinned)
+        return steady(facts, plan, state.canary, pinned, spec=spec)
     if spec.rollout is None or spec.rollout.strategy != "Canary":
         return rolling_update(spec, facts, plan, desired, now)
     return canary_rollout(spec, facts, plan, state.canary, desired, now)
@@ -570,9 +570,16 @@ def first_rollout(
     )
 
 
-def steady(facts: Facts, plan: Plan, canary: CanaryState | None, pinned: bool) -> Plan:
+def steady(
+    facts: Facts,
+    plan: Plan,
+    canary: CanaryState | None,
+    pinned: bool,
+    *,
+    spec: ModelDeploymentSpec | None = None,
+) -> Plan:
     """The target is what serves (or is pinned away): keep it; a canary of another version
-    is aborted."""
+    is aborted; a change of the pod template rolling out is watched like a new version."""
     stable_version = plan.stable
     assert stable_version is not None
     if canary is not None and canary.version not in (None, stable_version):
@@ -587,6 +594,7 @@ def steady(facts: Facts, plan: Plan, canary: CanaryState | None, pinned: bool) -
     stable = facts.stable
     if stable is not None and stable.version == stable_version:
         plan = replace(plan, poll=not stable.complete(stable_version))  # e.g. rolling back
+        plan = template_rollout(spec, facts, plan, stable)
     if pinned:
         assert plan.rollback is not None
         message = (
@@ -600,6 +608,33 @@ def steady(facts: Facts, plan: Plan, canary: CanaryState | None, pinned: bool) -
             progressing=Cond(False, "RolledBack", message),
         )
     return plan
+
+
+def template_rollout(
+    spec: ModelDeploymentSpec | None, facts: Facts, plan: Plan, stable: DeploymentState
+) -> Plan:
+    """The stable version's pods are being replaced (a change of image, env, resources...):
+    the rollout is Progressing, and new pods that will not get ready make it Degraded. The
+    old pods keep answering (maxUnavailable 0) until the spec is fixed."""
+    version = stable.version
+    assert version is not None
+    if stable.complete(version):
+        return plan
+    current = spec.model.name if spec is not None else ""
+    failure = pod_failure(facts.pods, version, current)
+    if failure is None and spec is not None:
+        failure = deadline_failure(stable, version, spec)
+    if failure is not None:
+        message = f"the new pods of version {version} are failing: {failure[1]}"
+        return replace(
+            plan,
+            progressing=Cond(False, "RolloutFailed", message),
+            degraded=Cond(True, failure[0], message),
+        )
+    if stable.current and stable.updated >= stable.total:
+        return plan  # scaling, not a new pod template
+    message = f"replacing the pods of version {version} (the pod template changed)"
+    return replace(plan, progressing=Cond(True, "RollingOut", message))
 
 
 def rolling_update(
