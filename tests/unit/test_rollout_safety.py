@@ -8,6 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from modelworks.api.modeldeployment import Autoscaling
 from modelworks.builders.modeldeployment import build_deployment
@@ -18,6 +19,7 @@ from modelworks.status.modeldeployment import (
     DeploymentState,
     Facts,
     analysis_facts,
+    canary_replicas,
     kept_replicas,
     pod_failure,
 )
@@ -26,6 +28,7 @@ from tests.unit.test_modeldeployment import (
     CANARY,
     SERVER,
     T0,
+    T2,
     cond,
     crashing_pod,
     mdep,
@@ -249,3 +252,57 @@ def test_new_pods_of_the_serving_version_are_watched(
     if phase == "Degraded":
         assert cond(d, "Degraded")["reason"] == reason
         assert "new pods of version 1" in cond(d, "Degraded")["message"]
+
+
+# --- the canary's size ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("weight", "stable", "cap", "replicas"),
+    [
+        (25, 2, None, 1),
+        (50, 2, None, 2),
+        (90, 3, None, 3),  # never more canary pods than stable ones
+        (95, 200, None, 200),
+        (95, 200, 10, 10),  # rollout.maxCanaryReplicas
+        (50, 8, 3, 3),
+        (10, 9, None, 1),
+        (99, 1, None, 1),
+    ],
+)
+def test_canary_replicas_are_capped(
+    weight: int, stable: int, cap: int | None, replicas: int
+) -> None:
+    assert canary_replicas(state("1", replicas=stable), weight, cap) == replicas
+
+
+WITH_100 = {
+    **ALIAS,
+    "rollout": {
+        "strategy": "Canary",
+        "steps": [{"weight": 25, "pauseSeconds": 60}, {"weight": 100, "pauseSeconds": 60}],
+        "analysis": {"minRequests": 0},
+    },
+}
+
+
+def test_a_step_at_weight_100_is_the_promotion() -> None:
+    stable = state("1", replicas=4)
+    ready = state("2", replicas=2)
+    start = run(WITH_100, Facts(target("2"), stable=stable), serving("1"), now=T0)
+    hold = run(WITH_100, Facts(target("2"), stable=stable, canary=ready), start.status, now=T0)
+    passed = run(WITH_100, Facts(target("2"), stable=stable, canary=ready), hold.status, now=T2)
+    assert passed.stable_version == "2", "weight 100: the stable Deployment takes the version"
+    assert passed.canary_replicas <= 4
+
+
+def test_only_a_step_at_weight_100_promotes_at_once() -> None:
+    only = {**WITH_100, "rollout": {**WITH_100["rollout"], "steps": [{"weight": 100}]}}
+    d = run(only, Facts(target("2"), stable=state("1", replicas=4)), serving("1"), now=T0)
+    assert d.stable_version == "2" and d.canary_replicas <= 4
+
+
+@pytest.mark.parametrize("cap", [0, -1, 1001])
+def test_max_canary_replicas_is_bounded(cap: int) -> None:
+    with pytest.raises(ValidationError, match="maxCanaryReplicas"):
+        parse({**CANARY, "rollout": {**CANARY["rollout"], "maxCanaryReplicas": cap}})

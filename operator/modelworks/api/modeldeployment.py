@@ -109,9 +109,15 @@ class Autoscaling(ApiModel):
 
 
 class CanaryStep(ApiModel):
-    """Send this share of the replicas (so of the traffic) to the new version, then hold."""
+    """Send this share of the pods (so of the traffic) to the new version, then hold."""
 
-    weight: int = Field(ge=1, le=100, description="Percent of traffic for the new version.")
+    weight: int = Field(
+        ge=1,
+        le=100,
+        description="Percent of the serving pods for the new version; 100 promotes it. "
+        "The canary never has more pods than the stable version, so the share is at most "
+        "half until promotion.",
+    )
     pause_seconds: int = Field(
         default=60, ge=0, le=86400, description="How long to hold and analyse."
     )
@@ -164,6 +170,12 @@ class Rollout(ApiModel):
         default=True, description="Roll back a version that fails analysis or never gets ready."
     )
     progress_deadline_seconds: int = Field(default=600, ge=30, le=86400)
+    max_canary_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="At most this many canary pods (never more than the stable pods).",
+    )
 
 
 class ServiceSpec(ApiModel):

@@ -781,6 +781,8 @@ def canary_step(
         if old.step > len(steps):
             return promoting(facts, desired, old)
         return step_at(spec, facts, desired, stable_version, old, old.step, now)
+    if steps[0].weight >= 100:
+        return promoting(facts, desired, CanaryState(desired, len(steps) + 1, None, None))
     started = Event(
         "RolloutStarted",
         f"Canary of version {desired} (stable {stable_version}): "
@@ -822,7 +824,7 @@ def step_at(
     assert spec.rollout is not None
     steps = spec.rollout.steps or []
     current = steps[step - 1]
-    replicas = canary_replicas(facts.stable, current.weight)
+    replicas = canary_replicas(facts.stable, current.weight, spec.rollout.max_canary_replicas)
     observed = facts.canary
     if not (
         observed is not None
@@ -845,7 +847,8 @@ def step_at(
     }
     if elapsed < current.pause_seconds:
         fields["message"] = (
-            f"holding {current.weight}% for {int(current.pause_seconds - elapsed)}s more"
+            f"holding {current.weight}% for {int(current.pause_seconds - elapsed)}s more "
+            f"({replicas} canary pod(s), {share(replicas, facts.stable)}% of the pods)"
         )
         holding = f"step {step}/{len(steps)}: {current.weight}% of traffic"
         return CanaryMove(fields, stable_version, replicas, Cond(True, "CanaryStep", holding))
@@ -883,7 +886,7 @@ def analysed(
         )
     passed = Cond(True, "CanaryStep", f"step {step}/{len(steps)} passed: {message}")
     nxt = {**fields, "step": step + 1, "stepStarted": None, "message": message}
-    if step < len(steps):
+    if step < len(steps) and steps[step].weight < 100:
         event = Event(
             "CanaryStep",
             f"Version {desired}: step {step + 1}/{len(steps)} at {steps[step].weight}% ({message})",
@@ -892,16 +895,30 @@ def analysed(
         return CanaryMove(
             nxt, stable_version, replicas, passed, (verdict, message), False, (event,)
         )
-    last = {**nxt, "weight": 100, "message": f"analysis passed ({message}); promoting"}
+    last = {
+        **nxt,
+        "step": len(steps) + 1,
+        "weight": 100,
+        "message": f"analysis passed ({message}); promoting",
+    }
     return CanaryMove(last, desired, replicas, passed, (verdict, message))
 
 
-def canary_replicas(stable: DeploymentState | None, weight: int) -> int:
-    """Canary pods for ``weight`` percent of the traffic next to the stable pods."""
+def canary_replicas(stable: DeploymentState | None, weight: int, cap: int | None = None) -> int:
+    """Canary pods for ``weight`` percent of the pods (so of the traffic) next to the stable
+    pods, never more than the stable pods nor ``cap`` (rollout.maxCanaryReplicas): past half
+    of the traffic the share stays at most a half until promotion."""
     stable_size = max(stable.replicas if stable else 1, 1)
+    limit = stable_size if cap is None else min(stable_size, cap)
     if weight >= 100:
-        return stable_size
-    return max(1, math.ceil(stable_size * weight / (100 - weight)))
+        return limit
+    return min(max(1, math.ceil(stable_size * weight / (100 - weight))), limit)
+
+
+def share(canary: int, stable: DeploymentState | None) -> int:
+    """The percent of the serving pods that are canary pods."""
+    total = canary + max(stable.replicas if stable else 1, 1)
+    return round(100 * canary / total)
 
 
 def _canary_fields(
