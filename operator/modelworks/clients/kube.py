@@ -175,7 +175,8 @@ class Kube:
     def apply(
         self, obj: Mapping[str, Any], *, force: bool = True, manager: str = FIELD_MANAGER
     ) -> dict[str, Any]:
-        """Server-side apply of the whole desired object under the ``modelworks`` field manager."""
+        """Server-side apply of the desired object under field manager ``manager`` (by default
+        ``modelworks``)."""
         res = resource_of(obj["apiVersion"], obj["kind"])
         meta = obj["metadata"]
         return self._call(

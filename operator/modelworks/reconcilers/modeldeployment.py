@@ -76,6 +76,7 @@ def observe(obj: Mapping[str, Any], spec: ModelDeploymentSpec, ctx: Context) -> 
         and old.get("stableVersion") == target.version
         and old.get("stableModel", spec.model.name) == spec.model.name
         and stable is not None
+        and stable.model in (None, spec.model.name)
         and stable.complete(target.version)
     )
     pods = [] if settled else ctx.kube.list("v1", "Pod", ns, labels=selector(obj))
