@@ -3,16 +3,22 @@ in-process, one at a time, so what each pass wrote is seen before the next one."
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
-from collections.abc import Callable
+import math
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from modelworks.clients.kube import Kube
 from modelworks.clients.mlflow import Registry
+from modelworks.clients.scrape import scrape_pods
 from modelworks.names import MODEL_URI_ENV
 from modelworks.reconcilers.modeldeployment import ServerConfig, reconcile
+from modelworks.status.modeldeployment import analysis_facts
 from tests.integration.test_modeldeployment import NOW, cond, get, mdep, register
 from tests.support import Cluster, MlflowServer, eventually
 
@@ -165,3 +171,60 @@ def test_a_bad_image_change_makes_the_deployment_not_ready(
     assert degraded["reason"] in ("ErrImagePull", "ImagePullBackOff"), degraded
     assert "pod image-" in degraded["message"]
     assert cond(obj, "Available")["status"] == "True", "the old pod still serves"
+
+
+GOOD_METRICS = """\
+# TYPE modelworks_serving_requests_total counter
+modelworks_serving_requests_total{code="200"} 120
+# TYPE modelworks_serving_request_duration_seconds histogram
+modelworks_serving_request_duration_seconds_bucket{le="0.1"} 120
+modelworks_serving_request_duration_seconds_bucket{le="+Inf"} 120
+modelworks_serving_request_duration_seconds_count 120
+modelworks_serving_request_duration_seconds_sum 3
+"""
+BAD_METRICS = GOOD_METRICS.replace('{code="200"} 120', '{code="200"} NaN').replace(
+    '{le="+Inf"} 120', '{le="+Inf"} +Inf'
+)
+
+
+@contextlib.contextmanager
+def metrics_server(host: str, body: str, port: int = 0) -> Iterator[int]:
+    """A real HTTP server answering ``body`` as a pod's /metrics; yields its port."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer((host, port), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_non_finite_metrics_from_a_real_server_are_missing_data_not_a_crash() -> None:
+    """Two canary pods (two loopback addresses, one port): one exports NaN and +Inf."""
+    with (
+        metrics_server("127.0.0.1", GOOD_METRICS) as port,
+        metrics_server("127.0.0.2", BAD_METRICS, port),
+    ):
+        pods = [
+            {"metadata": {"name": name}, "status": {"podIP": ip}}
+            for name, ip in (("good", "127.0.0.1"), ("bad", "127.0.0.2"))
+        ]
+        scrapes = {s.pod: s for s in scrape_pods(pods, port)}
+    assert all(s.error is None for s in scrapes.values()), scrapes
+    samples = {pod: [(x.name, x.labels, x.value) for x in s.samples] for pod, s in scrapes.items()}
+    assert any(math.isnan(v) for _, _, v in samples["bad"]), "the parser passes NaN through"
+    facts = analysis_facts([samples["good"], samples["bad"]], [samples["good"]])
+    assert (facts.canary_requests, facts.canary_errors, facts.unreachable) == (120, 0, 1)
+    assert facts.canary_p99 is not None and math.isfinite(facts.canary_p99)
