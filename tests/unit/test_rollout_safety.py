@@ -201,6 +201,14 @@ def test_a_status_without_model_names_belongs_to_the_current_model() -> None:
     assert d.status["history"][0]["model"] == "churn"
 
 
+def test_a_status_without_model_names_takes_the_model_the_stable_pods_serve() -> None:
+    """An old status ("3", no model) while the stable pods serve models:/old/3 and the spec
+    now names churn: the rename is seen, not mistaken for version 3 of churn."""
+    d = run(ALIAS, renamed(), serving("3"))
+    assert "RolloutStarted" in reasons(d) and d.stable_version == "3"
+    assert d.status["stableModel"] == "old"
+
+
 def test_deployment_state_reads_the_served_model() -> None:
     built = build_deployment(
         mdep(ALIAS), parse(ALIAS), SERVER, version=OLD, track="stable", replicas=1

@@ -455,7 +455,7 @@ def decide(
 ) -> Decision[Action]:
     """The next step of the rollout, the whole new status and the writes that make it so."""
     current = spec.model.name
-    state = RolloutState.read(old, current)
+    state = RolloutState.read(with_stable_model(old, facts.stable), current)
     facts = relative(facts, current)
     rollback, pinned = pin(state.rollback, facts.target, facts.generation)
     plan = plan_rollout(spec, facts, replace(state, rollback=rollback), pinned, now)
@@ -480,6 +480,17 @@ def decide(
     )
     news = _news(old.get("conditions"), decided.status["conditions"])
     return replace(decided, events=[*plan.events, *news])
+
+
+def with_stable_model(old: Mapping[str, Any], stable: DeploymentState | None) -> Mapping[str, Any]:
+    """A status that names no model for ``stableVersion`` (written before models were named,
+    or by a CRD that prunes the field): the model the stable Deployment serves, when it
+    serves that version."""
+    if old.get("stableModel") or old.get("stableVersion") is None or stable is None:
+        return old
+    if stable.model is None or stable.version != str(old["stableVersion"]):
+        return old
+    return {**old, "stableModel": stable.model}
 
 
 def relative(facts: Facts, current: str) -> Facts:
