@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 def histogram_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float | None:
     """Prometheus' histogram_quantile over cumulative ``(le, count)`` buckets (le may be inf)."""
-    ordered = sorted(buckets)
+    ordered = sorted((le, n) for le, n in buckets if not math.isnan(le) and math.isfinite(n))
     if not ordered or ordered[-1][1] <= 0:
         return None
     total = ordered[-1][1]

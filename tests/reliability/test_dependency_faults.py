@@ -269,16 +269,7 @@ def analysis_of(server: FaultyHTTP, min_requests: int = 10) -> tuple[str, str]:
     ("mode", "verdict"),
     [
         ("metrics-malformed", "Inconclusive"),
-        pytest.param(
-            "metrics-non-finite",
-            "Inconclusive",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=ValueError,
-                reason="int(NaN) in analysis_facts: non-finite samples are handled in canary "
-                "analysis on branch r-rollout",
-            ),
-        ),
+        ("metrics-non-finite", "Inconclusive"),
         ("trickle", "Inconclusive"),
     ],
 )

@@ -459,7 +459,12 @@ def test_first_rollout_waits_then_serves() -> None:
     assert done.status["phase"] == "Available"
     assert cond(done, "Ready")["status"] == "True" and cond(done, "Ready")["reason"] == "Serving"
     assert done.status["history"] == [
-        {"version": "1", "since": T2, "reason": "alias champion points at version 1"}
+        {
+            "version": "1",
+            "model": "churn",
+            "since": T2,
+            "reason": "alias champion points at version 1",
+        }
     ]
     assert done.status["resolved"] == {
         "version": "1",
@@ -763,6 +768,7 @@ def test_first_rollout(
     ("stable", "canary", "pinned", "poll", "degraded", "events"),
     [
         (state("1"), None, False, False, "AsExpected", []),
+        # new pods of the same version (a pod template change): Progressing
         (state("1", complete=False), None, False, True, "AsExpected", []),
         (state("1"), CanaryState("2", 1, None, 1), False, False, "AsExpected", ["RolloutAborted"]),
         (state("1"), CanaryState("1", 1, None, 1), False, False, "AsExpected", []),
@@ -780,7 +786,8 @@ def test_steady(
     start = plan(rollback={**RB, "message": "it crashed"} if pinned else None)
     got = steady(Facts(target("2" if pinned else "1"), stable=stable), start, canary, pinned)
     assert (got.run_stable, got.canary_version, got.poll) == ("1", None, poll)
-    assert got.degraded.reason == degraded and got.progressing.value is False
+    assert got.degraded.reason == degraded
+    assert got.progressing.value is (not stable.complete("1") and not pinned)
     assert [e.reason for e in got.events] == events
     if pinned:
         assert "stays pinned until the spec or the alias changes" in got.degraded.message
@@ -826,7 +833,7 @@ def test_rolling_update(
         (50, state("1", replicas=2), 2),
         (100, None, 1),
         (10, state("1", replicas=9), 1),
-        (90, state("1", replicas=3), 27),
+        (90, state("1", replicas=3), 3),  # capped at the stable pods
     ],
 )
 def test_canary_replicas(weight: int, stable: DeploymentState | None, replicas: int) -> None:

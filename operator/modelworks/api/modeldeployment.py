@@ -35,6 +35,26 @@ MAX_NAME_LENGTH = 56
 MAX_STEPS = 10
 
 
+MODELS_SCHEME = "models:/"
+
+
+def version_ref(model: str | None, version: str, current: str) -> str:
+    """One served version's identity relative to the spec's model ``current``: the bare
+    number for a version of ``current`` (or of no named model: status written before models
+    were named), ``models:/<model>/<version>`` for another model's."""
+    if not model or model == current:
+        return version
+    return f"{MODELS_SCHEME}{model}/{version}"
+
+
+def split_ref(ref: str, current: str) -> tuple[str, str]:
+    """``(model, version)`` of a :func:`version_ref`."""
+    if ref.startswith(MODELS_SCHEME):
+        model, _, version = ref[len(MODELS_SCHEME) :].rpartition("/")
+        return model, version
+    return current, ref
+
+
 class ModelRef(ApiModel):
     """A registered model and exactly one of a version or an alias to follow."""
 
@@ -89,9 +109,15 @@ class Autoscaling(ApiModel):
 
 
 class CanaryStep(ApiModel):
-    """Send this share of the replicas (so of the traffic) to the new version, then hold."""
+    """Send this share of the pods (so of the traffic) to the new version, then hold."""
 
-    weight: int = Field(ge=1, le=100, description="Percent of traffic for the new version.")
+    weight: int = Field(
+        ge=1,
+        le=100,
+        description="Percent of the serving pods for the new version; 100 promotes it. "
+        "The canary never has more pods than the stable version, so the share is at most "
+        "half until promotion.",
+    )
     pause_seconds: int = Field(
         default=60, ge=0, le=86400, description="How long to hold and analyse."
     )
@@ -144,6 +170,12 @@ class Rollout(ApiModel):
         default=True, description="Roll back a version that fails analysis or never gets ready."
     )
     progress_deadline_seconds: int = Field(default=600, ge=30, le=86400)
+    max_canary_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="At most this many canary pods (never more than the stable pods).",
+    )
 
 
 class ServiceSpec(ApiModel):
@@ -197,6 +229,7 @@ class Resolved(StatusModel):
 
 class HistoryEntry(StatusModel):
     version: str
+    model: str | None = Field(default=None, description="The registered model of ``version``.")
     since: str
     until: str | None = None
     reason: str | None = None
@@ -206,6 +239,7 @@ class CanaryStatus(StatusModel):
     """The canary in flight: its version, step (1-based), weight and what analysis saw."""
 
     version: str | None = None
+    model: str | None = None
     step: int | None = None
     weight: int | None = None
     step_started: str | None = None
@@ -224,7 +258,9 @@ class RollbackInfo(StatusModel):
     reason: str
     message: str | None = None
     from_version: str
+    from_model: str | None = None
     to_version: str | None = None
+    to_model: str | None = None
     at: str
     observed_generation: int | None = None
 
@@ -235,6 +271,9 @@ class ModelDeploymentStatus(StatusModel):
     conditions: list[Condition] | None = Field(default=None, json_schema_extra=CONDITIONS_FIELD)
     resolved: Resolved | None = None
     stable_version: str | None = None
+    stable_model: str | None = Field(
+        default=None, description="The registered model of ``stableVersion``."
+    )
     replicas: int | None = None
     ready_replicas: int | None = None
     canary: CanaryStatus | None = None

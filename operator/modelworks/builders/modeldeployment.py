@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from modelworks.api.modeldeployment import ModelDeploymentSpec
+from modelworks.api.modeldeployment import MODELS_SCHEME, ModelDeploymentSpec, split_ref
 from modelworks.builders.common import (
     apply_pod_overrides,
     env_entries,
@@ -71,8 +71,14 @@ def deployment_name(obj: Mapping[str, Any], track: Track) -> str:
 
 
 def model_uri(spec: ModelDeploymentSpec, version: str) -> str:
-    """Pods serve a pinned version, never the alias: a rollout is an explicit change."""
-    return f"models:/{spec.model.name}/{version}"
+    """Pods serve a pinned version, never the alias: a rollout is an explicit change.
+    ``version`` is a :func:`version_ref`: a bare number is a version of the spec's model."""
+    model, number = split_ref(version, spec.model.name)
+    return f"{MODELS_SCHEME}{model}/{number}"
+
+
+def version_number(spec: ModelDeploymentSpec, version: str) -> str:
+    return split_ref(version, spec.model.name)[1]
 
 
 def selector(obj: Mapping[str, Any], track: Track | None = None) -> dict[str, str]:
@@ -240,7 +246,8 @@ def build_deployment(
 ) -> dict[str, Any]:
     """A Deployment of model servers for ``version``; ``replicas`` None leaves it to the HPA."""
     container = _server_container(spec, config, version)
-    pod = _server_pod(obj, spec, container, track=track, version=version)
+    number = version_number(spec, version)
+    pod = _server_pod(obj, spec, container, track=track, version=number)
     rollout = spec.rollout
     deployment_spec: dict[str, Any] = {
         "selector": {"matchLabels": selector(obj, track)},
@@ -255,7 +262,7 @@ def build_deployment(
     }
     if replicas is not None:
         deployment_spec["replicas"] = replicas
-    labels = {**standard_labels(obj, COMPONENT), TRACK_LABEL: track, VERSION_LABEL: version}
+    labels = {**standard_labels(obj, COMPONENT), TRACK_LABEL: track, VERSION_LABEL: number}
     return _hashed(
         {
             "apiVersion": "apps/v1",
@@ -269,6 +276,20 @@ def build_deployment(
             "spec": deployment_spec,
         }
     )
+
+
+def replicas_handover(obj: Mapping[str, Any], replicas: int) -> dict[str, Any]:
+    """Only the stable Deployment's replica count: applied under its own field manager before
+    a Deployment that leaves the count to an HPA, so the count is kept, not reset to 1."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": deployment_name(obj, "stable"),
+            "namespace": obj["metadata"]["namespace"],
+        },
+        "spec": {"replicas": replicas},
+    }
 
 
 def _child_metadata(obj: Mapping[str, Any]) -> dict[str, Any]:

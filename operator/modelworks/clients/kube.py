@@ -21,6 +21,9 @@ from kubernetes.client.exceptions import ApiException
 from modelworks.api import API_VERSION, KINDS
 
 FIELD_MANAGER = "modelworks"
+# Takes spec.replicas over from FIELD_MANAGER before an HPA owns it, so that dropping the
+# field from the modelworks apply does not reset it to the default of 1.
+HANDOVER_MANAGER = "modelworks-handover"
 # (connect, read) seconds for one request: a half-open connection to the API server never
 # holds a worker, the leader election or a shutdown for longer.
 TIMEOUT = (5.0, 30.0)
@@ -179,15 +182,18 @@ class Kube:
         result = self._call("GET", resource_of(api_version, kind).path(namespace), query=query)
         return list(result.get("items") or [])
 
-    def apply(self, obj: Mapping[str, Any], *, force: bool = True) -> dict[str, Any]:
-        """Server-side apply of the whole desired object under the ``modelworks`` field manager."""
+    def apply(
+        self, obj: Mapping[str, Any], *, force: bool = True, manager: str = FIELD_MANAGER
+    ) -> dict[str, Any]:
+        """Server-side apply of the desired object under field manager ``manager`` (by default
+        ``modelworks``)."""
         res = resource_of(obj["apiVersion"], obj["kind"])
         meta = obj["metadata"]
         return self._call(
             "PATCH",
             res.path(meta.get("namespace"), meta["name"]),
             body=dict(obj),
-            query=[("fieldManager", FIELD_MANAGER), ("force", "true" if force else "false")],
+            query=[("fieldManager", manager), ("force", "true" if force else "false")],
             content_type="application/apply-patch+yaml",
         )
 

@@ -25,11 +25,12 @@ from modelworks.builders.modeldeployment import (
     deployment_name,
     desired_hash,
     fixed_replicas,
+    replicas_handover,
     selector,
     url,
 )
 from modelworks.clients.http import Limits
-from modelworks.clients.kube import Kube
+from modelworks.clients.kube import HANDOVER_MANAGER, Kube
 from modelworks.clients.mlflow import Registry, TrackingUnavailable
 from modelworks.clients.scrape import scrape_pods
 from modelworks.names import (
@@ -79,7 +80,9 @@ def observe(obj: Mapping[str, Any], spec: ModelDeploymentSpec, ctx: Context) -> 
         and not old.get("canary")
         and target is not None
         and old.get("stableVersion") == target.version
+        and old.get("stableModel", spec.model.name) == spec.model.name
         and stable is not None
+        and stable.model in (None, spec.model.name)
         and stable.complete(target.version)
     )
     pods = [] if settled else ctx.kube.list("v1", "Pod", ns, labels=selector(obj))
@@ -105,12 +108,14 @@ def act(
     kube, ns = ctx.kube, obj["metadata"]["namespace"]
     for action in actions:
         match action:
-            case ApplyStable(version, applied):
+            case ApplyStable(version, applied, keep):
                 replicas = fixed_replicas(spec)
                 desired = build_deployment(
                     obj, spec, ctx.server, version=version, track="stable", replicas=replicas
                 )
                 if applied != desired_hash(desired):
+                    if keep is not None:
+                        kube.apply(replicas_handover(obj, keep), manager=HANDOVER_MANAGER)
                     kube.apply(desired)
             case ApplyCanary(version, replicas, applied):
                 desired = build_deployment(

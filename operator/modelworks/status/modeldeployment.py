@@ -21,9 +21,17 @@ from typing import Any, NamedTuple
 
 from modelworks import conditions
 from modelworks.api import MODEL_DEPLOYMENT
-from modelworks.api.modeldeployment import Analysis, ModelDeploymentSpec
+from modelworks.api.modeldeployment import (
+    MODELS_SCHEME,
+    Analysis,
+    Autoscaling,
+    ModelDeploymentSpec,
+    split_ref,
+    version_ref,
+)
 from modelworks.conditions import Event
 from modelworks.names import (
+    MODEL_URI_ENV,
     SERVING_LATENCY_BUCKET,
     SERVING_REQUESTS_METRIC,
     VERSION_LABEL,
@@ -75,6 +83,7 @@ class DeploymentState:
     deadline_exceeded: bool
     deleting: bool = False  # it has a deletionTimestamp
     applied: str | None = None  # the desired-hash annotation it carries (observe reads it)
+    model: str | None = None  # the registered model its pods serve (None: not named)
 
     @classmethod
     def of(cls, obj: Mapping[str, Any] | None) -> DeploymentState | None:
@@ -85,6 +94,7 @@ class DeploymentState:
         labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
         progressing = conditions.get(status.get("conditions"), "Progressing") or {}
         return cls(
+            model=served_model((spec.get("template") or {}).get("spec")),
             version=labels.get(VERSION_LABEL),
             replicas=int(spec.get("replicas", 1) if spec.get("replicas") is not None else 1),
             ready=int(status.get("readyReplicas") or 0),
@@ -107,6 +117,16 @@ class DeploymentState:
             and self.available >= self.updated
             and (self.replicas == 0 or self.ready > 0)
         )
+
+
+def served_model(pod_spec: Mapping[str, Any] | None) -> str | None:
+    """The registered model a model server pod (or pod template) serves, by its model URI."""
+    for container in (pod_spec or {}).get("containers") or []:
+        for env in container.get("env") or []:
+            value = str(env.get("value") or "")
+            if env.get("name") == MODEL_URI_ENV and value.startswith(MODELS_SCHEME):
+                return split_ref(value, "")[0] or None
+    return None
 
 
 @dataclass(frozen=True)
@@ -140,10 +160,13 @@ class Facts:
 
 @dataclass(frozen=True)
 class ApplyStable:
-    """The stable Deployment runs ``version`` (``applied``: its digest as observed)."""
+    """The stable Deployment runs ``version`` (``applied``: its digest as observed).
+    ``keep_replicas``: an HPA owns the count, and before a write that leaves it out the count
+    running now (within the HPA's bounds) is handed over, so it is not reset to 1."""
 
     version: str
     applied: str | None = None
+    keep_replicas: int | None = None
 
 
 @dataclass(frozen=True)
@@ -199,11 +222,11 @@ class CanaryState:
     replicas: int | None
 
     @classmethod
-    def read(cls, canary: Mapping[str, Any] | None) -> CanaryState | None:
+    def read(cls, canary: Mapping[str, Any] | None, current: str = "") -> CanaryState | None:
         if not canary:
             return None
         return cls(
-            version=canary.get("version"),
+            version=_ref_in(canary.get("version"), canary.get("model"), current),
             step=int(canary.get("step") or 1),
             step_started=canary.get("stepStarted"),
             replicas=canary.get("replicas"),
@@ -220,13 +243,44 @@ class RolloutState:
     canary: CanaryState | None = None
 
     @classmethod
-    def read(cls, old: Mapping[str, Any]) -> RolloutState:
+    def read(cls, old: Mapping[str, Any], current: str = "") -> RolloutState:
+        """Versions become :func:`version_ref` identities relative to the spec's model
+        ``current``; a version stored without its model is one of ``current``."""
+        rollback = old.get("rollback")
         return cls(
-            stable=old.get("stableVersion"),
-            history=tuple(old.get("history") or ()),
-            rollback=old.get("rollback"),
-            canary=CanaryState.read(old.get("canary")),
+            stable=_ref_in(old.get("stableVersion"), old.get("stableModel"), current),
+            history=tuple(_refs_in(h, ("version",), current) for h in old.get("history") or ()),
+            rollback=None if rollback is None else _refs_in(rollback, REFS_IN_ROLLBACK, current),
+            canary=CanaryState.read(old.get("canary"), current),
         )
+
+
+REFS_IN_ROLLBACK = ("fromVersion", "toVersion")
+
+
+def _model_key(key: str) -> str:
+    return key.removesuffix("Version") + "Model" if key != "version" else "model"
+
+
+def _ref_in(version: str | None, model: str | None, current: str) -> str | None:
+    return None if version is None else version_ref(model, str(version), current)
+
+
+def _refs_in(entry: Mapping[str, Any], keys: Sequence[str], current: str) -> dict[str, Any]:
+    """A stored entry with its (model, version) pairs as identities."""
+    out = {k: v for k, v in entry.items() if k not in {_model_key(key) for key in keys}}
+    for key in keys:
+        out[key] = _ref_in(entry.get(key), entry.get(_model_key(key)), current)
+    return out
+
+
+def refs_out(entry: Mapping[str, Any], keys: Sequence[str], current: str) -> dict[str, Any]:
+    """An entry for the status: each identity stored as its model and version number."""
+    out = dict(entry)
+    for key in keys:
+        if out.get(key) is not None:
+            out[_model_key(key)], out[key] = split_ref(str(out[key]), current)
+    return out
 
 
 class Cond(NamedTuple):
@@ -276,11 +330,13 @@ class CanaryMove:
     events: tuple[Event, ...] = ()
 
 
-def pod_failure(pods: Sequence[Mapping[str, Any]], version: str) -> tuple[str, str] | None:
-    """Why the pods of ``version`` are broken (a state that will not fix itself), if they are."""
+def pod_failure(
+    pods: Sequence[Mapping[str, Any]], version: str, current: str = ""
+) -> tuple[str, str] | None:
+    """Why the pods of ``version`` (a :func:`version_ref` relative to model ``current``) are
+    broken (a state that will not fix itself), if they are."""
     for pod in pods:
-        labels = (pod.get("metadata") or {}).get("labels") or {}
-        if labels.get(VERSION_LABEL) != version or (pod.get("metadata") or {}).get(
+        if _pod_ref(pod, current) != version or (pod.get("metadata") or {}).get(
             "deletionTimestamp"
         ):
             continue
@@ -302,13 +358,21 @@ def pod_failure(pods: Sequence[Mapping[str, Any]], version: str) -> tuple[str, s
     return None
 
 
+def _pod_ref(pod: Mapping[str, Any], current: str) -> str | None:
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    number = labels.get(VERSION_LABEL)
+    if number is None or not current:
+        return number
+    return version_ref(served_model(pod.get("spec")), str(number), current)
+
+
 def deadline_failure(
     state: DeploymentState | None, version: str, spec: ModelDeploymentSpec
 ) -> tuple[str, str] | None:
     """The Deployment running ``version`` gave up: no progress within the deadline."""
     if state is None or state.version != version or not state.deadline_exceeded:
         return None
-    seconds = spec.rollout.progress_deadline_seconds if spec.rollout else 600
+    seconds = _deadline(spec)
     return (
         "ProgressDeadlineExceeded",
         f"pods of version {version} did not become ready within {seconds}s",
@@ -346,6 +410,24 @@ def analyse(facts: AnalysisFacts | None, rules: Analysis) -> tuple[str, str]:
     )
 
 
+def unusable_metrics(
+    outcome: tuple[str, str], facts: AnalysisFacts | None, overdue: bool
+) -> tuple[str, str]:
+    """An inconclusive step whose canary pods' /metrics did not answer or were not finite
+    says so; past the deadline it fails instead of waiting for ever."""
+    verdict, message = outcome
+    if verdict != "Inconclusive" or facts is None or facts.unreachable == 0:
+        return outcome
+    why = f"metrics of {facts.unreachable} canary pod(s) unusable (no answer, or NaN/Inf samples)"
+    if overdue:
+        return "Fail", f"{why} past the progress deadline; {message}"
+    return verdict, f"{message}; {why}"
+
+
+def _deadline(spec: ModelDeploymentSpec) -> int:
+    return spec.rollout.progress_deadline_seconds if spec.rollout else 600
+
+
 def latency_ratio(facts: AnalysisFacts | None) -> float | None:
     if facts is None or not facts.canary_p99 or not facts.stable_p99:
         return None
@@ -373,7 +455,9 @@ def decide(
     spec: ModelDeploymentSpec, facts: Facts, old: Mapping[str, Any], now: str
 ) -> Decision[Action]:
     """The next step of the rollout, the whole new status and the writes that make it so."""
-    state = RolloutState.read(old)
+    current = spec.model.name
+    state = RolloutState.read(with_stable_model(old, facts.stable), current)
+    facts = relative(facts, current)
     rollback, pinned = pin(state.rollback, facts.target, facts.generation)
     plan = plan_rollout(spec, facts, replace(state, rollback=rollback), pinned, now)
     stable, canary = facts.stable, facts.canary
@@ -381,25 +465,59 @@ def decide(
     b = StatusBuilder(MODEL_DEPLOYMENT, old, facts.generation, now)
     b.set(
         resolved=_resolved(facts.target, old, facts.generation),
-        stableVersion=plan.stable,
         replicas=(stable.replicas if stable else 0) + plan.canary_replicas,
         readyReplicas=ready,
-        canary=_present(plan.canary),
         url=facts.url,
-        history=[dict(h) for h in plan.history] or None,
-        rollback=dict(plan.rollback) if plan.rollback is not None else None,
+        **_versions_out(plan, current),
     )
     _put_conditions(b, spec, facts, plan)
     summary, phase, waiting = summarise(facts, plan, ready)
     b.put("Ready", *summary)
     b.set(phase=phase)
     decided = b.decide(
-        actions=actions(plan, facts, old),
+        actions=actions(plan, facts, old, autoscaling=spec.autoscaling),
         requeue_after=_requeue(spec, facts, plan.poll or waiting),
         result="retry" if facts.resolve_reason == "MLflowUnavailable" else "ok",
     )
     news = _news(old.get("conditions"), decided.status["conditions"])
     return replace(decided, events=[*plan.events, *news])
+
+
+def with_stable_model(old: Mapping[str, Any], stable: DeploymentState | None) -> Mapping[str, Any]:
+    """A status that names no model for ``stableVersion`` (written before models were named,
+    or by a CRD that prunes the field): the model the stable Deployment serves, when it
+    serves that version."""
+    if old.get("stableModel") or old.get("stableVersion") is None or stable is None:
+        return old
+    if stable.model is None or stable.version != str(old["stableVersion"]):
+        return old
+    return {**old, "stableModel": stable.model}
+
+
+def relative(facts: Facts, current: str) -> Facts:
+    """The Deployments' versions as :func:`version_ref` identities relative to ``current``."""
+
+    def rel(state: DeploymentState | None) -> DeploymentState | None:
+        if state is None or state.version is None:
+            return state
+        return replace(state, version=version_ref(state.model, state.version, current))
+
+    return replace(facts, stable=rel(facts.stable), canary=rel(facts.canary))
+
+
+def _versions_out(plan: Plan, current: str) -> dict[str, Any]:
+    """The status fields that name versions, each with its model."""
+    stable = split_ref(plan.stable, current) if plan.stable is not None else (None, None)
+    canary = _present(plan.canary)
+    return {
+        "stableVersion": stable[1],
+        "stableModel": stable[0],
+        "canary": None if canary is None else refs_out(canary, ("version",), current),
+        "history": [refs_out(h, ("version",), current) for h in plan.history] or None,
+        "rollback": None
+        if plan.rollback is None
+        else refs_out(plan.rollback, REFS_IN_ROLLBACK, current),
+    }
 
 
 def pin(
@@ -435,7 +553,7 @@ def plan_rollout(
     if state.stable is None:
         return first_rollout(spec, facts, plan, desired, now)
     if desired == state.stable:
-        return steady(facts, plan, state.canary, pinned)
+        return steady(facts, plan, state.canary, pinned, spec=spec)
     if spec.rollout is None or spec.rollout.strategy != "Canary":
         return rolling_update(spec, facts, plan, desired, now)
     return canary_rollout(spec, facts, plan, state.canary, desired, now)
@@ -449,7 +567,9 @@ def first_rollout(
     if facts.stable is not None and facts.stable.complete(desired):
         served = _adopt(plan, desired, facts, now)
         return served.say(Event("Serving", f"Version {desired} is serving", "Normal"))
-    failure = pod_failure(facts.pods, desired) or deadline_failure(facts.stable, desired, spec)
+    failure = pod_failure(facts.pods, desired, spec.model.name) or deadline_failure(
+        facts.stable, desired, spec
+    )
     if failure is not None:
         return replace(
             plan,
@@ -462,9 +582,16 @@ def first_rollout(
     )
 
 
-def steady(facts: Facts, plan: Plan, canary: CanaryState | None, pinned: bool) -> Plan:
+def steady(
+    facts: Facts,
+    plan: Plan,
+    canary: CanaryState | None,
+    pinned: bool,
+    *,
+    spec: ModelDeploymentSpec | None = None,
+) -> Plan:
     """The target is what serves (or is pinned away): keep it; a canary of another version
-    is aborted."""
+    is aborted; a change of the pod template rolling out is watched like a new version."""
     stable_version = plan.stable
     assert stable_version is not None
     if canary is not None and canary.version not in (None, stable_version):
@@ -479,6 +606,7 @@ def steady(facts: Facts, plan: Plan, canary: CanaryState | None, pinned: bool) -
     stable = facts.stable
     if stable is not None and stable.version == stable_version:
         plan = replace(plan, poll=not stable.complete(stable_version))  # e.g. rolling back
+        plan = template_rollout(spec, facts, plan, stable)
     if pinned:
         assert plan.rollback is not None
         message = (
@@ -492,6 +620,33 @@ def steady(facts: Facts, plan: Plan, canary: CanaryState | None, pinned: bool) -
             progressing=Cond(False, "RolledBack", message),
         )
     return plan
+
+
+def template_rollout(
+    spec: ModelDeploymentSpec | None, facts: Facts, plan: Plan, stable: DeploymentState
+) -> Plan:
+    """The stable version's pods are being replaced (a change of image, env, resources...):
+    the rollout is Progressing, and new pods that will not get ready make it Degraded. The
+    old pods keep answering (maxUnavailable 0) until the spec is fixed."""
+    version = stable.version
+    assert version is not None
+    if stable.complete(version):
+        return plan
+    current = spec.model.name if spec is not None else ""
+    failure = pod_failure(facts.pods, version, current)
+    if failure is None and spec is not None:
+        failure = deadline_failure(stable, version, spec)
+    if failure is not None:
+        message = f"the new pods of version {version} are failing: {failure[1]}"
+        return replace(
+            plan,
+            progressing=Cond(False, "RolloutFailed", message),
+            degraded=Cond(True, failure[0], message),
+        )
+    if stable.current and stable.updated >= stable.total:
+        return plan  # scaling, not a new pod template
+    message = f"replacing the pods of version {version} (the pod template changed)"
+    return replace(plan, progressing=Cond(True, "RollingOut", message))
 
 
 def rolling_update(
@@ -514,7 +669,9 @@ def rolling_update(
             )
         )
     plan = replace(plan, poll=True)
-    failure = pod_failure(facts.pods, desired) or deadline_failure(stable, desired, spec)
+    failure = pod_failure(facts.pods, desired, spec.model.name) or deadline_failure(
+        stable, desired, spec
+    )
     if failure is not None:
         return failed(spec, facts, plan, desired, failure, now)
     return replace(plan, progressing=Cond(True, "RollingOut", f"rolling out version {desired}"))
@@ -542,7 +699,7 @@ def canary_rollout(
         poll=True,
     )
     failure = (
-        pod_failure(facts.pods, desired)
+        pod_failure(facts.pods, desired, spec.model.name)
         or deadline_failure(facts.canary, desired, spec)
         or deadline_failure(facts.stable, desired, spec)
     )
@@ -636,6 +793,8 @@ def canary_step(
         if old.step > len(steps):
             return promoting(facts, desired, old)
         return step_at(spec, facts, desired, stable_version, old, old.step, now)
+    if steps[0].weight >= 100:
+        return promoting(facts, desired, CanaryState(desired, len(steps) + 1, None, None))
     started = Event(
         "RolloutStarted",
         f"Canary of version {desired} (stable {stable_version}): "
@@ -677,7 +836,7 @@ def step_at(
     assert spec.rollout is not None
     steps = spec.rollout.steps or []
     current = steps[step - 1]
-    replicas = canary_replicas(facts.stable, current.weight)
+    replicas = canary_replicas(facts.stable, current.weight, spec.rollout.max_canary_replicas)
     observed = facts.canary
     if not (
         observed is not None
@@ -700,11 +859,13 @@ def step_at(
     }
     if elapsed < current.pause_seconds:
         fields["message"] = (
-            f"holding {current.weight}% for {int(current.pause_seconds - elapsed)}s more"
+            f"holding {current.weight}% for {int(current.pause_seconds - elapsed)}s more "
+            f"({replicas} canary pod(s), {share(replicas, facts.stable)}% of the pods)"
         )
         holding = f"step {step}/{len(steps)}: {current.weight}% of traffic"
         return CanaryMove(fields, stable_version, replicas, Cond(True, "CanaryStep", holding))
-    return analysed(spec, facts, desired, stable_version, step, fields)
+    overdue = elapsed >= current.pause_seconds + _deadline(spec)
+    return analysed(spec, facts, desired, stable_version, step, fields, overdue=overdue)
 
 
 def analysed(
@@ -714,13 +875,19 @@ def analysed(
     stable_version: str,
     step: int,
     fields: Mapping[str, Any],
+    *,
+    overdue: bool = False,
 ) -> CanaryMove:
     """The step's pause is over: the analysis passes it (on to the next step, or promote
-    after the last), fails it, or has too little to say yet."""
+    after the last), fails it, or has too little to say yet. Too little to say because
+    canary pods' metrics are unusable fails the step once ``overdue`` (the progress
+    deadline after the pause)."""
     assert spec.rollout is not None
     steps = spec.rollout.steps or []
     replicas = int(fields["replicas"])
-    verdict, message = analyse(facts.analysis, spec.rollout.analysis or Analysis())
+    verdict, message = unusable_metrics(
+        analyse(facts.analysis, spec.rollout.analysis or Analysis()), facts.analysis, overdue
+    )
     if verdict != "Pass":
         return CanaryMove(
             {**fields, "message": message},
@@ -731,7 +898,7 @@ def analysed(
         )
     passed = Cond(True, "CanaryStep", f"step {step}/{len(steps)} passed: {message}")
     nxt = {**fields, "step": step + 1, "stepStarted": None, "message": message}
-    if step < len(steps):
+    if step < len(steps) and steps[step].weight < 100:
         event = Event(
             "CanaryStep",
             f"Version {desired}: step {step + 1}/{len(steps)} at {steps[step].weight}% ({message})",
@@ -740,16 +907,30 @@ def analysed(
         return CanaryMove(
             nxt, stable_version, replicas, passed, (verdict, message), False, (event,)
         )
-    last = {**nxt, "weight": 100, "message": f"analysis passed ({message}); promoting"}
+    last = {
+        **nxt,
+        "step": len(steps) + 1,
+        "weight": 100,
+        "message": f"analysis passed ({message}); promoting",
+    }
     return CanaryMove(last, desired, replicas, passed, (verdict, message))
 
 
-def canary_replicas(stable: DeploymentState | None, weight: int) -> int:
-    """Canary pods for ``weight`` percent of the traffic next to the stable pods."""
+def canary_replicas(stable: DeploymentState | None, weight: int, cap: int | None = None) -> int:
+    """Canary pods for ``weight`` percent of the pods (so of the traffic) next to the stable
+    pods, never more than the stable pods nor ``cap`` (rollout.maxCanaryReplicas): past half
+    of the traffic the share stays at most a half until promotion."""
     stable_size = max(stable.replicas if stable else 1, 1)
+    limit = stable_size if cap is None else min(stable_size, cap)
     if weight >= 100:
-        return stable_size
-    return max(1, math.ceil(stable_size * weight / (100 - weight)))
+        return limit
+    return min(max(1, math.ceil(stable_size * weight / (100 - weight))), limit)
+
+
+def share(canary: int, stable: DeploymentState | None) -> int:
+    """The percent of the serving pods that are canary pods."""
+    total = canary + max(stable.replicas if stable else 1, 1)
+    return round(100 * canary / total)
 
 
 def _canary_fields(
@@ -887,7 +1068,17 @@ def _news(
     ]
 
 
-def actions(plan: Plan, facts: Facts, old: Mapping[str, Any]) -> tuple[Action, ...]:
+def kept_replicas(stable: DeploymentState | None, autoscaling: Autoscaling | None) -> int | None:
+    """The count an autoscaled stable Deployment keeps while the HPA takes it over: what runs
+    now, within the HPA's bounds (None: fixed replicas, or no Deployment yet)."""
+    if autoscaling is None or stable is None:
+        return None
+    return min(max(stable.replicas, autoscaling.min_replicas), autoscaling.max_replicas)
+
+
+def actions(
+    plan: Plan, facts: Facts, old: Mapping[str, Any], *, autoscaling: Autoscaling | None = None
+) -> tuple[Action, ...]:
     """The writes: each Deployment as planned (act skips one whose digest is already there),
     the Service, HPA and PDB (written when the spec changed, else only when they differ),
     and no canary Deployment when none is planned."""
@@ -895,8 +1086,9 @@ def actions(plan: Plan, facts: Facts, old: Mapping[str, Any]) -> tuple[Action, .
     stable, canary = facts.stable, facts.canary
     if plan.run_stable is not None:
         spec_changed = old.get("observedGeneration") != facts.generation
+        keep = kept_replicas(stable, autoscaling)
         out += [
-            ApplyStable(plan.run_stable, stable.applied if stable else None),
+            ApplyStable(plan.run_stable, stable.applied if stable else None, keep),
             EnsureService(force=spec_changed),
             EnsureHPA(force=spec_changed or stable is None),
             EnsurePDB(force=spec_changed or stable is None),
@@ -920,28 +1112,37 @@ def _requeue(spec: ModelDeploymentSpec, facts: Facts, active: bool) -> float | N
 SampleTuple = tuple[str, Mapping[str, str], float]
 
 
+def usable(samples: Sequence[SampleTuple]) -> bool:
+    """A pod's samples can be summed: none is NaN or infinite (a ``+Inf`` bucket *edge* is
+    a label, not a value)."""
+    return all(math.isfinite(value) for _, _, value in samples)
+
+
+def _totals(pods: Sequence[Sequence[SampleTuple]]) -> tuple[int, int, float | None]:
+    requests = errors = 0.0
+    buckets: dict[float, float] = {}
+    for samples in pods:
+        for name, labels, value in samples:
+            if name == SERVING_REQUESTS_METRIC:
+                requests += value
+                if str(labels.get("code", "")).startswith("5"):
+                    errors += value
+            elif name == SERVING_LATENCY_BUCKET:
+                le = float(labels.get("le", "inf"))
+                buckets[le] = buckets.get(le, 0.0) + value
+    p99 = histogram_quantile(0.99, list(buckets.items()))
+    return int(requests), int(errors), p99
+
+
 def analysis_facts(
     canary: Sequence[Sequence[SampleTuple]],
     stable: Sequence[Sequence[SampleTuple]],
     unreachable: int = 0,
 ) -> AnalysisFacts:
-    """Sum the pods' request counters and latency histograms per track."""
-
-    def totals(pods: Sequence[Sequence[SampleTuple]]) -> tuple[int, int, float | None]:
-        requests = errors = 0.0
-        buckets: dict[float, float] = {}
-        for samples in pods:
-            for name, labels, value in samples:
-                if name == SERVING_REQUESTS_METRIC:
-                    requests += value
-                    if str(labels.get("code", "")).startswith("5"):
-                        errors += value
-                elif name == SERVING_LATENCY_BUCKET:
-                    le = float(labels.get("le", "inf"))
-                    buckets[le] = buckets.get(le, 0.0) + value
-        p99 = histogram_quantile(0.99, list(buckets.items()))
-        return int(requests), int(errors), p99
-
-    c_requests, c_errors, c_p99 = totals(canary)
-    _, _, s_p99 = totals(stable)
-    return AnalysisFacts(c_requests, c_errors, c_p99, s_p99, unreachable)
+    """Sum the pods' request counters and latency histograms per track. A pod whose samples
+    are not all finite is left out (missing data) and counted with the unreachable ones."""
+    good_canary = [p for p in canary if usable(p)]
+    c_requests, c_errors, c_p99 = _totals(good_canary)
+    _, _, s_p99 = _totals([p for p in stable if usable(p)])
+    bad = len(canary) - len(good_canary)
+    return AnalysisFacts(c_requests, c_errors, c_p99, s_p99, unreachable + bad)
