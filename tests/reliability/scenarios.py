@@ -198,7 +198,13 @@ class ServingLife:
     def life(self) -> Life:
         def done() -> bool:
             st = ((self.get() or {}).get("status")) or {}
-            return bool(self.v2) and (st.get("rollback") or {}).get("fromVersion") == self.v2
+            canary = self.cluster.get("deployment", f"{self.name}-canary", self.ns)
+            return (
+                bool(self.v2)
+                and (st.get("rollback") or {}).get("fromVersion") == self.v2
+                and canary is None
+                and st.get("replicas") == 1
+            )
 
         return Life(
             self.world,

@@ -29,7 +29,7 @@ from typing import Any
 from kubernetes import client, config
 
 from modelworks.api import API_VERSION, KINDS
-from modelworks.clients.kube import Kube
+from modelworks.clients.kube import Kube, KubeError
 from modelworks.clients.mlflow import Registry
 from modelworks.handlers import RECONCILERS
 from modelworks.handlers import controller as controller_module
@@ -158,6 +158,7 @@ class InProcessOperator:
         )
         self.controller.leading.set()
         self._seen: dict[str, str] = {}
+        self._children: dict[str, dict[str, Any]] = {}
 
     def watch(self) -> None:
         """Deliver what changed since the last tick (a relist with a diff)."""
@@ -165,13 +166,18 @@ class InProcessOperator:
             for body in self.reader.list(API_VERSION, kind.kind, self.namespace):
                 if self._changed(body):
                     self.controller.observed(kind, "MODIFIED", body)
+        present: set[str] = set()
         for api_version, kind_name in CHILD_KINDS:
             children = self.reader.list(
                 api_version, kind_name, self.namespace, labels={MANAGED_BY_LABEL: MANAGED_BY}
             )
             for body in children:
+                present.add(body["metadata"]["uid"])
                 if self._changed(body):
+                    self._children[body["metadata"]["uid"]] = body
                     self.controller.child(body)
+        for uid in [u for u in self._children if u not in present]:
+            self.controller.child(self._children.pop(uid))  # DELETED
 
     def _changed(self, body: dict[str, Any]) -> bool:
         meta = body["metadata"]
@@ -182,7 +188,10 @@ class InProcessOperator:
 
     def tick(self, wait: float = 0.2) -> None:
         """Watch once, then run at most one due pass (as a worker would)."""
-        self.watch()
+        try:
+            self.watch()
+        except KubeError:  # a watch reconnects; the passes meet the outage themselves
+            time.sleep(wait)
         item = self.controller.queue.get(timeout=wait)
         if item is None:
             return
