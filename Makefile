@@ -34,7 +34,11 @@ unit: bootstrap ## the pure tier: seconds, no cluster
 .PHONY: test
 test: bootstrap crds-check lint ## everything CI runs: lint, unit, integration, e2e (starts the local cluster if needed)
 	MODELWORKS_REQUIRE_NODE=$${MODELWORKS_REQUIRE_NODE:-$$( [[ $${MODELWORKS_NODE:-1} == 0 ]] && echo 0 || echo 1 )} \
-	  $(PY) -m pytest tests -n $${MODELWORKS_TEST_WORKERS:-2} --dist loadgroup --durations=25 $(PYTEST_ARGS)
+	  $(PY) -m pytest tests -m "not chaos" -n $${MODELWORKS_TEST_WORKERS:-2} --dist loadgroup --durations=25 $(PYTEST_ARGS)
+
+.PHONY: chaos
+chaos: bootstrap ## the full fault-injection matrices: crash at every write of every kind, every misoperation (docs/reliability.md)
+	$(PY) -m pytest tests/reliability -m chaos -n $${MODELWORKS_TEST_WORKERS:-2} --dist loadgroup --durations=25 $(PYTEST_ARGS)
 
 .PHONY: cluster-up
 cluster-up: ## build (once) and start the local control plane; kubeconfig in .cluster/kubeconfig

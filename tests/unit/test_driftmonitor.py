@@ -692,6 +692,20 @@ FIRST_RETRAIN = retrain_name("churn-drift", retrain_key("u-9", None))
         # the source TrainingJob is gone: no action; skipped and failed, as before
         (RETRAIN, RetrainFacts(), None, ["DriftDetected", "RetrainSkipped", "RetrainFailed"]),
         (RETRAIN_FROM_TEMPLATE, RetrainFacts(active=1), None, ["DriftDetected", "RetrainSkipped"]),
+        # the one running is this very decision's (started before a lost status write): it
+        # is started again (act finds it, its own) and recorded, not counted as blocking
+        (
+            RETRAIN_FROM_TEMPLATE,
+            RetrainFacts(active=1, running=frozenset({FIRST_RETRAIN})),
+            FIRST_RETRAIN,
+            ["DriftDetected", "RetrainStarted"],
+        ),
+        (
+            RETRAIN_FROM_TEMPLATE,
+            RetrainFacts(active=1, running=frozenset({"churn-drift-r-other"})),
+            None,
+            ["DriftDetected", "RetrainSkipped"],
+        ),
     ],
 )
 def test_decide_starts_a_retraining(

@@ -359,13 +359,16 @@ def _retrain_facts(obj: Mapping[str, Any], spec: DriftMonitorSpec, kube: Kube) -
         found = kube.get(API_VERSION, "TrainingJob", meta["namespace"], name)
         source_spec = found["spec"] if found is not None else None
     generation = str(meta.get("generation"))
-    active = sum(
-        states[tj["metadata"]["name"]][0] == "Running"
+    running = tuple(
+        tj["metadata"]["name"]
+        for tj in mine
+        if states[tj["metadata"]["name"]][0] == "Running"
         and (tj["metadata"].get("annotations") or {}).get(MONITOR_GENERATION_ANNOTATION)
         == generation
-        for tj in mine
     )
-    return RetrainFacts(active=active, source_spec=source_spec, last=last)
+    return RetrainFacts(
+        active=len(running), source_spec=source_spec, last=last, running=frozenset(running)
+    )
 
 
 def _retrain_state(tj: Mapping[str, Any]) -> tuple[str, str]:

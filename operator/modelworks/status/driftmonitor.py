@@ -238,6 +238,7 @@ class RetrainFacts:
     source_spec: Mapping[str, Any] | None = None  # spec.retrain.fromTrainingJob's (None: absent)
     last: LastRetrain | None = None  # None: no record, or its TrainingJob is gone
     refused: tuple[str, str] | None = None  # (reason, message): the API refused this pass's
+    running: frozenset[str] = frozenset()  # the names of those ``active`` ones
 
 
 @dataclass(frozen=True)
@@ -476,11 +477,15 @@ def _retrain(
     """The retraining plan, the TrainingJob to start, and why it cannot start ("" if it can)."""
     if spec.retrain is None:
         return RetrainPlan(None), None, ""
+    key = _retrain_key(facts, old)
+    # A retraining of this very decision that exists already was started by a pass whose
+    # status write was lost: it is this decision's, not one that blocks it.
+    mine = retrain_name(facts.monitor["metadata"]["name"], key) in facts.retrain.running
     plan = plan_retrain(
         spec,
         old,
         declared=declared,
-        active=facts.retrain.active,
+        active=facts.retrain.active - mine,
         created=str(facts.monitor["metadata"].get("creationTimestamp") or now),
         now=now,
         generation=facts.monitor["metadata"].get("generation"),
@@ -502,7 +507,7 @@ def _retrain(
     body = build_retrain(
         facts.monitor,
         training_spec,
-        key=_retrain_key(facts, old),
+        key=key,
         trigger=plan.trigger,
         evidence=evidence(facts.monitor["metadata"]["name"], plan.trigger, check, now, served),
         source=source,
