@@ -10,7 +10,7 @@ After the garbage collector settles:
 A TrainingJob deleted while its pods still ran leaves its MLflow run RUNNING: the operator
 puts no finalizer on its objects (they stay deletable while it is down), so nothing ends
 the run of a deletion it did not see. The test prints how many there were; see
-docs/reliability-long.md.
+docs/reliability.md.
 
 Both are ``chaos``: the 10-cycle slice took 157 s on the loaded development machine (the
 bar for the integration tier is 60 s).

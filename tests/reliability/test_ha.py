@@ -6,7 +6,7 @@ the gate, registers the versions) when the leader dies without a word: no drain,
 release. The standby must take over once the lease has run out on its own clock, and the
 end state must be the one a single replica reaches: every TrainingJob Succeeded, with one
 MLflow run, one Job and one model version each. The takeover time is printed (see
-docs/reliability-long.md for the figure).
+docs/reliability.md for the figure).
 """
 
 from __future__ import annotations

@@ -67,6 +67,24 @@ def events_about(cluster: Cluster, namespace: str, uid: str) -> list[str]:
     return sorted(line for line in out.splitlines() if line)
 
 
+def remove_the_orphan(crds: Cluster, namespace: str) -> None:
+    """The Job the old TrainingJob left (``--cascade=orphan``) has the name the new one's Job
+    would get: the new one never adopts or rewrites it, it reports ``NameTaken`` naming it;
+    once the orphan is deleted, the new one makes its own Job."""
+
+    def taken() -> str | None:
+        tj = crds.get("tj", "tj", namespace) or {}
+        for cond in (tj.get("status") or {}).get("conditions") or []:
+            if cond.get("type") == "Succeeded" and cond.get("reason") == "NameTaken":
+                return str(cond["message"])
+        return None
+
+    message = eventually(taken, timeout=120, what="NameTaken for the orphaned Job")
+    name = message.split()[1]
+    assert message.startswith(f"Job {name} exists and is not owned by this TrainingJob"), message
+    crds.kubectl("delete", "job", name, "-n", namespace, "--cascade=background")
+
+
 @pytest.mark.parametrize(
     "cascade",
     [
@@ -115,6 +133,8 @@ def test_deleted_and_recreated_during_a_watch_gap(
 
             resumed = time.monotonic()
             op.resume()
+            if cascade == "orphan":
+                remove_the_orphan(crds, namespace)
             eventually(
                 lambda: job_of(crds, namespace, new_uid),
                 timeout=120,
