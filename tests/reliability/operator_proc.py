@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from tests import support
 from tests.support import ROOT, Cluster, eventually, free_port
 
 
@@ -109,17 +110,10 @@ def api_address(cluster: Cluster) -> tuple[str, int]:
 
 
 @dataclass
-class Operator:
-    """One ``python -m modelworks run`` process."""
+class Operator(support.Operator):
+    """One ``python -m modelworks run`` process that a test can pause, kill and stop."""
 
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    health_port: int
-    metrics_port: int
     identity: str
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -145,19 +139,6 @@ class Operator:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.kill()
-
-    def metric(self, name: str, /, **labels: str) -> float:
-        with urllib.request.urlopen(
-            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5
-        ) as r:
-            text = r.read().decode()
-        total = 0.0
-        for line in text.splitlines():
-            if line.startswith((name + "{", name + " ")):
-                head, _, value = line.rpartition(" ")
-                if all(f'{k}="{v}"' in head for k, v in labels.items()):
-                    total += float(value)
-        return total
 
     def healthy(self) -> bool:
         try:

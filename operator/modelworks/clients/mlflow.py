@@ -235,14 +235,10 @@ class Registry:
     def run_namespace(self, run_id: str) -> str | None:
         """The namespace a run belongs to: its namespace tag, else its experiment's (None:
         neither has one, or there is no such run)."""
-        from mlflow.exceptions import MlflowException
 
-        try:
-            run = self._call(lambda: self.client.get_run(run_id))
-        except MlflowException as exc:
-            if str(getattr(exc, "error_code", "")) in _MISSING:
-                return None
-            raise
+        run = self._or_none(lambda: self.client.get_run(run_id))
+        if run is None:
+            return None
         tag = (run.data.tags or {}).get(NAMESPACE_TAG)
         if tag:
             return str(tag)
@@ -252,14 +248,10 @@ class Registry:
 
     def logged_model_run(self, model_id: str) -> str | None:
         """The run that logged MLflow 3 LoggedModel ``model_id`` (None: no such model)."""
-        from mlflow.exceptions import MlflowException
 
-        try:
-            model = self._call(lambda: self.client.get_logged_model(model_id))
-        except MlflowException as exc:
-            if str(getattr(exc, "error_code", "")) in _MISSING:
-                return None
-            raise
+        model = self._or_none(lambda: self.client.get_logged_model(model_id))
+        if model is None:
+            return None
         return str(model.source_run_id) if model.source_run_id else None
 
     def end_run(self, run_id: str, status: str) -> None:
@@ -270,19 +262,21 @@ class Registry:
 
     # --- registry ------------------------------------------------------------------
 
-    def _version_or_none(self, fetch: Callable[[], Any]) -> VersionInfo | None:
-        """The version ``fetch`` returns, or None when the model or version does not exist."""
+    def _or_none(self, fetch: Callable[[], T]) -> T | None:
+        """What ``fetch`` returns, or None when what it asks for does not exist."""
         from mlflow.exceptions import MlflowException
 
         try:
-            return _version_info(self._call(fetch))
+            return self._call(fetch)
         except MlflowException as exc:
-            if str(getattr(exc, "error_code", "")) in (
-                "RESOURCE_DOES_NOT_EXIST",
-                "INVALID_PARAMETER_VALUE",
-            ):
+            if str(getattr(exc, "error_code", "")) in _MISSING:
                 return None
             raise
+
+    def _version_or_none(self, fetch: Callable[[], Any]) -> VersionInfo | None:
+        """The version ``fetch`` returns, or None when the model or version does not exist."""
+        found = self._or_none(fetch)
+        return None if found is None else _version_info(found)
 
     def ownership(self, name: str) -> Ownership:
         """Who owns registered model ``name`` and who it is shared with."""
