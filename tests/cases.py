@@ -214,6 +214,58 @@ INVALID: list[Case] = [
         {"reference": {"datasetUri": "runs:/abc/ref.csv"}},
         "spec.reference.datasetUri",
     ),
+    # Object storage and data capture (every kind takes spec.storage)
+    Case(
+        "tj-storage-endpoint-with-credentials",
+        TJ,
+        {"storage": {"endpoint": "http://key:secret@s3.local:8333"}},
+        "spec.storage.endpoint",
+    ),
+    Case(
+        "md-storage-endpoint-scheme",
+        MD,
+        {"storage": {"endpoint": "ftp://s3"}},
+        "spec.storage.endpoint",
+    ),
+    Case(
+        "dm-storage-secret-name",
+        DM,
+        {"storage": {"credentials": {"secretName": "Bad_Name"}}},
+        "spec.storage.credentials.secretName",
+    ),
+    Case(
+        "tj-storage-env-clash",
+        TJ,
+        {
+            "storage": {"credentials": {"secretName": "s3"}},
+            "env": [{"name": "AWS_SECRET_ACCESS_KEY", "value": "x"}],
+        },
+        "spec.env",
+    ),
+    Case(
+        "md-capture-sampling",
+        MD,
+        {"dataCapture": {"destination": "s3://capture/churn", "samplingPercent": 101}},
+        "spec.dataCapture.samplingPercent",
+    ),
+    Case(
+        "md-capture-destination",
+        MD,
+        {"dataCapture": {"destination": "file:///tmp/capture"}},
+        "spec.dataCapture.destination",
+    ),
+    Case(
+        "md-capture-buffer",
+        MD,
+        {"dataCapture": {"destination": "s3://capture/churn", "bufferRows": 10}},
+        "spec.dataCapture.bufferRows",
+    ),
+    Case(
+        "md-capture-feedback-token",
+        MD,
+        {"dataCapture": {"destination": "s3://capture/churn", "feedback": {}}},
+        "spec.dataCapture.feedback.token",
+    ),
 ]
 
 # Minimal objects and the defaults the API server must fill in.

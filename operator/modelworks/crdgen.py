@@ -90,8 +90,10 @@ def structural(node: Any) -> Any:
         if key == "const":
             out["enum"] = [value]
             continue
-        if key == "patternProperties":  # constrained map keys: pattern
-            key_constraints["pattern"] = next(iter(value))
+        if key == "patternProperties":  # constrained map keys: pattern; the values' schema
+            key_constraints["pattern"], values = next(iter(value.items()))
+            if "additionalProperties" not in node:
+                out["additionalProperties"] = structural(values)
             continue
         if key == "propertyNames":  # constrained map keys: length
             key_constraints.update(value)

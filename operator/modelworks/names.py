@@ -97,6 +97,19 @@ RENDEZVOUS_PORT = 23456  # a distributed TrainingJob's MASTER_PORT, by default
 # --- environment ----------------------------------------------------------------------
 
 MODEL_URI_ENV = "MODELWORKS_MODEL_URI"  # what a model server serves
+# Object storage in pods (spec.storage): the variables boto3, pyarrow and MLflow all read.
+S3_ACCESS_KEY_ENV = "AWS_ACCESS_KEY_ID"
+S3_SECRET_KEY_ENV = "AWS_SECRET_ACCESS_KEY"
+S3_ENDPOINT_ENV = "AWS_ENDPOINT_URL_S3"
+MLFLOW_S3_ENDPOINT_ENV = "MLFLOW_S3_ENDPOINT_URL"
+S3_REGION_ENV = "AWS_REGION"
+S3_ENV = (
+    S3_ACCESS_KEY_ENV,
+    S3_SECRET_KEY_ENV,
+    S3_ENDPOINT_ENV,
+    MLFLOW_S3_ENDPOINT_ENV,
+    S3_REGION_ENV,
+)
 
 # --- metrics the model server exports and the operator reads ------------------------------
 

@@ -344,6 +344,61 @@ class Toleration(ApiModel):
     toleration_seconds: int | None = None
 
 
+SECRET_KEY = r"^[-._a-zA-Z0-9]+$"
+SecretKey = Annotated[str, Field(min_length=1, max_length=253, pattern=SECRET_KEY)]
+EnvName = Annotated[str, Field(min_length=1, max_length=256, pattern=ENV_NAME)]
+
+
+class Credentials(ApiModel):
+    """Credentials kept in a Secret of the object's own namespace.
+
+    The operator never reads the Secret: each pod that needs the credentials gets the
+    Secret's keys as environment variables through ``secretKeyRef``, so no credential
+    passes through the operator, its status, Events, logs, URIs or MLflow tags.
+    """
+
+    secret_name: K8sName = Field(description="The Secret, in the object's namespace.")
+    keys: dict[EnvName, SecretKey] | None = Field(
+        default=None,
+        max_length=8,
+        description="Environment variable -> key of the Secret. Unset: each variable the "
+        "use needs (for object storage AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) is "
+        "read from the key of the same name.",
+    )
+
+
+URL_PATTERN = r"^https?://[^\s/?#@]+(/[^\s?#]*)?$"
+
+
+class ObjectStore(ApiModel):
+    """How pods reach S3-compatible object storage (AWS S3, MinIO, Ceph, SeaweedFS,
+    GCS interoperability): data they read, captured requests and labels, snapshots."""
+
+    endpoint: str | None = Field(
+        default=None,
+        max_length=2048,
+        pattern=URL_PATTERN,
+        description="http(s)://host[:port] of the S3 API, no credentials in it. Unset: AWS.",
+    )
+    region: str | None = Field(default=None, max_length=64, pattern=r"^[a-z0-9-]+$")
+    credentials: Credentials | None = Field(
+        default=None,
+        description="Unset: the pod's own identity (IRSA, workload identity, instance role).",
+    )
+
+
+def storage_env_rule(reserved: tuple[str, ...]) -> Rule:
+    """env may not set what spec.storage sets (the credentials would be ambiguous)."""
+    names = "[" + ", ".join(f"'{n}'" for n in reserved) + "]"
+    return Rule(
+        cel=f"!has(self.storage) || !has(self.env) || self.env.all(e, !(e.name in {names}))",
+        message="env may not set a variable spec.storage sets: " + ", ".join(reserved),
+        check=lambda s: s.storage is None or not any(e.name in reserved for e in s.env or []),
+        field=".env",
+        reason="FieldValueForbidden",
+    )
+
+
 class LocalObjectReference(ApiModel):
     name: K8sName
 

@@ -13,6 +13,7 @@ from modelworks.api.common import (
     Condition,
     Duration,
     ObjectRef,
+    ObjectStore,
     Rule,
     StatusModel,
     condition_column,
@@ -210,6 +211,11 @@ class DriftMonitorSpec(ApiModel):
     )
     retrain: Retrain | None = None
     suspend: bool = False
+    storage: ObjectStore | None = Field(
+        default=None,
+        description="Object storage the monitor's Jobs read (batch data, captured rows, "
+        "labels) and write (snapshots).",
+    )
 
 
 Verdict = Literal["NoDrift", "Drift", "InsufficientData"]

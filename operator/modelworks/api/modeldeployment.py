@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -13,8 +13,11 @@ from modelworks.api.common import (
     Alias,
     ApiModel,
     Condition,
+    Credentials,
+    Duration,
     EnvVar,
     ModelName,
+    ObjectStore,
     PodOverrides,
     PullPolicy,
     Resources,
@@ -23,8 +26,9 @@ from modelworks.api.common import (
     alias_ok,
     condition_column,
     list_map,
+    storage_env_rule,
 )
-from modelworks.names import SERVICE_PORT
+from modelworks.names import S3_ENV, SERVICE_PORT
 
 KIND = "ModelDeployment"
 PLURAL = "modeldeployments"
@@ -185,10 +189,61 @@ class ServiceSpec(ApiModel):
     type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
 
 
+S3_DESTINATION = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s?#]*)?$"
+FIELD_NAME = r"^[^\s]{1,250}$"
+
+
+class Feedback(ApiModel):
+    """Ground truth for captured answers, posted to the model server's ``/feedback``.
+
+    Labels feed retraining, so the endpoint takes a bearer token; the token stays in its
+    Secret and reaches the server pods as ``secretKeyRef`` env."""
+
+    token: Credentials = Field(
+        description="The bearer token: by default the Secret's key ``token`` "
+        "(keys: {MODELWORKS_FEEDBACK_TOKEN: <key>} to name another)."
+    )
+
+
+class DataCapture(ApiModel):
+    """Write a sample of the requests and answers to object storage as Parquet."""
+
+    sampling_percent: float = Field(
+        default=100.0, ge=0.0, le=100.0, description="Share of requests captured, in percent."
+    )
+    destination: str = Field(
+        max_length=1024,
+        pattern=S3_DESTINATION,
+        description="s3://bucket/prefix; rows go under <prefix>/capture/, labels under "
+        "<prefix>/feedback/ (docs/data-capture.md).",
+    )
+    redact: list[Annotated[str, Field(pattern=FIELD_NAME)]] | None = Field(
+        default=None,
+        max_length=256,
+        description="Input fields written as null (never leave the pod).",
+    )
+    flush_interval: Duration = Field(
+        default="30s", description="Longest time a captured row waits in the pod's buffer."
+    )
+    buffer_rows: int = Field(
+        default=10000,
+        ge=100,
+        le=1_000_000,
+        description="Rows a pod holds before it drops new ones (drops are counted).",
+    )
+    retention: Duration | None = Field(
+        default=None, description="Partitions older than this are removed. Unset: kept."
+    )
+    feedback: Feedback | None = Field(
+        default=None, description="Accept ground truth on /feedback. Unset: /feedback is off."
+    )
+
+
 class ModelDeploymentSpec(ApiModel):
     """The desired serving of a registered model."""
 
     __rules__ = (
+        storage_env_rule(S3_ENV),
         Rule(
             cel="!(has(self.replicas) && has(self.autoscaling))",
             message="set replicas or autoscaling, not both",
@@ -215,6 +270,10 @@ class ModelDeploymentSpec(ApiModel):
     service: ServiceSpec | None = None
     workers: int = Field(default=1, ge=1, le=64, description="Server worker processes per pod.")
     pod_template: PodOverrides | None = None
+    storage: ObjectStore | None = Field(
+        default=None, description="Object storage the server pods write captured data to."
+    )
+    data_capture: DataCapture | None = None
 
 
 DeploymentPhase = Literal["Pending", "Progressing", "Available", "Degraded", "Failed"]

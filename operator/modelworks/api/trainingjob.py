@@ -16,6 +16,7 @@ from modelworks.api.common import (
     EnvVar,
     MetricName,
     ModelName,
+    ObjectStore,
     PodOverrides,
     PullPolicy,
     Resources,
@@ -24,8 +25,9 @@ from modelworks.api.common import (
     alias_ok,
     condition_column,
     list_map,
+    storage_env_rule,
 )
-from modelworks.names import RENDEZVOUS_PORT
+from modelworks.names import RENDEZVOUS_PORT, S3_ENV
 
 KIND = "TrainingJob"
 PLURAL = "trainingjobs"
@@ -144,6 +146,7 @@ class TrainingJobSpec(ApiModel):
     """The desired training run. A change of anything but suspend starts a new run."""
 
     __rules__: ClassVar[tuple[Rule, ...]] = (
+        storage_env_rule(S3_ENV),
         Rule(
             cel=f"!has(self.env) || self.env.all(e, !(e.name in {_RESERVED_CEL}))",
             message="env may not set a variable the operator sets: " + ", ".join(RESERVED_ENV),
@@ -225,6 +228,9 @@ class TrainingJobSpec(ApiModel):
         default=False, description="true stops the pods; false starts them again."
     )
     pod_template: PodOverrides | None = None
+    storage: ObjectStore | None = Field(
+        default=None, description="Object storage the training pods read data from."
+    )
 
 
 TrainingPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from modelworks.api import API_VERSION
-from modelworks.api.common import EnvVar, PodOverrides
+from modelworks.api.common import Credentials, EnvVar, ObjectStore, PodOverrides
 from modelworks.names import (
     COMPONENT_LABEL,
     INSTANCE_LABEL,
@@ -15,8 +15,13 @@ from modelworks.names import (
     KUEUE_QUEUE_LABEL,
     MANAGED_BY,
     MANAGED_BY_LABEL,
+    MLFLOW_S3_ENDPOINT_ENV,
     NAME_LABEL,
     PART_OF_LABEL,
+    S3_ACCESS_KEY_ENV,
+    S3_ENDPOINT_ENV,
+    S3_REGION_ENV,
+    S3_SECRET_KEY_ENV,
     kind_label,
 )
 
@@ -70,6 +75,36 @@ def restricted_container_security() -> dict[str, Any]:
 
 def env_entries(env: list[EnvVar] | None) -> list[dict[str, Any]]:
     return [e.wire() for e in env or []]
+
+
+S3_DEFAULT_KEYS = {S3_ACCESS_KEY_ENV: S3_ACCESS_KEY_ENV, S3_SECRET_KEY_ENV: S3_SECRET_KEY_ENV}
+
+
+def credentials_env(credentials: Credentials, defaults: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Each credential as a ``secretKeyRef`` variable: the value never leaves the Secret.
+    ``defaults`` maps variable to key when the spec names no keys."""
+    keys = credentials.keys or defaults
+    return [
+        {"name": env, "valueFrom": {"secretKeyRef": {"name": credentials.secret_name, "key": key}}}
+        for env, key in sorted(keys.items())
+    ]
+
+
+def storage_env(store: ObjectStore | None) -> list[dict[str, Any]]:
+    """The variables that let boto3, pyarrow and MLflow in a pod reach ``store``."""
+    if store is None:
+        return []
+    env: list[dict[str, Any]] = []
+    if store.endpoint:
+        env += [
+            {"name": S3_ENDPOINT_ENV, "value": store.endpoint},
+            {"name": MLFLOW_S3_ENDPOINT_ENV, "value": store.endpoint},
+        ]
+    if store.region:
+        env.append({"name": S3_REGION_ENV, "value": store.region})
+    if store.credentials:
+        env += credentials_env(store.credentials, S3_DEFAULT_KEYS)
+    return env
 
 
 def env_name(text: str) -> str:

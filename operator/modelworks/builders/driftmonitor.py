@@ -15,6 +15,7 @@ from modelworks.builders.common import (
     restricted_container_security,
     restricted_pod_security,
     standard_labels,
+    storage_env,
 )
 from modelworks.names import (
     CHECK_KEY_LABEL,
@@ -162,6 +163,7 @@ def _batch_container(
         "env": [
             {"name": "MLFLOW_TRACKING_URI", "value": tracking_uri},
             {"name": "MLFLOW_DISABLE_TELEMETRY", "value": "true"},
+            *storage_env(spec.storage),
         ],
         "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
         "securityContext": {**restricted_container_security(), "readOnlyRootFilesystem": True},

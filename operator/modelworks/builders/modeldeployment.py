@@ -23,6 +23,7 @@ from modelworks.builders.common import (
     restricted_container_security,
     restricted_pod_security,
     standard_labels,
+    storage_env,
 )
 from modelworks.names import (
     COMPONENT_LABEL,
@@ -134,6 +135,7 @@ def _server_env(
         {"name": "MLFLOW_TRACKING_URI", "value": config.tracking_uri},
         {"name": "MLFLOW_DISABLE_TELEMETRY", "value": "true"},
         {"name": MODEL_URI_ENV, "value": model_uri(spec, version)},
+        *storage_env(spec.storage),
         *env_entries(spec.env),
     ]
 

@@ -17,6 +17,7 @@ from modelworks.builders.common import (
     restricted_container_security,
     restricted_pod_security,
     standard_labels,
+    storage_env,
 )
 from modelworks.names import (
     ANNOTATION_TAG_PREFIX,
@@ -115,7 +116,7 @@ def training_env(
         {"name": "LOCAL_RANK", "value": "0"},
     ]
     # The user's own variables come last; the CRD refuses those that clash with ours.
-    return env + env_entries(spec.env)
+    return env + storage_env(spec.storage) + env_entries(spec.env)
 
 
 def _resources(spec: TrainingJobSpec) -> dict[str, Any]:

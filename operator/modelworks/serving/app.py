@@ -17,11 +17,11 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from modelworks.drift.profile import PROFILE_FILE, Profile, typical_row
 from modelworks.names import MODEL_URI_ENV
@@ -68,12 +68,25 @@ def load_profile(identity: ModelIdentity, client: Any, dest: str) -> Profile | N
     return Profile.from_json(json.loads(Path(path).read_text()))
 
 
-class ObservedModel:
-    """A PyFuncModel that counts each batch into the feature histograms before predicting."""
+class AnswerWatcher(Protocol):
+    """Sees each scored batch with the model's answer (prediction counters, capture)."""
 
-    def __init__(self, model: Any, observer: metrics.FeatureObserver | None) -> None:
+    def answered(self, data: Any, result: Any) -> None: ...
+
+
+class ObservedModel:
+    """A PyFuncModel that counts each batch into the feature histograms before predicting
+    and shows inputs and answers to its watchers after."""
+
+    def __init__(
+        self,
+        model: Any,
+        observer: metrics.FeatureObserver | None,
+        watchers: Sequence[AnswerWatcher] = (),
+    ) -> None:
         self._model = model
         self._observer = observer
+        self._watchers = tuple(watchers)
         self.metadata = model.metadata
         self._takes_params = "params" in inspect.signature(model.predict).parameters
 
@@ -84,8 +97,15 @@ class ObservedModel:
             except Exception:  # observing must never fail a prediction
                 log.exception("could not count the batch into the feature histograms")
         if self._takes_params:
-            return self._model.predict(data, params=params)
-        return self._model.predict(data)
+            result = self._model.predict(data, params=params)
+        else:
+            result = self._model.predict(data)
+        for watcher in self._watchers:
+            try:
+                watcher.answered(data, result)
+            except Exception:  # neither must watching the answers
+                log.exception("%s failed on an answer", type(watcher).__name__)
+        return result
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._model, name)
