@@ -8,9 +8,13 @@ import base64
 import uuid
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from pyarrow import fs
 
+from modelworks.clients.objectstore import parse_s3, s3_filesystem
+from modelworks.names import S3_ACCESS_KEY_ENV, S3_ENDPOINT_ENV, S3_SECRET_KEY_ENV
 from tests.support import (
     S3_SECRET,
     Cluster,
@@ -99,3 +103,19 @@ def test_mlflow_artifacts_land_in_the_bucket(store: ObjectStore, tmp: Path) -> N
     assert files == {f"{prefix}/1/{run.info.run_id}/artifacts/model/model.txt": 8}
     with s3.open_input_stream(f"{prefix}/1/{run.info.run_id}/artifacts/model/model.txt") as got:
         assert got.read() == b"weights\n"
+
+
+def test_the_pods_filesystem_reads_and_writes_it(store: ObjectStore) -> None:
+    pod_env = {
+        S3_ENDPOINT_ENV: store.endpoint,
+        S3_ACCESS_KEY_ENV: store.access_key_id,
+        S3_SECRET_KEY_ENV: store.secret_access_key,
+    }
+    s3 = s3_filesystem(pod_env)
+    where = parse_s3(f"s3://{store.bucket}/t-{uuid.uuid4().hex[:10]}/part-0.parquet")
+    table = pa.table({"id": ["a", "b"], "score": [0.25, 0.75]})
+
+    pq.write_table(table, where.path, filesystem=s3)
+
+    assert pq.read_table(where.path, filesystem=store.filesystem()).equals(table)
+    s3.delete_file(where.path)
