@@ -1260,7 +1260,7 @@ stop_component() {
 own_state() {
   local c
   printf '%s\n' "$PKI_DIR" "$STATE_DIR/etcd" "$STATE_DIR/home" "$KUBECONFIG_FILE" "$STATE_DIR/kwok-stages.yaml" \
-    "$NODE_STATE" "$MODE_FILE" "$MLFLOW_URI_FILE" "$S3_ENDPOINT_FILE" "$STATE_DIR/mlflow" "$STATE_DIR/seaweedfs"
+    "$NODE_STATE" "$MODE_FILE" "$MLFLOW_URI_FILE" "$S3_ENDPOINT_FILE"
   for c in "${COMPONENTS[@]}" "${NODE_COMPONENTS[@]}" mlflow seaweedfs; do
     printf '%s\n' "$LOG_DIR/$c.log" "$PID_DIR/$c.pid" "$STATE_DIR/$c" "$STATE_DIR/$c.kubeconfig"
   done
