@@ -97,9 +97,37 @@ store_env() {
   export AWS_DEFAULT_REGION=us-east-1
 }
 
+# Artifacts a server before the object store kept in <data>/artifacts move to the bucket
+# once, at the same paths (<experiment>/<run>/artifacts/...), so the runs and model
+# versions of the database keep loading; the directory goes when all are copied.
+migrate_artifacts() {
+  local python=$1 src=$data/artifacts
+  [[ -d $src ]] || return 0
+  log "moving $(find "$src" -type f | wc -l) artifact files from $src to s3://mlflow/"
+  "$python" - "$src" <<'EOF' || die "copying $src to s3://mlflow/ failed (kept; the next up retries)"
+import os
+import sys
+from urllib.parse import urlsplit
+
+from pyarrow import fs
+
+url = urlsplit(os.environ["MLFLOW_S3_ENDPOINT_URL"])
+s3 = fs.S3FileSystem(
+    access_key=os.environ["AWS_ACCESS_KEY_ID"],
+    secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
+    endpoint_override=url.netloc,
+    scheme=url.scheme,
+    region=os.environ["AWS_DEFAULT_REGION"],
+)
+fs.copy_files(sys.argv[1], "mlflow", destination_filesystem=s3)
+EOF
+  rm -rf --one-file-system -- "$src"
+}
+
 cmd_up() {
-  local pid t0=$EPOCHREALTIME deadline args mlflow
-  mlflow=$("$repo/hack/mlflow-server-venv.sh")/bin/mlflow || die "could not make the MLflow server's environment"
+  local pid t0=$EPOCHREALTIME deadline args mlflow venv
+  venv=$("$repo/hack/mlflow-server-venv.sh") || die "could not make the MLflow server's environment"
+  mlflow=$venv/bin/mlflow
   command -v curl >/dev/null || die "curl is needed to check /health"
   if pid=$(running_pid); then
     if healthy; then
@@ -112,7 +140,10 @@ cmd_up() {
   if healthy || (exec 3<>"/dev/tcp/$(advertise_host | tr -d '[]')/$port") 2>/dev/null; then
     die "something else already listens on $(uri); set MLFLOW_PORT"
   fi
-  [[ -n ${MLFLOW_ARTIFACTS_DESTINATION:-} ]] || store_env
+  if [[ -z ${MLFLOW_ARTIFACTS_DESTINATION:-} ]]; then
+    store_env
+    migrate_artifacts "$venv/bin/python"
+  fi
   mkdir -p "$data" "$(dirname "$pidfile")" "$(dirname "$logfile")"
   args=(
     server
