@@ -52,6 +52,7 @@ def test_write_list_read_delete(store: ObjectStore) -> None:
 
     s3.delete_file(f"{prefix}/a/b.bin")
     assert s3.get_file_info(f"{prefix}/a/b.bin").type == fs.FileType.NotFound
+    s3.delete_dir(prefix)
 
 
 def test_a_wrong_secret_key_is_refused(store: ObjectStore) -> None:
@@ -103,6 +104,7 @@ def test_mlflow_artifacts_land_in_the_bucket(store: ObjectStore, tmp: Path) -> N
     assert files == {f"{prefix}/1/{run.info.run_id}/artifacts/model/model.txt": 8}
     with s3.open_input_stream(f"{prefix}/1/{run.info.run_id}/artifacts/model/model.txt") as got:
         assert got.read() == b"weights\n"
+    s3.delete_dir(prefix)
 
 
 def test_the_pods_filesystem_reads_and_writes_it(store: ObjectStore) -> None:
