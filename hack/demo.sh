@@ -151,7 +151,8 @@ else
     say "4/5 drift: an earlier run already closed the loop ($(jsonpath dmon/churn-drift '{.status.lastRetrain.trainingJob}'); cooldown $(jsonpath dmon/churn-drift '{.spec.retrain.cooldown}')); skipping"
   else
     # The sample checks every minute over ten minutes; the demo has less patience. It
-    # shifts two of the six features, and the sample waits for half of them: a third will do.
+    # shifts two of the six features (and so the model's scores: 3 of 8 entries with the two
+    # outputs), and the sample waits for half of them: 0.3 will do.
     kubectl patch -n "$ns" dmon/churn-drift --type=merge \
       -p '{"spec":{"interval":"15s","window":"30s","driftShare":0.3}}' >/dev/null
     # Shorter canary pauses; and a looser p99 bound: on a small machine the servers share

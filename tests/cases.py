@@ -181,6 +181,19 @@ INVALID: list[Case] = [
     Case("dm-neither", DM, {"target": DELETE}, "spec"),
     Case("dm-method", DM, {"method": "kl"}, "spec.method"),
     Case("dm-ks-threshold", DM, {"method": "ks", "threshold": 3}, "spec.threshold"),
+    Case(
+        "dm-predictions-chi2-threshold",
+        DM,
+        {"predictions": {"method": "chi2", "threshold": 2}},
+        "spec.predictions.threshold",
+    ),
+    Case(
+        "dm-predictions-inherited-ks-threshold",
+        DM,
+        {"method": "ks", "predictions": {"threshold": 5}},
+        "spec.predictions.threshold",
+    ),
+    Case("dm-predictions-method", DM, {"predictions": {"method": "kl"}}, "spec.predictions.method"),
     Case("dm-share-zero", DM, {"driftShare": 0}, "spec.driftShare"),
     Case("dm-interval", DM, {"interval": "5 minutes"}, "spec.interval"),
     Case(

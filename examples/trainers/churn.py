@@ -133,6 +133,23 @@ def rendezvous(rank: int, world: int, addr: str, port: int, timeout: float = 120
             time.sleep(1)
 
 
+def log_profile(pipe: Pipeline, x_train: pd.DataFrame) -> None:
+    """The training features' profile and, as its outputs, what the model answers on
+    them (predicted class shares and positive-class score bins): the reference of
+    the DriftMonitor's feature and prediction drift. Raises ImportError without
+    modelworks."""
+    from dataclasses import replace
+
+    from modelworks.drift.profile import PROFILE_FILE, build_profile, profile_outputs
+    from modelworks.serving.answers import rows
+
+    types = {**{c: "numeric" for c in NUMERIC}, **{c: "categorical" for c in CATEGORICAL}}
+    profile = build_profile({c: x_train[c].to_numpy() for c in NUMERIC + CATEGORICAL}, types=types)  # type: ignore[arg-type]
+    answers = rows(pipe.predict_proba(x_train))
+    outputs = profile_outputs(answers.prediction, answers.scores)
+    mlflow.log_dict(replace(profile, outputs=outputs).to_json(), PROFILE_FILE)
+
+
 def main() -> int:
     params = json.loads(os.environ.get("MODELWORKS_HYPERPARAMETERS") or "{}")
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
@@ -192,22 +209,17 @@ def main() -> int:
             }
         )
         example = x_val.head(5)
-        mlflow.sklearn.log_model(
+        mlflow.sklearn.log_model(  # answers [P(stay), P(churn)] per row
             pipe,
             name=artifact_path,
-            signature=infer_signature(example, pipe.predict(example)),
+            signature=infer_signature(example, pipe.predict_proba(example)),
             input_example=example,
+            pyfunc_predict_fn="predict_proba",
             pip_requirements=["scikit-learn", "pandas", "numpy"],
             skops_trusted_types=["sklearn.tree._tree.Tree"],  # our own GradientBoosting trees
         )
         try:  # the reference profile the DriftMonitor compares live traffic with
-            from modelworks.drift.profile import PROFILE_FILE, build_profile
-
-            types = {**{c: "numeric" for c in NUMERIC}, **{c: "categorical" for c in CATEGORICAL}}
-            profile = build_profile(
-                {c: x_train[c].to_numpy() for c in NUMERIC + CATEGORICAL}, types=types
-            )  # type: ignore[arg-type]
-            mlflow.log_dict(profile.to_json(), PROFILE_FILE)
+            log_profile(pipe, x_train)
         except ImportError:
             print("modelworks is not installed: no reference profile logged", file=sys.stderr)
     print(f"val_auc={auc:.4f} val_accuracy={acc:.4f}", flush=True)

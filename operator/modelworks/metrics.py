@@ -138,6 +138,24 @@ DRIFT_DETECTED = Gauge(
     _MONITOR,
     registry=REGISTRY,
 )
+PREDICTION_SCORE = Gauge(
+    "modelworks_drift_prediction_score",
+    "Each monitored model output's drift score in the last window (prediction drift).",
+    [*_MONITOR, "output", "method"],
+    registry=REGISTRY,
+)
+PREDICTION_THRESHOLD = Gauge(
+    "modelworks_drift_prediction_threshold",
+    "The threshold each output's score is compared with.",
+    [*_MONITOR, "output", "method"],
+    registry=REGISTRY,
+)
+PREDICTION_DRIFTED = Gauge(
+    "modelworks_drift_prediction_drifted",
+    "1 when the model output drifted in the last window.",
+    [*_MONITOR, "output"],
+    registry=REGISTRY,
+)
 RETRAINS = Counter(
     "modelworks_retrains",
     "TrainingJobs a DriftMonitor started.",
@@ -151,6 +169,9 @@ _DRIFT_FAMILIES = (
     DRIFT_SHARE,
     DRIFT_SAMPLES,
     DRIFT_DETECTED,
+    PREDICTION_SCORE,
+    PREDICTION_THRESHOLD,
+    PREDICTION_DRIFTED,
 )
 
 
@@ -163,15 +184,13 @@ def observe_drift(meta: Mapping[str, Any], old: Mapping[str, Any], new: Mapping[
     if new.get("lastCheckTime") == old.get("lastCheckTime") and old.get("lastCheckTime"):
         return  # no new window
     _forget_drift(ns, name, keep_totals=True)
-    for feature in new.get("features") or []:
-        labels = (ns, name, str(feature["name"]))
-        method = str(feature.get("method", ""))
-        if feature.get("score") is not None:
-            DRIFT_SCORE.labels(*labels, method).set(float(feature["score"]))
-        if feature.get("threshold") is not None:
-            DRIFT_THRESHOLD.labels(*labels, method).set(float(feature["threshold"]))
-        if feature.get("drifted") is not None:
-            DRIFT_FEATURE.labels(*labels).set(1.0 if feature["drifted"] else 0.0)
+    _scores(ns, name, new.get("features"), (DRIFT_SCORE, DRIFT_THRESHOLD, DRIFT_FEATURE))
+    _scores(
+        ns,
+        name,
+        new.get("predictions"),
+        (PREDICTION_SCORE, PREDICTION_THRESHOLD, PREDICTION_DRIFTED),
+    )
     if new.get("driftedShare") is not None:
         DRIFT_SHARE.labels(ns, name).set(float(new["driftedShare"]))
     DRIFT_SAMPLES.labels(ns, name).set(float(new.get("samples") or 0))
@@ -180,6 +199,20 @@ def observe_drift(meta: Mapping[str, Any], old: Mapping[str, Any], new: Mapping[
         for c in new.get("conditions") or []
     )
     DRIFT_DETECTED.labels(ns, name).set(1.0 if drifting else 0.0)
+
+
+def _scores(ns: str, name: str, entries: Any, gauges: tuple[Gauge, Gauge, Gauge]) -> None:
+    """Score, threshold and drifted gauges of each feature (or model output) of a window."""
+    score, threshold, drifted = gauges
+    for entry in entries or []:
+        labels = (ns, name, str(entry["name"]))
+        method = str(entry.get("method", ""))
+        if entry.get("score") is not None:
+            score.labels(*labels, method).set(float(entry["score"]))
+        if entry.get("threshold") is not None:
+            threshold.labels(*labels, method).set(float(entry["threshold"]))
+        if entry.get("drifted") is not None:
+            drifted.labels(*labels).set(1.0 if entry["drifted"] else 0.0)
 
 
 def _forget_drift(ns: str, name: str, keep_totals: bool = False) -> None:

@@ -119,6 +119,9 @@ SERVING_LATENCY_BUCKET = "modelworks_serving_request_duration_seconds_bucket"
 FEATURE_METRIC_PREFIX = "modelworks_feature_"
 FEATURE_BUCKET_METRIC = "modelworks_feature_bucket_total"
 FEATURE_MISSING_METRIC = "modelworks_feature_missing_total"
+PREDICTION_METRIC_PREFIX = "modelworks_prediction_"
+PREDICTION_BUCKET_METRIC = "modelworks_prediction_bucket_total"
+PREDICTION_MISSING_METRIC = "modelworks_prediction_missing_total"
 
 # --- times: RFC 3339 in UTC, whole seconds, "Z" (what Kubernetes writes) -----------------
 

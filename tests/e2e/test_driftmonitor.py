@@ -127,7 +127,7 @@ def test_drift_on_two_features_retrains_and_rolls_out(
             "window": "20s",
             "minSamples": 200,
             "consecutiveWindows": 2,
-            "driftShare": 0.3,  # two of six features
+            "driftShare": 0.3,  # two of six features and the score: 3 of 8
         }
     )
     # The same check from a real Prometheus that scrapes the pods (no retraining: one
@@ -154,6 +154,7 @@ def test_drift_on_two_features_retrains_and_rolls_out(
         st = calm["status"]
         assert st["servedVersion"] == "1" and st["pods"] == 1
         assert not [f["name"] for f in st["features"] if f.get("drifted")]
+        assert not [p["name"] for p in st["predictions"] if p.get("drifted")]
         assert {f["name"] for f in st["features"]} == {
             "tenure_months",
             "monthly_charges",
@@ -185,6 +186,10 @@ def test_drift_on_two_features_retrains_and_rolls_out(
         )
         drifted = {f["name"] for f in drifting["status"]["features"] if f.get("drifted")}
         assert drifted == set(SHIFTED), drifting["status"]["features"]
+        # Prediction drift: older, richer customers churn less; the score's bins move.
+        outputs = drifting["status"]["predictions"]
+        assert {p["name"] for p in outputs} == {"prediction", "score"}
+        assert "score" in {p["name"] for p in outputs if p.get("drifted")}, outputs
         from_prometheus = watch(
             lambda: (
                 verdict_of(cluster, ns, "churn-drift-prom", 200) == "Declared"

@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 
@@ -162,7 +163,7 @@ def test_serves_the_trained_model_follows_the_alias_and_rolls_back_a_broken_vers
     mlflow.set_registry_uri(mlflow_uri)  # not the one an earlier test's Registry set
     local = mlflow.pyfunc.load_model(f"models:/{model}/1")
     frame = pd.DataFrame(**payload["dataframe_split"])
-    assert body["predictions"] == [int(p) for p in local.predict(frame)]
+    assert np.allclose(body["predictions"], local.predict(frame))  # [P(0), P(1)] per row
 
     client = mlflow_client(mlflow_uri)
     v1 = client.get_model_version(model, "1")
@@ -240,7 +241,7 @@ def test_serves_the_trained_model_follows_the_alias_and_rolls_back_a_broken_vers
     dep = cluster.get("deployment", "churn", ns)
     assert dep["spec"]["template"]["metadata"]["labels"]["modelworks.dev/model-version"] == v2  # type: ignore[index]
     code, body = post(url, payload)
-    assert code == 200 and body["predictions"] == [int(p) for p in local.predict(frame)]
+    assert code == 200 and np.allclose(body["predictions"], local.predict(frame))
     reasons = cluster.kubectl(
         "get",
         "events",

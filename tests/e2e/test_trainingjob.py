@@ -114,7 +114,8 @@ def test_sample_trains_registers_and_sets_the_alias(
         "contract": "month-to-month",
         "payment_method": "check",
     }
-    assert list(loaded.predict(pd.DataFrame([row]))) in ([0], [1])
+    (answer,) = loaded.predict(pd.DataFrame([row])).tolist()  # [P(stay), P(churn)]
+    assert len(answer) == 2 and abs(sum(answer) - 1.0) < 1e-9
 
 
 def test_gate_set_too_high_registers_nothing(

@@ -780,6 +780,9 @@ OPERATOR_METRICS = {
     "modelworks_drift_share",
     "modelworks_drift_window_samples",
     "modelworks_drift_detected",
+    "modelworks_drift_prediction_score",
+    "modelworks_drift_prediction_threshold",
+    "modelworks_drift_prediction_drifted",
     "modelworks_retrains_total",
 }
 SERVING_METRICS = {
@@ -788,6 +791,8 @@ SERVING_METRICS = {
     "modelworks_serving_rows_total",
     "modelworks_feature_bucket_total",
     "modelworks_feature_missing_total",
+    "modelworks_prediction_bucket_total",
+    "modelworks_prediction_missing_total",
     "modelworks_serving_model_loaded",
 }
 HISTOGRAMS = {

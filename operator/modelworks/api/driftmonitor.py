@@ -112,6 +112,26 @@ class Calibration(ApiModel):
     )
 
 
+class Predictions(ApiModel):
+    """Prediction drift: what the model answers (class shares, score or value bins) against
+    the outputs of the reference profile. Live mode only."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Score the model's outputs when the reference profile has them; each "
+        "output counts like a feature in the verdict (driftShare).",
+    )
+    method: Method | None = Field(
+        default=None, description="The statistic for the outputs (default: spec.method)."
+    )
+    threshold: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1000.0,
+        description="The outputs' threshold (default: as for a feature with that method).",
+    )
+
+
 class Retrain(ApiModel):
     """Start a TrainingJob when drift persists (or on a schedule)."""
 
@@ -175,6 +195,19 @@ class DriftMonitorSpec(ApiModel):
             ),
             field=".threshold",
         ),
+        Rule(
+            cel="!has(self.predictions) || !has(self.predictions.threshold) "
+            "|| self.predictions.threshold <= 1.0 || !((has(self.predictions.method) "
+            f"? self.predictions.method : self.method) in [{', '.join(repr(m) for m in P_VALUE_METHODS)}])",
+            message=f"for {_P_VALUES} the threshold is a p-value and must be at most 1",
+            check=lambda s: (
+                s.predictions is None
+                or s.predictions.threshold is None
+                or s.predictions.threshold <= 1.0
+                or (s.predictions.method or s.method) not in P_VALUE_METHODS
+            ),
+            field=".predictions.threshold",
+        ),
     )
 
     target: Target | None = None
@@ -209,6 +242,7 @@ class DriftMonitorSpec(ApiModel):
     min_samples: int = Field(
         default=100, ge=1, description="Fewer samples in a window: no verdict."
     )
+    predictions: Predictions | None = None
     retrain: Retrain | None = None
     suspend: bool = False
     storage: ObjectStore | None = Field(
@@ -251,6 +285,7 @@ class DriftMonitorStatus(StatusModel):
     last_check_time: str | None = None
     next_check_time: str | None = None
     features: list[FeatureScore] | None = None
+    predictions: list[FeatureScore] | None = None
     last_retrain: RetrainRecord | None = None
     retrain_count: int | None = None
     next_scheduled_retrain: str | None = None

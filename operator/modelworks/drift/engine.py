@@ -414,13 +414,21 @@ def _finish(results: list[FeatureResult], config: DriftConfig) -> DatasetResult:
                 drifted=is_drift(r.method, p_adj, r.threshold),
                 note=_join(r.note, note),
             )
-    scored = [r for r in results if r.drifted is not None]
     samples = max((r.samples + r.missing for r in results), default=0)
-    if not scored:
-        return DatasetResult("InsufficientData", None, samples, tuple(results))
-    share = sum(1 for r in scored if r.drifted) / len(scored)
-    verdict: Verdict = "Drift" if share >= config.drift_share else "NoDrift"
+    verdict, share = dataset_verdict(results, config.drift_share)
     return DatasetResult(verdict, share, samples, tuple(results))
+
+
+def dataset_verdict(
+    results: Iterable[FeatureResult], drift_share: float
+) -> tuple[Verdict, float | None]:
+    """``(verdict, drifted share)`` of scored results: ``Drift`` when at least
+    ``drift_share`` of them drifted; ``InsufficientData`` (share None) when none is scored."""
+    scored = [r for r in results if r.drifted is not None]
+    if not scored:
+        return "InsufficientData", None
+    share = sum(1 for r in scored if r.drifted) / len(scored)
+    return ("Drift" if share >= drift_share else "NoDrift"), share
 
 
 def _enabled(names: Iterable[str], config: DriftConfig) -> list[str]:

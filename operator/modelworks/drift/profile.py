@@ -6,6 +6,12 @@ server takes its histogram bucket edges from. It is plain JSON, logged with the 
 as the example trainer does) by any trainer that writes the
 same shape.
 
+A profile may also carry ``outputs``: the same kind of entries for what the model
+answered on its training data (``prediction``: the predicted class, or a regression
+value; ``score``: a binary classifier's positive-class score), which the model server
+counts its answers into and the DriftMonitor scores as prediction drift. Profiles
+without ``outputs`` stay valid.
+
 Buckets follow Prometheus' ``le`` convention: numeric bucket ``i`` holds the values
 ``edges[i-1] < x <= edges[i]``; the first is open below, the last open above. Values
 that are missing (NaN/None) are counted apart.
@@ -25,6 +31,8 @@ from numpy.typing import ArrayLike, NDArray
 PROFILE_FILE = "reference_profile.json"
 FORMAT_VERSION = 1
 OTHER = "__other__"  # categories unseen in the reference, or beyond max_categories
+PREDICTION = "prediction"  # output: the predicted class or value of each row
+SCORE = "score"  # output: a binary classifier's positive-class score
 FeatureType = Literal["numeric", "categorical"]
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
@@ -78,17 +86,24 @@ class Profile:
     features: tuple[FeatureProfile, ...]
     rows: int
     meta: Mapping[str, str] = field(default_factory=dict)
+    outputs: tuple[FeatureProfile, ...] = ()  # the model's answers on the reference rows
 
     def feature(self, name: str) -> FeatureProfile | None:
         return next((f for f in self.features if f.name == name), None)
 
+    def output(self, name: str) -> FeatureProfile | None:
+        return next((f for f in self.outputs if f.name == name), None)
+
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "version": FORMAT_VERSION,
             "rows": self.rows,
             "meta": dict(self.meta),
             "features": [f.to_json() for f in self.features],
         }
+        if self.outputs:
+            out["outputs"] = [f.to_json() for f in self.outputs]
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Profile:
@@ -98,6 +113,7 @@ class Profile:
             features=tuple(FeatureProfile.from_json(f) for f in data["features"]),
             rows=int(data["rows"]),
             meta={str(k): str(v) for k, v in (data.get("meta") or {}).items()},
+            outputs=tuple(FeatureProfile.from_json(f) for f in data.get("outputs") or ()),
         )
 
 
@@ -282,6 +298,46 @@ def build_profile(
             profile_column(name, values, kind, bins=bins, max_categories=max_categories)
         )
     return Profile(tuple(features), rows, dict(meta or {}))
+
+
+def output_columns(
+    prediction: Sequence[float | str], scores: Sequence[Sequence[float]] | None = None
+) -> dict[str, np.ndarray]:
+    """The outputs of a batch of answers (``serving.answers.rows``): ``prediction`` per
+    row, and ``score`` (the second column) when the scores are a binary classifier's."""
+    out: dict[str, np.ndarray] = {PREDICTION: np.asarray(list(prediction), dtype=object)}
+    if scores is not None and len(scores) and len(scores[0]) == 2:
+        out[SCORE] = np.asarray(scores, dtype=np.float64)[:, 1]
+    return out
+
+
+def profile_outputs(
+    prediction: Sequence[float | str],
+    scores: Sequence[Sequence[float]] | None = None,
+    *,
+    classifier: bool | None = None,
+    bins: int = 10,
+    max_categories: int = 50,
+) -> tuple[FeatureProfile, ...]:
+    """The ``outputs`` of a profile from the model's answers on the reference rows.
+
+    ``prediction`` is categorical (class shares) for a classifier — one that answers
+    scores, or ``classifier=True`` — and otherwise numeric when its values are numbers
+    with more than a handful of distinct values (:func:`infer_type`), like a regression;
+    ``score`` is numeric (``bins`` quantile buckets)."""
+    columns = output_columns(prediction, scores)
+    if classifier is None:
+        classifier = scores is not None
+    kinds: dict[str, FeatureType | None] = {PREDICTION: "categorical" if classifier else None}
+    if not classifier:
+        values = as_float(columns[PREDICTION])
+        numbers = not np.isnan(values).all()
+        kinds[PREDICTION] = infer_type(values) if numbers else "categorical"
+    kinds[SCORE] = "numeric"
+    return tuple(
+        profile_column(name, values, kinds[name], bins=bins, max_categories=max_categories)
+        for name, values in columns.items()
+    )
 
 
 def typical_row(profile: Profile, integers: frozenset[str] = frozenset()) -> dict[str, Any]:

@@ -8,6 +8,10 @@ least one window ago. A pod that is new since then counts in full; a pod whose c
 went down restarted, and counts in full from its restart. With no snapshot old enough
 (the first check, or after an operator restart) the window is everything the pods
 have counted since they started, and the result says so.
+
+The model's answers are counted the same way per output
+(``modelworks_prediction_bucket_total{output,bucket}``, ``..._missing_total``) into the
+profile's ``outputs`` buckets; ``outputs=True`` reads those instead of the features.
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from modelworks.drift.profile import Profile, bucket_labels
+from modelworks.drift.profile import FeatureProfile, Profile, bucket_labels
 from modelworks.names import FEATURE_BUCKET_METRIC as BUCKETS
 from modelworks.names import FEATURE_MISSING_METRIC as MISSING
+from modelworks.names import PREDICTION_BUCKET_METRIC as OUTPUT_BUCKETS
+from modelworks.names import PREDICTION_MISSING_METRIC as OUTPUT_MISSING
 
 # feature -> (per-bucket counts aligned with the profile, missing)
 FeatureCounts = Mapping[str, tuple[tuple[int, ...], int]]
@@ -39,24 +45,48 @@ class Window:
     restarted: int  # pods counted in full because their counters went down
 
 
+@dataclass(frozen=True)
+class Series:
+    """Which counters hold one kind of entry: features, or the model's outputs."""
+
+    buckets: str
+    missing: str
+    label: str
+
+
+FEATURES = Series(BUCKETS, MISSING, "feature")
+OUTPUTS = Series(OUTPUT_BUCKETS, OUTPUT_MISSING, "output")
+
+
+def entries(profile: Profile, outputs: bool = False) -> tuple[FeatureProfile, ...]:
+    return profile.outputs if outputs else profile.features
+
+
 def pod_counts(
-    samples: Iterable[tuple[str, Mapping[str, str], float]], profile: Profile, version: str
+    samples: Iterable[tuple[str, Mapping[str, str], float]],
+    profile: Profile,
+    version: str,
+    *,
+    outputs: bool = False,
 ) -> dict[str, tuple[tuple[int, ...], int]]:
-    """One pod's counters for the features of ``profile`` (served ``version`` only)."""
-    index = {f.name: {b: i for i, b in enumerate(bucket_labels(f))} for f in profile.features}
-    counts = {f.name: [0] * len(bucket_labels(f)) for f in profile.features}
+    """One pod's counters for the features (or ``outputs``) of ``profile`` (served
+    ``version`` only)."""
+    series = OUTPUTS if outputs else FEATURES
+    watched = entries(profile, outputs)
+    index = {f.name: {b: i for i, b in enumerate(bucket_labels(f))} for f in watched}
+    counts = {f.name: [0] * len(bucket_labels(f)) for f in watched}
     missing = dict.fromkeys(index, 0)
     for name, labels, value in samples:
         if labels.get("version", version) != version:
             continue
-        feature = labels.get("feature", "")
+        feature = labels.get(series.label, "")
         if feature not in index:
             continue
-        if name == BUCKETS:
+        if name == series.buckets:
             slot = index[feature].get(labels.get("bucket", ""))
             if slot is not None:
                 counts[feature][slot] += int(value)
-        elif name == MISSING:
+        elif name == series.missing:
             missing[feature] += int(value)
     return {f: (tuple(c), missing[f]) for f, c in counts.items()}
 
@@ -126,9 +156,17 @@ def _promql_string(value: str) -> str:
 
 
 def prometheus_queries(
-    namespace: str, modeldeployment: str, model: str, version: str, window: float
+    namespace: str,
+    modeldeployment: str,
+    model: str,
+    version: str,
+    window: float,
+    *,
+    outputs: bool = False,
 ) -> tuple[str, str]:
-    """The PromQL for the bucket counts and the missing counts over the last ``window`` s."""
+    """The PromQL for the bucket counts and the missing counts over the last ``window`` s
+    (of the features, or of the model's ``outputs``)."""
+    series = OUTPUTS if outputs else FEATURES
     matchers = ",".join(
         f"{label}={_promql_string(value)}"
         for label, value in (
@@ -139,9 +177,10 @@ def prometheus_queries(
         )
     )
     seconds = max(round(window), 1)
+    label = series.label
     return (
-        f"sum by (feature, bucket, pod) (increase({BUCKETS}{{{matchers}}}[{seconds}s]))",
-        f"sum by (feature, pod) (increase({MISSING}{{{matchers}}}[{seconds}s]))",
+        f"sum by ({label}, bucket, pod) (increase({series.buckets}{{{matchers}}}[{seconds}s]))",
+        f"sum by ({label}, pod) (increase({series.missing}{{{matchers}}}[{seconds}s]))",
     )
 
 
@@ -150,15 +189,18 @@ def prometheus_window(
     missing: Iterable[tuple[Mapping[str, str], float]],
     profile: Profile,
     version: str,
+    *,
+    outputs: bool = False,
 ) -> Window:
     """The window's counts from the two query results (label set, value) of
     :func:`prometheus_queries`; ``pods`` is how many pods had series in it."""
+    series = OUTPUTS if outputs else FEATURES
     samples: list[tuple[str, Mapping[str, str], float]] = []
     pods: set[str] = set()
-    for name, rows in ((BUCKETS, buckets), (MISSING, missing)):
+    for name, rows in ((series.buckets, buckets), (series.missing, missing)):
         for labels, value in rows:
             if value != value or value < 0:  # NaN (no data) or nonsense: nothing counted
                 continue
             samples.append((name, {**labels, "version": version}, float(round(value))))
             pods.add(labels.get("pod", ""))
-    return Window(pod_counts(samples, profile, version), None, len(pods), 0)
+    return Window(pod_counts(samples, profile, version, outputs=outputs), None, len(pods), 0)

@@ -45,6 +45,7 @@ from modelworks.names import (
     FEATURE_METRIC_PREFIX,
     MONITOR_GENERATION_ANNOTATION,
     MONITOR_UID_LABEL,
+    PREDICTION_METRIC_PREFIX,
     SERVER_PORT,
     VERSION_LABEL,
 )
@@ -65,9 +66,10 @@ from modelworks.status.driftmonitor import (
     RetrainFacts,
     StartRetrain,
     due,
+    watches_predictions,
 )
 
-FEATURE_PREFIXES = (FEATURE_METRIC_PREFIX,)
+FEATURE_PREFIXES = (FEATURE_METRIC_PREFIX, PREDICTION_METRIC_PREFIX)
 
 
 def shortcut(obj: Mapping[str, Any], spec: DriftMonitorSpec, now: str) -> Decision[Any] | None:
@@ -202,16 +204,21 @@ def _live(
         where = uri or f"the run of {model} version {served}"
         return ("NoReferenceProfile", f"no reference profile ({PROFILE_FILE}) in {where}"), None
     key = (ns, target_name, model, str(served))
+    outputs = watches_predictions(spec, profile)
     if spec.target.prometheus is not None:
+        url = spec.target.prometheus.url
         try:
-            window = _prometheus_window(
-                spec.target.prometheus.url, key, profile, spec, ctx.bounds.prometheus
+            window = _prometheus_window(url, key, profile, spec, ctx.bounds.prometheus)
+            answered = (
+                _prometheus_window(url, key, profile, spec, ctx.bounds.prometheus, outputs=True)
+                if outputs
+                else None
             )
         except PrometheusError as exc:
             return ("PrometheusUnavailable", f"spec.target.prometheus: {exc}"), None
-        return None, LiveCheck(str(served), profile, window, prometheus=True)
-    window = _scrape_window(ctx, key, profile, parse_duration(spec.window))
-    return None, LiveCheck(str(served), profile, window)
+        return None, LiveCheck(str(served), profile, window, prometheus=True, outputs=answered)
+    window, answered = _scrape_window(ctx, key, profile, parse_duration(spec.window), outputs)
+    return None, LiveCheck(str(served), profile, window, outputs=answered)
 
 
 def _prometheus_window(
@@ -220,23 +227,30 @@ def _prometheus_window(
     profile: Profile,
     spec: DriftMonitorSpec,
     limits: Limits,
+    *,
+    outputs: bool = False,
 ) -> Window:
     """The increase of the served version's counters over the window, from Prometheus."""
     ns, target_name, model, served = key
     buckets, missing = prometheus_queries(
-        ns, target_name, model, served, parse_duration(spec.window)
+        ns, target_name, model, served, parse_duration(spec.window), outputs=outputs
     )
     return prometheus_window(
-        query(url, buckets, limits), query(url, missing, limits), profile, served
+        query(url, buckets, limits),
+        query(url, missing, limits),
+        profile,
+        served,
+        outputs=outputs,
     )
 
 
 def _scrape_window(
-    ctx: Context, key: tuple[str, str, str, str], profile: Profile, window: float
-) -> Window:
+    ctx: Context, key: tuple[str, str, str, str], profile: Profile, window: float, outputs: bool
+) -> tuple[Window, Window | None]:
     """Scrape the ready pods serving ``key``'s version now; the increase since a snapshot
-    kept in memory at least ``window`` ago (or since the pods started). Snapshots are
-    stamped with the time they were taken."""
+    kept in memory at least ``window`` ago (or since the pods started), of the features
+    and (``outputs``) of the model's answers. Snapshots are stamped with the time they
+    were taken."""
     ns, target_name, model, served = key
     at = time.time()
     pods = [
@@ -248,22 +262,34 @@ def _scrape_window(
     ]
     scrapes = scrape_pods(pods, SERVER_PORT, FEATURE_PREFIXES, ctx.bounds.metrics)
     uids = {p["metadata"]["name"]: p["metadata"]["uid"] for p in pods}
-    snapshot = Snapshot(
-        at,
-        {
-            uids[s.pod]: pod_counts(
-                ((x.name, x.labels, x.value) for x in s.samples), profile, served
-            )
-            for s in scrapes
-            if s.error is None
-        },
-    )
     memory = ctx.memory
-    history = memory.get("history", []) if memory.get("version") == (model, served) else []
-    counted = window_counts(snapshot, history, window)
-    memory["history"] = prune([*history, snapshot], at, window)
+    same = memory.get("version") == (model, served)
+    windows: list[Window | None] = []
+    for kind, wanted in (("history", True), ("outputs", outputs)):
+        if not wanted:
+            memory.pop(kind, None)
+            windows.append(None)
+            continue
+        snapshot = Snapshot(
+            at,
+            {
+                uids[s.pod]: pod_counts(
+                    ((x.name, x.labels, x.value) for x in s.samples),
+                    profile,
+                    served,
+                    outputs=kind == "outputs",
+                )
+                for s in scrapes
+                if s.error is None
+            },
+        )
+        history = memory.get(kind, []) if same else []
+        windows.append(window_counts(snapshot, history, window))
+        memory[kind] = prune([*history, snapshot], at, window)
     memory["version"] = (model, served)
-    return counted
+    features, answered = windows
+    assert features is not None
+    return features, answered
 
 
 def _profile(ctx: Context, spec: DriftMonitorSpec, model: str, version: str) -> Profile | None:

@@ -2,9 +2,10 @@
 
 ``/invocations``, ``/ping``, ``/health`` and ``/version`` are MLflow's own handlers,
 so answers are the same as ``mlflow models serve`` for the same model and payload.
-Added: ``/metrics`` (requests, errors and latency per model version, and one set of
-bucket counts per input feature, with the edges of the reference profile logged with
-the model). A model that cannot load keeps the process up and not ready: /ping and
+Added: ``/metrics`` (requests, errors and latency per model version, one set of
+bucket counts per input feature, and one per model output — the predicted class or
+value, a binary classifier's score — with the edges of the reference profile logged
+with the model). A model that cannot load keeps the process up and not ready: /ping and
 /health answer 503 with the reason, which is logged, and loading is retried.
 """
 
@@ -150,7 +151,12 @@ class Server:
         if profile is not None:
             warm_up(model, schema, profile)
         observer = metrics.FeatureObserver(profile, name, version) if profile else None
-        observed = ObservedModel(model, observer)
+        answers = (
+            metrics.PredictionObserver(profile.outputs, name, version)
+            if profile and profile.outputs
+            else None
+        )
+        observed = ObservedModel(model, observer, [answers] if answers else [])
         app = scoring_server.init(observed)  # type: ignore[arg-type]
         with self._lock:
             self.app = app
@@ -159,11 +165,12 @@ class Server:
             self.error = None
         metrics.LOADED.labels(name, version).set(1)
         log.info(
-            "loaded %s (version %s) in %.1fs; feature histograms: %s",
+            "loaded %s (version %s) in %.1fs; feature histograms: %s; prediction histograms: %s",
             self.model_uri,
             version or "-",
             time.monotonic() - started,
             ", ".join(observer.feature_names) if observer else "none",
+            ", ".join(answers.output_names) if answers else "none",
         )
         return True
 

@@ -24,7 +24,14 @@ from prometheus_client import (
 )
 
 from modelworks import names
-from modelworks.drift.profile import Profile, bucket_counts, bucket_labels
+from modelworks.drift.profile import (
+    FeatureProfile,
+    Profile,
+    bucket_counts,
+    bucket_labels,
+    output_columns,
+)
+from modelworks.serving.answers import rows
 
 disable_created_metrics()  # no *_created series: they double the scrape for no use here
 LABELS = ("model", "version")
@@ -50,6 +57,17 @@ FEATURE_MISSING = Counter(
     names.FEATURE_MISSING_METRIC,
     "Input values that were missing (null/NaN) per feature.",
     [*LABELS, "feature"],
+)
+PREDICTION_BUCKETS = Counter(
+    names.PREDICTION_BUCKET_METRIC,
+    "What the model answered per output (prediction: class or value; score: positive-class "
+    "score) and reference-profile bucket (not cumulative; the same buckets as features).",
+    [*LABELS, "output", "bucket"],
+)
+PREDICTION_MISSING = Counter(
+    names.PREDICTION_MISSING_METRIC,
+    "Answered rows without a value for the output (null/NaN, or not in the answer).",
+    [*LABELS, "output"],
 )
 LOADED = Gauge(
     "modelworks_serving_model_loaded",
@@ -108,6 +126,42 @@ class FeatureObserver:
             if nmissing:
                 missing.inc(nmissing)
         self._rows.inc(rows)
+
+
+class PredictionObserver:
+    """An AnswerWatcher: counts each answer into the buckets of the profile's outputs."""
+
+    def __init__(self, outputs: tuple[FeatureProfile, ...], model: str, version: str) -> None:
+        self._outputs = [
+            (
+                output,
+                [
+                    PREDICTION_BUCKETS.labels(model, version, output.name, b)
+                    for b in bucket_labels(output)
+                ],
+                PREDICTION_MISSING.labels(model, version, output.name),
+            )
+            for output in outputs
+        ]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [o.name for o, _, _ in self._outputs]
+
+    def answered(self, data: Any, result: Any) -> None:
+        answers = rows(result)
+        columns = output_columns(answers.prediction, answers.scores)
+        for output, children, missing in self._outputs:
+            values = columns.get(output.name)
+            if values is None:
+                missing.inc(len(answers))
+                continue
+            counts, nmissing = bucket_counts(output, values)
+            for child, count in zip(children, counts, strict=True):
+                if count:
+                    child.inc(count)
+            if nmissing:
+                missing.inc(nmissing)
 
 
 def render() -> tuple[bytes, str]:

@@ -32,11 +32,14 @@ from modelworks.drift.engine import (
     DatasetResult,
     DriftConfig,
     FeatureOverride,
+    FeatureResult,
     WindowCounts,
+    dataset_verdict,
     hysteresis,
     score_counts,
 )
 from modelworks.drift.profile import Profile
+from modelworks.drift.statistics import STATISTICS
 from modelworks.drift.window import Window
 from modelworks.names import format_time, later, parse_time
 from modelworks.schedule import Cron
@@ -73,16 +76,54 @@ def config_of(spec: DriftMonitorSpec, max_cells: int = MAX_CELLS) -> DriftConfig
     )
 
 
+def watches_predictions(spec: DriftMonitorSpec, profile: Profile) -> bool:
+    """Prediction drift is scored when the profile has outputs and spec.predictions allows."""
+    return bool(profile.outputs) and (spec.predictions is None or spec.predictions.enabled)
+
+
+def prediction_config(spec: DriftMonitorSpec, config: DriftConfig) -> DriftConfig:
+    """How the model's outputs are scored: spec.predictions' method and threshold, else the
+    monitor's (its threshold only for a method of the same kind); no per-feature overrides."""
+    own = spec.predictions
+    method = (own.method if own else None) or spec.method
+    threshold = own.threshold if own else None
+    if threshold is None and STATISTICS[method].kind == STATISTICS[spec.method].kind:
+        threshold = spec.threshold
+    return replace(config, method=method, threshold=threshold, features={})
+
+
 def _num(value: float | None, digits: int = 6) -> float | None:
     if value is None:
         return None
     return float(f"{value:.{digits}g}")
 
 
-def result_fields(result: DatasetResult) -> dict[str, Any]:
-    """The status fields of one check (also what a batch Job prints)."""
+def result_fields(
+    result: DatasetResult, predictions: DatasetResult | None = None, drift_share: float = 0.5
+) -> dict[str, Any]:
+    """The status fields of one check (also what a batch Job prints). With ``predictions``
+    (the model's outputs, scored) each output counts like a feature in the verdict and
+    the drifted share (at least ``drift_share`` of all scored entries drifted: Drift)."""
+    out: dict[str, Any] = {
+        "verdict": result.verdict,
+        "samples": result.samples,
+        "features": score_entries(result.features),
+    }
+    share = result.drifted_share
+    if predictions is not None:
+        out["predictions"] = score_entries(predictions.features)
+        out["verdict"], share = dataset_verdict(
+            (*result.features, *predictions.features), drift_share
+        )
+    if share is not None:
+        out["driftedShare"] = _num(share, 4)
+    return out
+
+
+def score_entries(results: tuple[FeatureResult, ...]) -> list[dict[str, Any]]:
+    """One status entry per scored feature or output."""
     features = []
-    for f in result.features:
+    for f in results:
         entry: dict[str, Any] = {
             "name": f.name,
             "method": f.method,
@@ -95,14 +136,7 @@ def result_fields(result: DatasetResult) -> dict[str, Any]:
             "note": f.note or None,
         }
         features.append({k: v for k, v in entry.items() if v is not None})
-    out: dict[str, Any] = {
-        "verdict": result.verdict,
-        "samples": result.samples,
-        "features": features,
-    }
-    if result.drifted_share is not None:
-        out["driftedShare"] = _num(result.drifted_share, 4)
-    return out
+    return features
 
 
 def compact(fields: Mapping[str, Any], limit: int = RESULT_LIMIT) -> dict[str, Any]:
@@ -211,6 +245,7 @@ class LiveCheck:
     profile: Profile  # its reference profile
     window: Window  # counts per feature, pods, since (the baseline snapshot's time)
     prometheus: bool = False  # the window is Prometheus's [now - spec.window, now]
+    outputs: Window | None = None  # counts per model output (prediction drift), if watched
 
 
 @dataclass(frozen=True)
@@ -320,18 +355,26 @@ def decide(
         return _live_problem(meta, spec, old, facts.problem, now, interval)
     live = facts.live
     assert live is not None, "observe reports a live check or a problem"
+    config = config_of(spec, facts.calibration_cells)
     result = score_counts(
         live.profile,
         {f: WindowCounts(c, m) for f, (c, m) in live.window.counts.items()},
-        config_of(spec, facts.calibration_cells),
+        config,
     )
+    predictions = None
+    if live.outputs is not None and watches_predictions(spec, live.profile):
+        predictions = score_counts(
+            live.profile.outputs,
+            {f: WindowCounts(c, m) for f, (c, m) in live.outputs.counts.items()},
+            prediction_config(spec, config),
+        )
     since = (
         parse_time(now).timestamp() - parse_duration(spec.window)
         if live.prometheus
         else live.window.since
     )
     found = CheckFacts(
-        check=result_fields(result),
+        check=result_fields(result, predictions, spec.drift_share),
         served_version=live.served,
         pods=live.window.pods,
         window_start=format_time(datetime.fromtimestamp(since, UTC)) if since is not None else None,
@@ -535,6 +578,11 @@ def evidence(
             for f in check.get("features") or []
             if f.get("drifted")
         ],
+        "predictions": [
+            {k: f.get(k) for k in ("name", "method", "score", "threshold")}
+            for f in check.get("predictions") or []
+            if f.get("drifted")
+        ],
     }
 
 
@@ -549,6 +597,7 @@ KEEP = (
     "lastCheckTime",
     "nextCheckTime",
     "features",
+    "predictions",
     "lastRetrain",
     "retrainCount",
     "nextScheduledRetrain",
@@ -591,6 +640,7 @@ def compute(
         b.set(phase="Failed" if reason in ("InvalidReference", "CheckFailed") else "Pending")
     elif found.check is not None:
         declared, events = _checked(b, spec, old, found.check, found.window_start)
+        events = prediction_news(old, found.check) + events
     else:
         _waiting(b, old, found.waiting)
     if b.condition("DriftDetected") is None:
@@ -599,16 +649,30 @@ def compute(
     return replace(b.decide(), events=events)
 
 
+def _drifted_of(entries: list[Mapping[str, Any]], what: str) -> str:
+    drifted = [f["name"] for f in entries if f.get("drifted")]
+    scored = [f for f in entries if f.get("score") is not None]
+    names = f" ({', '.join(drifted)})" if drifted else ""
+    return f"{len(drifted)} of {len(scored)} {what} drifted{names}"
+
+
 def summary_of(check: Mapping[str, Any]) -> str:
-    """``2 of 4 features drifted (a, b) in 500 rows``."""
-    features = check.get("features") or []
-    drifted = [f["name"] for f in features if f.get("drifted")]
-    scored = [f for f in features if f.get("score") is not None]
-    return (
-        f"{len(drifted)} of {len(scored)} features drifted"
-        + (f" ({', '.join(drifted)})" if drifted else "")
-        + f" in {check.get('samples', 0)} rows"
-    )
+    """``2 of 4 features drifted (a, b) and 1 of 2 outputs drifted (score) in 500 rows``."""
+    text = _drifted_of(check.get("features") or [], "features")
+    if "predictions" in check:
+        text += " and " + _drifted_of(check.get("predictions") or [], "outputs")
+    return text + f" in {check.get('samples', 0)} rows"
+
+
+def prediction_news(old: Mapping[str, Any], check: Mapping[str, Any]) -> list[Event]:
+    """A Warning when the model's outputs drift in this window and did not in the last."""
+    now = [f["name"] for f in check.get("predictions") or [] if f.get("drifted")]
+    before = any(f.get("drifted") for f in old.get("predictions") or [])
+    if not now or before:
+        return []
+    scored = [f for f in check.get("predictions") or [] if f.get("score") is not None]
+    message = f"prediction drift: {len(now)} of {len(scored)} outputs drifted ({', '.join(now)})"
+    return [Event("PredictionDrift", message, "Warning")]
 
 
 def _checked(
@@ -624,6 +688,7 @@ def _checked(
         verdict=check["verdict"],
         samples=check.get("samples", 0),
         features=list(check.get("features") or []),
+        predictions=list(check["predictions"]) if "predictions" in check else None,
         consecutiveDriftWindows=consecutive,
         lastCheckTime=b.now,
         driftedShare=check.get("driftedShare"),
