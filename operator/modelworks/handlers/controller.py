@@ -37,8 +37,8 @@ from modelworks.reconcilers.base import (
     store_status,
 )
 from modelworks.reconcilers.modeldeployment import ServerConfig
+from modelworks.reconcilers.trainingjob import end_open_run
 from modelworks.settings import Settings
-from modelworks.status.deletion import KILLED, run_left_open
 
 Reconcile = Callable[[Mapping[str, Any], Context, str], Decision[Any]]
 log = logging.getLogger("modelworks")
@@ -120,16 +120,17 @@ class Controller:
 
     def _end_open_run(self, body: Mapping[str, Any]) -> None:
         """A deleted TrainingJob's open MLflow run ends KILLED, off the watch thread."""
-        run_id = run_left_open(body)
-        if run_id is None or not self.leading.is_set():
+        if not self.leading.is_set():
             return
 
         def end() -> None:
             try:
-                self.registry.end_run(run_id, KILLED)
-                log.info("%s: deleted while run %s was open: run ended KILLED", _name(body), run_id)
+                run_id = end_open_run(body, self.registry)
             except Exception as exc:  # best effort: the run stays open, said in the log
-                log.warning("%s: could not end run %s: %s", _name(body), run_id, exc)
+                log.warning("%s: could not end its open run: %s", _name(body), exc)
+                return
+            if run_id:
+                log.info("%s: deleted while run %s was open: run ended KILLED", _name(body), run_id)
 
         self._enders.submit(end)
 
