@@ -227,12 +227,13 @@ wait_until() { # TIMEOUT_S WHAT CMD...
 }
 
 cmd_up() {
-  local pid
+  local pid out
   cluster_env
   cmd_build
   [[ -f $PKI_DIR/metrics-server.crt && -f $PKI_DIR/front-proxy-client.crt ]] ||
     die "no metrics-server certificates in $PKI_DIR (made by hack/cluster.sh up)"
-  manifests | kubectl_ apply -f - 2>&1 >/dev/null | grep -v 'v1 Endpoints is deprecated' >&2 || true
+  out=$(manifests | kubectl_ apply -f - 2>&1 >/dev/null) || die "applying its RBAC, Service and APIService failed: $out"
+  grep -v 'v1 Endpoints is deprecated' <<<"$out" >&2 || true
   if pid=$(pid_of); then
     log "up: already running (pid $pid)"
   else
