@@ -312,6 +312,7 @@ go 1.24.0
 
 require github.com/coredns/coredns $COREDNS_VERSION
 EOF
+  "$HACK_DIR/metrics-server.sh" gomod
   local d
   for d in k8s etcd kwok seaweedfs node/coredns; do
     rm -f "$HACK_DIR/$d/go.sum"
@@ -385,6 +386,12 @@ gen_pki() {
   ensure_cert kubelet "$NODE_NAME" "" serverAuth "IP:$NODE_IP,DNS:$NODE_NAME"
   ensure_cert kube-proxy system:kube-proxy "" clientAuth
   ensure_cert coredns system:coredns "" clientAuth
+  # The aggregation layer: the identity kube-apiserver proxies to aggregated APIs with
+  # (the only one its --requestheader-allowed-names admits), and metrics-server's
+  # serving (the aggregator checks the Service's DNS name) and client certificate.
+  ensure_cert front-proxy-client front-proxy-client "" clientAuth
+  ensure_cert metrics-server system:metrics-server "" serverAuth,clientAuth \
+    "IP:$NODE_IP,DNS:metrics-server.kube-system.svc"
   # Service-account token signing key pair.
   if [[ ! -f $PKI_DIR/sa.key || ! -f $PKI_DIR/sa.pub ]]; then
     openssl ecparam -name prime256v1 -genkey -noout -out "$PKI_DIR/sa.key" 2>/dev/null
@@ -430,6 +437,7 @@ write_kubeconfigs() {
     write_kubeconfig "$STATE_DIR/kubelet.kubeconfig" kubelet-client "system:node:$NODE_NAME"
     write_kubeconfig "$STATE_DIR/kube-proxy.kubeconfig" kube-proxy system:kube-proxy
     write_kubeconfig "$STATE_DIR/coredns.kubeconfig" coredns system:coredns
+    write_kubeconfig "$STATE_DIR/metrics-server.kubeconfig" metrics-server system:metrics-server
   fi
 }
 
@@ -564,6 +572,17 @@ args_of() {
         --service-account-issuer=https://kubernetes.default.svc.cluster.local \
         --service-account-key-file="$PKI_DIR/sa.pub" \
         --service-account-signing-key-file="$PKI_DIR/sa.key"
+      # The aggregation layer (metrics.k8s.io from hack/metrics-server.sh), routed to
+      # the APIService's endpoint directly: no kube-proxy in the path.
+      printf '%s\n' \
+        --requestheader-client-ca-file="$PKI_DIR/ca.crt" \
+        --requestheader-allowed-names=front-proxy-client \
+        --requestheader-username-headers=X-Remote-User \
+        --requestheader-group-headers=X-Remote-Group \
+        --requestheader-extra-headers-prefix=X-Remote-Extra- \
+        --proxy-client-cert-file="$PKI_DIR/front-proxy-client.crt" \
+        --proxy-client-key-file="$PKI_DIR/front-proxy-client.key" \
+        --enable-aggregator-routing=true
       ;;
     kube-controller-manager)
       printf '%s\n' \
@@ -1095,6 +1114,12 @@ mlflow_up() {
   mlflow_ uri >"$MLFLOW_URI_FILE"
 }
 
+# metrics-server (hack/metrics-server.sh) on the node IP, with this cluster's layout.
+metrics_server_() {
+  MS_STATE_DIR=$STATE_DIR MS_NODE_IP=$NODE_IP MS_KUBECTL=$K8S_BIN/kubectl MS_KUBECONFIG=$KUBECONFIG_FILE \
+    "$HACK_DIR/metrics-server.sh" "$@"
+}
+
 # The project image (hack/image.sh: debootstrap base, buildah bud, load into the
 # node's containerd). image.sh rebuilds only when its inputs changed.
 image_up() {
@@ -1202,6 +1227,7 @@ cmd_up() {
   if [[ $MODE == node ]]; then
     node_up
     log "up: node $NODE_NAME ready after $(elapsed "$t0")s"
+    metrics_server_ up || die "hack/metrics-server.sh up failed (log: $LOG_DIR/metrics-server.log)"
     mlflow_up
     image_up
   fi
@@ -1289,6 +1315,7 @@ cmd_down() {
   if [[ -f $PID_DIR/seaweedfs.pid ]]; then
     seaweedfs_ down || log "down: hack/seaweedfs.sh down failed"
   fi
+  metrics_server_ down || log "down: hack/metrics-server.sh down failed"
   for c in coredns kube-proxy kubelet; do stop_component "$c"; done
   node_teardown
   for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
@@ -1351,6 +1378,7 @@ cmd_status() {
     [[ $ready == yes ]] && node_ready && node=yes
     [[ $node == yes ]] || ok=1
     printf 'node %s Ready: %s\n' "$NODE_NAME" "$node"
+    metrics_server_ status || ok=1
     if is_local_ip "$NODE_IP" && mlflow_ status >/dev/null 2>&1; then
       printf 'mlflow: %s\n' "$(cat "$MLFLOW_URI_FILE" 2>/dev/null || mlflow_ uri)"
     else

@@ -170,6 +170,72 @@ INVALID: list[Case] = [
         {"autoscaling": {"maxReplicas": 3, "targetCPUUtilization": 150}},
         "spec.autoscaling.targetCPUUtilization",
     ),
+    Case(
+        "md-window-negative",
+        MD,
+        {
+            "autoscaling": {
+                "maxReplicas": 3,
+                "behavior": {"scaleUp": {"stabilizationWindowSeconds": -1}},
+            }
+        },
+        "spec.autoscaling.behavior.scaleUp.stabilizationWindowSeconds",
+    ),
+    Case(
+        "md-window-over",
+        MD,
+        {
+            "autoscaling": {
+                "maxReplicas": 3,
+                "behavior": {"scaleDown": {"stabilizationWindowSeconds": 3601}},
+            }
+        },
+        "spec.autoscaling.behavior.scaleDown.stabilizationWindowSeconds",
+    ),
+    Case(
+        "md-select-policy",
+        MD,
+        {"autoscaling": {"maxReplicas": 3, "behavior": {"scaleDown": {"selectPolicy": "Fastest"}}}},
+        "spec.autoscaling.behavior.scaleDown.selectPolicy",
+    ),
+    Case(
+        "md-policies-empty",
+        MD,
+        {"autoscaling": {"maxReplicas": 3, "behavior": {"scaleUp": {"policies": []}}}},
+        "spec.autoscaling.behavior.scaleUp.policies",
+    ),
+    Case(
+        "md-policy-type",
+        MD,
+        {
+            "autoscaling": {
+                "maxReplicas": 3,
+                "behavior": {
+                    "scaleUp": {"policies": [{"type": "Nodes", "value": 1, "periodSeconds": 15}]}
+                },
+            }
+        },
+        "spec.autoscaling.behavior.scaleUp.policies[0].type",
+    ),
+    Case(
+        "md-policy-period",
+        MD,
+        {
+            "autoscaling": {
+                "maxReplicas": 3,
+                "behavior": {
+                    "scaleUp": {"policies": [{"type": "Pods", "value": 1, "periodSeconds": 0}]}
+                },
+            }
+        },
+        "spec.autoscaling.behavior.scaleUp.policies[0].periodSeconds",
+    ),
+    Case(
+        "md-behavior-unknown",
+        MD,
+        {"autoscaling": {"maxReplicas": 3, "behavior": {"scaleSideways": {}}}},
+        "spec.autoscaling.behavior.scaleSideways",
+    ),
     Case("md-name-digit", MD, {}, "metadata.name", name="1churn"),
     # DriftMonitor
     Case(

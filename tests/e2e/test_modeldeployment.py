@@ -52,8 +52,8 @@ def post(url: str, payload: dict[str, Any], timeout: float = 10.0) -> tuple[int,
 class Traffic:
     """Requests to the Service in a loop, every answer's status counted."""
 
-    def __init__(self, url: str, payload: dict[str, Any]) -> None:
-        self.url, self.payload = url, payload
+    def __init__(self, url: str, payload: dict[str, Any], pause: float = 0.05) -> None:
+        self.url, self.payload, self.pause = url, payload, pause
         self.codes: Counter[int] = Counter()
         self.failures: list[str] = []
         self._stop = threading.Event()
@@ -65,7 +65,7 @@ class Traffic:
             self.codes[code] += 1
             if code != 200 and len(self.failures) < 5:
                 self.failures.append(f"{code}: {str(body)[:200]}")
-            self._stop.wait(0.05)
+            self._stop.wait(self.pause)
 
     def __enter__(self) -> Traffic:
         self._thread.start()

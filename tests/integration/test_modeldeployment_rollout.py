@@ -228,3 +228,47 @@ def test_non_finite_metrics_from_a_real_server_are_missing_data_not_a_crash() ->
     facts = analysis_facts([samples["good"], samples["bad"]], [samples["good"]])
     assert (facts.canary_requests, facts.canary_errors, facts.unreachable) == (120, 0, 1)
     assert facts.canary_p99 is not None and math.isfinite(facts.canary_p99)
+
+
+def test_autoscaling_behavior_reaches_the_hpa_and_follows_the_spec(
+    mlflow: MlflowServer, crds: Cluster, kube: Kube, namespace: str
+) -> None:
+    model = f"m-{namespace}"
+    register(mlflow.uri, model, alias="champion")
+    fast = {
+        "scaleUp": {"stabilizationWindowSeconds": 0},
+        "scaleDown": {
+            "stabilizationWindowSeconds": 30,
+            "policies": [{"type": "Pods", "value": 2, "periodSeconds": 15}],
+        },
+    }
+    crds.apply(
+        mdep("tuned", model, autoscaling={"maxReplicas": 3, "behavior": fast}), "-n", namespace
+    )
+    one_pass = passes(crds, kube, mlflow, namespace, "tuned")
+    one_pass()
+
+    def behavior() -> dict[str, Any]:
+        hpa = get(crds, "hpa", "tuned", namespace)
+        stored = get(crds, "mdep", "tuned", namespace)["spec"]["autoscaling"]
+        assert "behavior" in hpa["spec"], f"HPA {hpa['spec']} of {stored}"
+        return dict(hpa["spec"]["behavior"])
+
+    down = behavior()["scaleDown"]
+    assert down["stabilizationWindowSeconds"] == 30
+    assert down["policies"] == [{"type": "Pods", "value": 2, "periodSeconds": 15}]
+    assert behavior()["scaleUp"]["stabilizationWindowSeconds"] == 0
+
+    patch_spec(
+        crds,
+        namespace,
+        "tuned",
+        {"autoscaling": {"behavior": {"scaleDown": {"stabilizationWindowSeconds": 60}}}},
+    )
+    one_pass()
+    assert behavior()["scaleDown"]["stabilizationWindowSeconds"] == 60
+
+    # Without behavior the HPA has none: the controller's defaults (5 minutes down) apply.
+    patch_spec(crds, namespace, "tuned", {"autoscaling": {"behavior": None}})
+    one_pass()
+    assert "behavior" not in get(crds, "hpa", "tuned", namespace)["spec"]

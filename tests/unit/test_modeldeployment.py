@@ -298,6 +298,47 @@ def test_hpa(scaling: dict[str, Any], metrics: list[str]) -> None:
     assert build_hpa(mdep({}), parse(ALIAS)) is None
 
 
+FAST = {"stabilizationWindowSeconds": 0}
+PODS = {"type": "Pods", "value": 2, "periodSeconds": 15}
+
+
+@pytest.mark.parametrize(
+    ("behavior", "expected"),
+    [
+        (None, None),
+        ({}, {}),
+        ({"scaleUp": FAST}, {"scaleUp": FAST}),
+        (
+            {"scaleDown": {"stabilizationWindowSeconds": 30, "policies": [PODS]}},
+            {"scaleDown": {"stabilizationWindowSeconds": 30, "policies": [PODS]}},
+        ),
+        (
+            {"scaleUp": {"selectPolicy": "Disabled"}, "scaleDown": FAST},
+            {"scaleUp": {"selectPolicy": "Disabled"}, "scaleDown": FAST},
+        ),
+        (
+            {
+                "scaleUp": {
+                    "policies": [PODS, {"type": "Percent", "value": 200, "periodSeconds": 60}]
+                }
+            },
+            {
+                "scaleUp": {
+                    "policies": [PODS, {"type": "Percent", "value": 200, "periodSeconds": 60}]
+                }
+            },
+        ),
+    ],
+)
+def test_hpa_behavior(behavior: dict[str, Any] | None, expected: dict[str, Any] | None) -> None:
+    scaling: dict[str, Any] = {"maxReplicas": 3}
+    if behavior is not None:
+        scaling["behavior"] = behavior
+    hpa = build_hpa(mdep({}), parse({**ALIAS, "autoscaling": scaling}))
+    assert hpa is not None
+    assert hpa["spec"].get("behavior") == expected
+
+
 @pytest.mark.parametrize(
     ("spec", "wanted"),
     [

@@ -86,6 +86,46 @@ class ModelRef(ApiModel):
     )
 
 
+class ScalingPolicy(ApiModel):
+    """At most ``value`` pods (or percent of the current pods) added or removed per period."""
+
+    type: Literal["Pods", "Percent"]
+    value: int = Field(ge=1, le=10000, description="Pods, or percent of the current pods.")
+    period_seconds: int = Field(
+        ge=1, le=1800, description="The window the policy's change is counted over."
+    )
+
+
+class ScalingRules(ApiModel):
+    """How fast one direction of scaling acts (autoscaling/v2 HPAScalingRules)."""
+
+    stabilization_window_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        le=3600,
+        description="Recommendations this far back are considered and the least drastic one "
+        "is taken. Unset: the HPA's default (0 for scaleUp, 300 for scaleDown).",
+    )
+    select_policy: Literal["Max", "Min", "Disabled"] | None = Field(
+        default=None,
+        description="Which policy wins when several apply; Disabled turns this direction "
+        "off. Unset: Max.",
+    )
+    policies: list[ScalingPolicy] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=10,
+        description="Unset: the HPA's defaults for this direction.",
+    )
+
+
+class ScalingBehavior(ApiModel):
+    """Scale-up and scale-down speed, as autoscaling/v2 HPA behavior."""
+
+    scale_up: ScalingRules | None = None
+    scale_down: ScalingRules | None = None
+
+
 class Autoscaling(ApiModel):
     """An autoscaling/v2 HorizontalPodAutoscaler for the serving Deployment."""
 
@@ -109,6 +149,10 @@ class Autoscaling(ApiModel):
     )
     target_memory_utilization: int | None = Field(
         default=None, ge=1, le=100, description="Average memory, percent of requests."
+    )
+    behavior: ScalingBehavior | None = Field(
+        default=None,
+        description="Scaling speed and stabilization windows. Unset: the HPA's defaults.",
     )
 
 

@@ -359,6 +359,10 @@ def build_hpa(obj: Mapping[str, Any], spec: ModelDeploymentSpec) -> dict[str, An
     }
     if metrics:
         body["metrics"] = metrics
+    if scaling.behavior is not None:
+        body["behavior"] = scaling.behavior.model_dump(
+            by_alias=True, exclude_none=True, mode="json"
+        )
     return _hashed(
         {
             "apiVersion": "autoscaling/v2",
