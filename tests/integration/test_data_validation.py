@@ -16,8 +16,11 @@ from typing import Any
 import pytest
 
 from modelworks import datacheck
+from modelworks.clients.mlflow import Registry
+from modelworks.reconcilers.trainingjob import reconcile
+from modelworks.status.trainingjob import StartRun
 from tests.integration.test_trainingjob import kwok_pods, training_job
-from tests.support import Cluster, MlflowServer, eventually, run_operator
+from tests.support import ROOT, Cluster, MlflowServer, eventually, run_operator
 
 pytestmark = pytest.mark.integration
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
@@ -27,6 +30,20 @@ JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 def operator(crds: Cluster, mlflow: MlflowServer, namespace: str, tmp: Path) -> Iterator[Any]:
     with run_operator(crds, tmp, namespaces=namespace, mlflow_tracking_uri=mlflow.uri) as op:
         yield op
+
+
+CRD = ROOT / "crds" / "modelworks.dev_trainingjobs.yaml"
+
+
+def write(crds: Cluster, obj: dict[str, Any]) -> None:
+    """Apply ``obj``, with this tree's TrainingJob CRD applied again first: the shared
+    cluster's CRDs are also applied by test sessions of other branches."""
+
+    def applied() -> bool:
+        crds.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+        return crds.apply(obj, check=False).returncode == 0
+
+    eventually(applied, timeout=60, interval=2, what=f"{obj['metadata']['name']} applied")
 
 
 def jobs(crds: Cluster, namespace: str) -> dict[str, dict[str, Any]]:
@@ -123,7 +140,7 @@ def test_bad_data_trains_nothing_and_a_fixed_spec_trains(
         dataset={"uri": f"file://{bad}"},
         dataValidation=check,
     )
-    crds.apply(tj)
+    write(crds, tj)
     first = eventually(
         lambda: next((n for n in jobs(crds, namespace) if n.endswith("-dv")), None),
         timeout=60,
@@ -156,10 +173,7 @@ def test_bad_data_trains_nothing_and_a_fixed_spec_trains(
     messages = [e["message"] for e in json.loads(warnings)["items"]]
     assert messages and "6 rows, fewer than the 10 required" in messages[0], messages
 
-    crds.kubectl(
-        "patch", "tj", "checked", "-n", namespace, "--type=merge",
-        "-p", json.dumps({"spec": {"dataset": {"uri": f"file://{good}"}}}),
-    )  # fmt: skip
+    write(crds, {**tj, "spec": {**tj["spec"], "dataset": {"uri": f"file://{good}"}}})
     second = eventually(
         lambda: next((n for n in jobs(crds, namespace) if n.endswith("-dv") and n != first), None),
         timeout=60,
@@ -185,3 +199,33 @@ def test_bad_data_trains_nothing_and_a_fixed_spec_trains(
     training = obj["status"]["jobName"]
     eventually(lambda: training in jobs(crds, namespace), timeout=60, what="the training Job")
     eventually(lambda: first not in jobs(crds, namespace), timeout=60, what="the old check removed")
+
+
+def test_a_crash_never_starts_a_second_check(
+    crds: Cluster, kube: Any, mlflow: MlflowServer, namespace: str, tmp: Path
+) -> None:
+    """Passes in this process, each on a status that was never stored (the operator died
+    after acting): one validation Job, no run, no training Job."""
+    data = tmp / "d.csv"
+    data.write_text("age,y\n1,0\n2,1\n")
+    write(
+        crds,
+        training_job(
+            "crashy",
+            namespace,
+            model=f"m-{namespace}",
+            suspend=False,
+            podTemplate=kwok_pods(delay="1h"),
+            dataset={"uri": f"file://{data}"},
+            dataValidation={"minRows": 1},
+        ),
+    )
+    obj = crds.get("tj", "crashy", namespace) or {}
+    registry = Registry(mlflow.uri)
+    for _ in range(3):
+        out = reconcile(obj, kube=kube, registry=registry, now="2026-01-01T00:00:00Z")
+        assert out.status["phase"] == "Pending"
+        assert not any(isinstance(a, StartRun) for a in out.actions)
+    checks = list(jobs(crds, namespace))
+    assert len(checks) == 1 and checks[0].endswith("-dv"), checks
+    assert Registry(mlflow.uri).experiment_id(f"{namespace}-crashy") is None, "no run yet"
