@@ -16,11 +16,12 @@ from typing import Any
 import pytest
 
 from modelworks import datacheck
+from modelworks.builders.modeldeployment import ServerConfig
 from modelworks.clients.mlflow import Registry
 from modelworks.reconcilers.trainingjob import reconcile
 from modelworks.status.trainingjob import StartRun
 from tests.integration.test_trainingjob import kwok_pods, training_job
-from tests.support import ROOT, Cluster, MlflowServer, eventually, run_operator
+from tests.support import ROOT, Cluster, MlflowServer, eventually, object_store, run_operator
 
 pytestmark = pytest.mark.integration
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
@@ -123,13 +124,13 @@ def test_bad_data_trains_nothing_and_a_fixed_spec_trains(
     crds: Cluster, mlflow: MlflowServer, namespace: str, operator: Any, tmp: Path
 ) -> None:
     bad, good = tmp / "bad.csv", tmp / "good.csv"
-    bad.write_text("age,y\n" + "".join(f"{i},0\n" for i in range(5)) + ",0\n")
-    good.write_text("age,y\n" + "".join(f"{i},{i % 2}\n" for i in range(40)))
+    bad.write_text("age,churned\n" + "".join(f"{i},0\n" for i in range(5)) + ",0\n")
+    good.write_text("age,churned\n" + "".join(f"{i},{i % 2}\n" for i in range(40)))
     check = {
         "minRows": 10,
         "maxMissingShare": 0.05,
         "schema": {"columns": [{"name": "age", "type": "numeric"}]},
-        "label": {"column": "y", "classes": ["0", "1"]},
+        "label": {"column": "churned", "classes": ["0", "1"]},
     }
     tj = training_job(
         "checked",
@@ -161,7 +162,7 @@ def test_bad_data_trains_nothing_and_a_fixed_spec_trains(
     cond = condition(obj, "DataValidated")
     assert obj["status"]["phase"] == "Failed" and cond["reason"] == "DataInvalid", cond
     failures = {(f["rule"], f.get("column")) for f in obj["status"]["dataValidation"]["failures"]}
-    assert failures == {("minRows", None), ("maxMissingShare", "age"), ("label.classes", "y")}
+    assert failures == {("minRows", None), ("maxMissingShare", "age"), ("label.classes", "churned")}
     age = next(f for f in obj["status"]["dataValidation"]["failures"] if f.get("column") == "age")
     assert age["value"] == pytest.approx(1 / 6) and age["limit"] == 0.05
     assert list(jobs(crds, namespace)) == [first], "nothing trains on bad data"
@@ -222,10 +223,48 @@ def test_a_crash_never_starts_a_second_check(
     )
     obj = crds.get("tj", "crashy", namespace) or {}
     registry = Registry(mlflow.uri)
+    server = ServerConfig("modelworks:0.1.0", "IfNotPresent", mlflow.uri)
     for _ in range(3):
-        out = reconcile(obj, kube=kube, registry=registry, now="2026-01-01T00:00:00Z")
+        out = reconcile(
+            obj, kube=kube, registry=registry, now="2026-01-01T00:00:00Z", server=server
+        )
         assert out.status["phase"] == "Pending"
         assert not any(isinstance(a, StartRun) for a in out.actions)
     checks = list(jobs(crds, namespace))
     assert len(checks) == 1 and checks[0].endswith("-dv"), checks
     assert Registry(mlflow.uri).experiment_id(f"{namespace}-crashy") is None, "no run yet"
+
+
+def test_the_check_reads_s3_parquet_and_tells_a_store_error_from_bad_data(
+    cluster: Cluster, tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Job's reader on the real store, with the env storage_env gives a pod: a Parquet
+    file and a prefix of them are judged; a wrong secret is an error (exit 1), not a verdict."""
+    import uuid
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    store = object_store(cluster)
+    fs = store.filesystem()
+    prefix = f"{store.bucket}/validate-{uuid.uuid4().hex[:8]}"
+    table = pa.table({"age": [1.0, None, 3.0, 4.0], "y": [0, 1, 0, 1]})
+    for part in ("a", "b"):
+        with fs.open_output_stream(f"{prefix}/train/{part}.parquet") as out:
+            pq.write_table(table, out)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", store.endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", store.access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", store.secret_access_key)
+    log = tmp / "term"
+    config = json.dumps({"minRows": 8, "maxMissingShare": 0.2, "label": {"column": "y"}})
+    assert datacheck.main(f"s3://{prefix}/train/a.parquet", config, termination_log=log) == 2
+    verdict = json.loads(log.read_text())
+    assert {(f["rule"], f.get("column")) for f in verdict["failures"]} == {
+        ("minRows", None),
+        ("maxMissingShare", "age"),
+    }
+    assert datacheck.main(f"s3://{prefix}/train/", config, termination_log=log) == 2
+    assert json.loads(log.read_text())["rows"] == 8
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+    assert datacheck.main(f"s3://{prefix}/train/a.parquet", config, termination_log=log) == 1
+    assert not log.read_text().startswith("{"), "an error is text, not a verdict"
