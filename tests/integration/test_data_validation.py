@@ -164,7 +164,7 @@ def test_bad_data_trains_nothing_and_a_fixed_spec_trains(
     failures = {(f["rule"], f.get("column")) for f in obj["status"]["dataValidation"]["failures"]}
     assert failures == {("minRows", None), ("maxMissingShare", "age"), ("label.classes", "churned")}
     age = next(f for f in obj["status"]["dataValidation"]["failures"] if f.get("column") == "age")
-    assert age["value"] == pytest.approx(1 / 6) and age["limit"] == 0.05
+    assert age["value"] == pytest.approx(1 / 6, abs=1e-6) and age["limit"] == 0.05
     assert list(jobs(crds, namespace)) == [first], "nothing trains on bad data"
     assert not (obj["status"].get("mlflow") or {}), "no MLflow run for bad data"
     warnings = crds.kubectl(
