@@ -145,7 +145,7 @@ INVALID: list[Case] = [
         TJ,
         {
             "dataset": {"uri": "s3://d/t.parquet"},
-            "dataValidation": {"label": {"column": "y", "maxClassShare": 2}},
+            "dataValidation": {"label": {"column": "churned", "maxClassShare": 2}},
         },
         "spec.dataValidation.label.maxClassShare",
     ),
@@ -155,7 +155,7 @@ INVALID: list[Case] = [
         {
             "dataset": {"uri": "s3://d/t.parquet"},
             "dataValidation": {
-                "label": {"column": "y", "minClassShare": 0.6, "maxClassShare": 0.4}
+                "label": {"column": "churned", "minClassShare": 0.6, "maxClassShare": 0.4}
             },
         },
         "spec.dataValidation.label.minClassShare",
