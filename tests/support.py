@@ -242,7 +242,7 @@ def run_operator(cluster: Cluster, tmp: Path, **settings: str) -> Iterator[Opera
     try:
         eventually(
             lambda: op.healthy() or proc.poll() is not None,
-            timeout=60,
+            timeout=180,  # an operator starts in ~5 s, in a minute on a loaded shared machine
             what="the operator's /healthz",
         )
         if proc.poll() is not None:

@@ -49,6 +49,7 @@ PURE = {
     "gate",
     "schedule",
     "prommath",
+    "validation",
 }
 # The bottom layer: every layer may import it; it imports no other modelworks module.
 BOTTOM = "names"
@@ -90,6 +91,8 @@ ALLOWED: dict[str, set[str]] = {
     "metrics": set(),
     "crdgen": {"api"},
     "batch": {"api", "drift", "status", "clients"},
+    "validation": {"api"},
+    "datacheck": {"api", "clients", "drift", "validation"},
     "apidocs": {"api"},
     "humans": {"api", "conditions"},
     "cli": {
@@ -101,6 +104,7 @@ ALLOWED: dict[str, set[str]] = {
         "serving",
         "clients",
         "batch",
+        "datacheck",
         "humans",
     },
     "__main__": {"cli"},
