@@ -115,6 +115,7 @@ S3_ENV = (
 FEEDBACK_TOKEN_ENV = "MODELWORKS_FEEDBACK_TOKEN"
 FEEDBACK_TOKEN_KEY = "token"  # the Secret's key, unless spec.dataCapture.feedback.token.keys
 FEEDBACK_DESTINATION_ENV = "MODELWORKS_FEEDBACK_DESTINATION"
+FEEDBACK_ENV = (FEEDBACK_TOKEN_ENV, FEEDBACK_DESTINATION_ENV)
 
 # --- metrics the model server exports and the operator reads ------------------------------
 
