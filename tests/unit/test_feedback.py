@@ -27,6 +27,7 @@ from modelworks.serving.feedback import (
     label_table,
     media_type,
     parse,
+    read_body,
 )
 
 
@@ -305,3 +306,39 @@ def test_no_feedback_no_token_and_no_destination() -> None:
         )
     }
     assert FEEDBACK_TOKEN_ENV not in names and FEEDBACK_DESTINATION_ENV not in names
+
+
+def chunks(*parts: bytes) -> Any:
+    """An ASGI receive callable that hands out ``parts`` as one request body."""
+    messages = [
+        {"type": "http.request", "body": p, "more_body": i < len(parts) - 1}
+        for i, p in enumerate(parts)
+    ]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    return receive
+
+
+@pytest.mark.parametrize(
+    ("headers", "parts", "want"),
+    [
+        ([], (b"ab", b"cd"), b"abcd"),
+        ([(b"content-length", b"4")], (b"abcd",), b"abcd"),
+        ([(b"content-length", b"5")], (b"abcde",), 413),  # declared: refused before reading
+        ([], (b"ab", b"cd", b"e"), 413),  # chunked: refused once past the limit
+    ],
+)
+def test_the_body_is_read_up_to_the_limit(
+    headers: list[tuple[bytes, bytes]], parts: tuple[bytes, ...], want: bytes | int
+) -> None:
+    import asyncio
+
+    scope = {"headers": headers}
+    if isinstance(want, bytes):
+        assert asyncio.run(read_body(scope, chunks(*parts), 4)) == want
+        return
+    with pytest.raises(Refused) as refused:
+        asyncio.run(read_body(scope, chunks(*parts), 4))
+    assert (refused.value.status, refused.value.reason) == (want, "too_large")
