@@ -328,8 +328,12 @@ def test_feedback_is_authenticated_bounded_checked_and_written_as_parquet(
         assert accepted.body["accepted"] == len(good)
         csv = b"inference_id,label\r\ncsv-1,1\r\ncsv-2,0\r\n"
         assert server.feedback(csv, token, "text/csv").body["accepted"] == 2
+        full = {f"full-{i:05d}": i % 3 for i in range(10_000)}
+        started = time.monotonic()
+        assert server.feedback(labels_body(full), token).body["accepted"] == len(full)
+        print(f"10000 labels accepted and stored in {time.monotonic() - started:.2f} s")
         after = datetime.now(UTC)
-        assert server.metric("modelworks_feedback_labels_total") == len(good) + 2
+        assert server.metric("modelworks_feedback_labels_total") == len(good) + 2 + len(full)
         refused = {"unauthenticated": 2, "forbidden": 1, "malformed": len(MALFORMED)}
         refused |= {"too_large": 2, "unsupported_media_type": 1}
         refused["forbidden"] += 1
@@ -338,14 +342,14 @@ def test_feedback_is_authenticated_bounded_checked_and_written_as_parquet(
                 count
             ), reason
     rows = read_feedback(store, prefix).to_pydict()
-    want = {**{k: float(v) for k, v in good.items()}, "csv-1": 1.0, "csv-2": 0.0}
+    want = {k: float(v) for k, v in (good | full).items()} | {"csv-1": 1.0, "csv-2": 0.0}
     assert sorted(zip(rows["inference_id"], rows["label"], strict=True)) == sorted(want.items())
     for at, date, hour in zip(rows["time"], rows["date"], rows["hour"], strict=True):
         assert before - timedelta(seconds=1) <= at <= after + timedelta(seconds=1)
         assert (date, hour) == (at.strftime("%Y-%m-%d"), at.strftime("%H"))
     selector = fs.FileSelector(f"{store.bucket}/{prefix}/feedback", recursive=True)
     files = store.filesystem().get_file_info(selector)
-    assert len([f for f in files if f.path.endswith(".parquet")]) == 2
+    assert len([f for f in files if f.path.endswith(".parquet")]) == 3
     assert token not in server.log.read_text()
 
 
