@@ -416,6 +416,23 @@ INVALID: list[Case] = [
         "spec.env",
     ),
     Case(
+        "md-feedback-token-keys",
+        MD,
+        {
+            "dataCapture": {
+                "destination": "s3://capture/churn",
+                "feedback": {"token": {"secretName": "fb", "keys": {"PATH": "token"}}},
+            }
+        },
+        "spec.dataCapture.feedback.token.keys",
+    ),
+    Case(
+        "md-feedback-token-plain-env",
+        MD,
+        {"env": [{"name": "MODELWORKS_FEEDBACK_TOKEN", "value": "in-the-open"}]},
+        "spec.env",
+    ),
+    Case(
         "md-capture-sampling",
         MD,
         {"dataCapture": {"destination": "s3://capture/churn", "samplingPercent": 101}},

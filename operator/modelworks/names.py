@@ -110,6 +110,12 @@ S3_ENV = (
     MLFLOW_S3_ENDPOINT_ENV,
     S3_REGION_ENV,
 )
+# Ground truth on the model server's POST /feedback (spec.dataCapture.feedback): the bearer
+# token (only ever a secretKeyRef) and where the labels go (the capture destination).
+FEEDBACK_TOKEN_ENV = "MODELWORKS_FEEDBACK_TOKEN"
+FEEDBACK_TOKEN_KEY = "token"  # the Secret's key, unless spec.dataCapture.feedback.token.keys
+FEEDBACK_DESTINATION_ENV = "MODELWORKS_FEEDBACK_DESTINATION"
+FEEDBACK_ENV = (FEEDBACK_TOKEN_ENV, FEEDBACK_DESTINATION_ENV)
 
 # --- metrics the model server exports and the operator reads ------------------------------
 
@@ -122,6 +128,8 @@ FEATURE_MISSING_METRIC = "modelworks_feature_missing_total"
 PREDICTION_METRIC_PREFIX = "modelworks_prediction_"
 PREDICTION_BUCKET_METRIC = "modelworks_prediction_bucket_total"
 PREDICTION_MISSING_METRIC = "modelworks_prediction_missing_total"
+FEEDBACK_LABELS_METRIC = "modelworks_feedback_labels_total"
+FEEDBACK_REFUSED_METRIC = "modelworks_feedback_refused_requests_total"
 
 # --- times: RFC 3339 in UTC, whole seconds, "Z" (what Kubernetes writes) -----------------
 

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from modelworks.api.modeldeployment import MODELS_SCHEME, ModelDeploymentSpec, split_ref
 from modelworks.builders.common import (
     apply_pod_overrides,
+    credentials_env,
     env_entries,
     owner_reference,
     restricted_container_security,
@@ -27,6 +28,9 @@ from modelworks.builders.common import (
 )
 from modelworks.names import (
     COMPONENT_LABEL,
+    FEEDBACK_DESTINATION_ENV,
+    FEEDBACK_TOKEN_ENV,
+    FEEDBACK_TOKEN_KEY,
     HASH_ANNOTATION,
     MODEL_DEPLOYMENT_LABEL,
     MODEL_URI_ENV,
@@ -136,7 +140,19 @@ def _server_env(
         {"name": "MLFLOW_DISABLE_TELEMETRY", "value": "true"},
         {"name": MODEL_URI_ENV, "value": model_uri(spec, version)},
         *storage_env(spec.storage),
+        *_feedback_env(spec),
         *env_entries(spec.env),
+    ]
+
+
+def _feedback_env(spec: ModelDeploymentSpec) -> list[dict[str, Any]]:
+    """Where /feedback writes labels, and its token, only ever as a ``secretKeyRef``."""
+    capture = spec.data_capture
+    if capture is None or capture.feedback is None:
+        return []
+    return [
+        {"name": FEEDBACK_DESTINATION_ENV, "value": capture.destination},
+        *credentials_env(capture.feedback.token, {FEEDBACK_TOKEN_ENV: FEEDBACK_TOKEN_KEY}),
     ]
 
 

@@ -5,8 +5,10 @@ so answers are the same as ``mlflow models serve`` for the same model and payloa
 Added: ``/metrics`` (requests, errors and latency per model version, one set of
 bucket counts per input feature, and one per model output — the predicted class or
 value, a binary classifier's score — with the edges of the reference profile logged
-with the model). A model that cannot load keeps the process up and not ready: /ping and
-/health answer 503 with the reason, which is logged, and loading is retried.
+with the model) and, when configured, the authenticated ``POST /feedback`` for ground
+truth (:mod:`modelworks.serving.feedback`). A model that cannot load keeps the process up
+and not ready: /ping and /health answer 503 with the reason, which is logged, and loading
+is retried.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any, Protocol
 
 from modelworks.drift.profile import PROFILE_FILE, Profile, typical_row
 from modelworks.names import MODEL_URI_ENV
-from modelworks.serving import metrics
+from modelworks.serving import feedback, metrics
 
 log = logging.getLogger("modelworks.serve")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # a model server does not phone home
@@ -212,7 +214,13 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-async def _plain(send: Send, status: int, body: bytes, content_type: str = "text/plain") -> None:
+async def _plain(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: str = "text/plain",
+    headers: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
     await send(
         {
             "type": "http.response.start",
@@ -220,6 +228,7 @@ async def _plain(send: Send, status: int, body: bytes, content_type: str = "text
             "headers": [
                 (b"content-type", content_type.encode()),
                 (b"content-length", str(len(body)).encode()),
+                *headers,
             ],
         }
     )
@@ -272,6 +281,7 @@ def create_app(
 ) -> Callable[[dict[str, Any], Receive, Send], Awaitable[None]]:
     """The ASGI app (a uvicorn factory): metrics and readiness around MLflow's app."""
     server = Server(model_uri or os.environ[MODEL_URI_ENV])
+    labels = feedback.Endpoint.from_env(os.environ)
     if not server.load():
         threading.Thread(target=server.load_until_loaded, daemon=True, name="model-loader").start()
 
@@ -290,6 +300,10 @@ def create_app(
         if path == "/metrics":
             body, content_type = metrics.render()
             await _plain(send, 200, body, content_type)
+            return
+        if path == feedback.PATH:  # labels need no model: taken while it loads
+            reply = await labels.handle(scope, receive) if labels else feedback.not_configured()
+            await _plain(send, reply.status, reply.body, reply.content_type, reply.headers)
             return
         inner = server.app
         if inner is None:  # not loaded (yet): not ready, and say why
