@@ -110,6 +110,9 @@ S3_ENV = (
     MLFLOW_S3_ENDPOINT_ENV,
     S3_REGION_ENV,
 )
+# spec.dataCapture for the model server, as JSON (no credential: those come from S3_ENV).
+CAPTURE_CONFIG_ENV = "MODELWORKS_DATA_CAPTURE"
+CAPTURE_STOP_SECONDS = 20  # a stopping server's last flush; its pod's grace period adds it
 
 # --- metrics the model server exports and the operator reads ------------------------------
 
@@ -119,6 +122,15 @@ SERVING_LATENCY_BUCKET = "modelworks_serving_request_duration_seconds_bucket"
 FEATURE_METRIC_PREFIX = "modelworks_feature_"
 FEATURE_BUCKET_METRIC = "modelworks_feature_bucket_total"
 FEATURE_MISSING_METRIC = "modelworks_feature_missing_total"
+REQUEST_ID_HEADER = "x-request-id"  # the inference id, kept from the client or made
+CAPTURE_METRIC_PREFIX = "modelworks_capture_"
+CAPTURE_ROWS_METRIC = "modelworks_capture_rows_total"
+CAPTURE_WRITTEN_METRIC = "modelworks_capture_written_rows_total"
+CAPTURE_DROPPED_METRIC = "modelworks_capture_dropped_rows_total"
+CAPTURE_FLUSH_METRIC = "modelworks_capture_last_flush_timestamp_seconds"
+CAPTURE_ERROR_METRIC = "modelworks_capture_last_error_timestamp_seconds"
+CAPTURE_DROP_BUFFER_FULL = "buffer_full"
+CAPTURE_DROP_WRITE_FAILED = "write_failed"
 
 # --- times: RFC 3339 in UTC, whole seconds, "Z" (what Kubernetes writes) -----------------
 

@@ -26,6 +26,8 @@ from modelworks.builders.common import (
     storage_env,
 )
 from modelworks.names import (
+    CAPTURE_CONFIG_ENV,
+    CAPTURE_STOP_SECONDS,
     COMPONENT_LABEL,
     HASH_ANNOTATION,
     MODEL_DEPLOYMENT_LABEL,
@@ -136,8 +138,26 @@ def _server_env(
         {"name": "MLFLOW_DISABLE_TELEMETRY", "value": "true"},
         {"name": MODEL_URI_ENV, "value": model_uri(spec, version)},
         *storage_env(spec.storage),
+        *_capture_env(spec),
         *env_entries(spec.env),
     ]
+
+
+def _capture_env(spec: ModelDeploymentSpec) -> list[dict[str, Any]]:
+    """spec.dataCapture for the server as JSON (bounded by the schema; no credential: the
+    store's keys come from spec.storage, the feedback token is not capture's)."""
+    if spec.data_capture is None:
+        return []
+    config = spec.data_capture.wire()
+    config.pop("feedback", None)
+    return [{"name": CAPTURE_CONFIG_ENV, "value": json.dumps(config, sort_keys=True)}]
+
+
+def grace_seconds(spec: ModelDeploymentSpec) -> int:
+    """The preStop pause, uvicorn's drain of in-flight requests on SIGTERM (25 s, plus
+    slack), and with data capture the last flush of the buffered rows."""
+    capture = CAPTURE_STOP_SECONDS if spec.data_capture is not None else 0
+    return PRESTOP_SECONDS + 30 + capture
 
 
 def _server_args(spec: ModelDeploymentSpec, version: str) -> list[str]:
@@ -214,8 +234,7 @@ def _server_pod(
             "securityContext": restricted_pod_security(),
             "automountServiceAccountToken": False,
             "enableServiceLinks": False,
-            # The preStop pause, then uvicorn drains in-flight requests on SIGTERM (25 s).
-            "terminationGracePeriodSeconds": PRESTOP_SECONDS + 30,
+            "terminationGracePeriodSeconds": grace_seconds(spec),
             "volumes": [{"name": "tmp", "emptyDir": {}}],
         },
     }
