@@ -149,7 +149,8 @@ class _Batch:
 def error_kind(exc: BaseException) -> str:
     """What a failed write says about the store, for the operator's condition."""
     text = str(exc).upper().replace(" ", "_")
-    if any(k in text for k in ("ACCESS_DENIED", "INVALID_ACCESS_KEY", "SIGNATURE_DOES_NOT")):
+    denied = ("ACCESS_DENIED", "ACCESSDENIED", "INVALID_ACCESS_KEY", "SIGNATUREDOESNOTMATCH")
+    if any(k in text for k in denied):
         return "access_denied"
     if "NO_SUCH_BUCKET" in text or "NOSUCHBUCKET" in text:
         return "no_bucket"
