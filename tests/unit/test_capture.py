@@ -337,6 +337,14 @@ def test_without_credentials_the_message_says_whose_identity() -> None:
     )
 
 
+def test_retention_is_said_to_be_the_buckets() -> None:
+    spec = spec_of({**SPEC, "dataCapture": {**CAPTURE, "retention": "2160h"}})
+    found, _ = health(spec, [CapturePod("p1", samples(flush=1))], 0)
+    assert found.message.endswith(
+        "retention 2160h is the bucket's lifecycle rule (docs/data-capture.md)"
+    )
+
+
 def test_capture_pods_reads_waiting_reasons_and_scrapes() -> None:
     pods = [
         {"metadata": {"name": "a"}, "status": {}},

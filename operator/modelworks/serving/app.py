@@ -5,7 +5,10 @@ so answers are the same as ``mlflow models serve`` for the same model and payloa
 Added: ``/metrics`` (requests, errors and latency per model version, and one set of
 bucket counts per input feature, with the edges of the reference profile logged with
 the model). A model that cannot load keeps the process up and not ready: /ping and
-/health answer 503 with the reason, which is logged, and loading is retried.
+/health answer 503 with the reason, which is logged, and loading is retried. Every
+/invocations answer carries ``X-Request-Id`` (the client's kept, else one is made), and
+with ``MODELWORKS_DATA_CAPTURE`` set a sample of requests and answers is captured
+(:mod:`modelworks.serving.capture`).
 """
 
 from __future__ import annotations

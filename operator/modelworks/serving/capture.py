@@ -52,6 +52,8 @@ FIXED_COLUMNS = ("inference_id", "request_id", "time", "model", "version", "pred
 INPUT_PREFIX = "input_"
 """An input feature named like a fixed column is written as ``input_<name>``."""
 MAX_CLIENT_ID = 128
+MIN_INTERVAL = 0.1
+"""Seconds: a flushInterval of 0s flushes at most ten times a second, not in a busy loop."""
 
 ROWS = Counter(names.CAPTURE_ROWS_METRIC, "Input rows sampled into the capture buffer.", LABELS)
 WRITTEN = Counter(names.CAPTURE_WRITTEN_METRIC, "Captured rows written to the store.", LABELS)
@@ -173,7 +175,7 @@ class Capture:
         self.location: S3Location = parse_s3(config.destination)
         self._percent = config.sampling_percent
         self._redact = frozenset(config.redact or ())
-        self._interval = parse_duration(config.flush_interval)
+        self._interval = max(parse_duration(config.flush_interval), MIN_INTERVAL)
         self._limit = config.buffer_rows
         self._model, self._version = model, version
         self._filesystem_factory = filesystem

@@ -129,9 +129,17 @@ def health(
             f"{dropped - dropped_before} captured row(s) dropped since the last check "
             "(buffer full or writes failed): raise bufferRows or lower samplingPercent",
         ), dropped
+    kept = _retention(spec)
     if not any(c.last_flush for c in counts):
-        return Health("True", "Buffering", f"no row written yet to {where(spec)}"), dropped
-    return Health("True", "Writing", f"captured rows are written to {where(spec)}"), dropped
+        return Health("True", "Buffering", f"no row written yet to {where(spec)}{kept}"), dropped
+    return Health("True", "Writing", f"captured rows are written to {where(spec)}{kept}"), dropped
+
+
+def _retention(spec: ModelDeploymentSpec) -> str:
+    retention = spec.data_capture.retention if spec.data_capture else None
+    if retention is None:
+        return ""
+    return f"; retention {retention} is the bucket's lifecycle rule (docs/data-capture.md)"
 
 
 def capture_pods(
