@@ -80,6 +80,12 @@ def test_inference_id_keeps_a_sane_client_id(client: str | None, kept: bool) -> 
     [
         ("AWS Error ACCESS_DENIED during PutObject operation", "access_denied"),
         ("AWS Error INVALID_ACCESS_KEY_ID", "access_denied"),
+        (
+            "When initiating multiple part upload for key 'x/y.parquet' in bucket 'b': AWS Error "
+            "SIGNATURE_DOES_NOT_MATCH during CreateMultipartUpload operation: The request "
+            "signature we calculated does not match the signature you provided.",
+            "access_denied",
+        ),
         ("AWS Error UNKNOWN (HTTP status 403) ... SignatureDoesNotMatch", "access_denied"),
         ("AWS Error NETWORK_CONNECTION during CreateMultipartUpload", "unreachable"),
         ("AWS Error NO_SUCH_BUCKET", "no_bucket"),
