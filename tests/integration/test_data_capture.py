@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import signal
 import subprocess
 import sys
@@ -26,121 +25,31 @@ from typing import Any
 
 import pytest
 
-from tests.support import MlflowServer, eventually, free_port, mlflow_client
+from modelworks.api import MODEL_DEPLOYMENT
+from modelworks.clients.kube import Kube
+from modelworks.clients.mlflow import Registry
+from modelworks.reconcilers.base import store_status
+from modelworks.reconcilers.modeldeployment import ServerConfig, reconcile
+from tests.integration.test_modeldeployment import NOW, cond, get, mdep, register
+from tests.support import (
+    Cluster,
+    MlflowServer,
+    S3Store,
+    eventually,
+    free_port,
+    mlflow_client,
+    seaweedfs_server,
+)
 
 pytestmark = pytest.mark.integration
-WEED_GLOB = "seaweedfs-*/weed"
 MODEL = "capture-churn"
 FEATURES = ("tenure", "charges", "ssn")
 
 
-@dataclass(frozen=True)
-class Store:
-    endpoint: str
-    access_key: str
-    secret_key: str
-    bucket: str
-
-    def filesystem(self) -> Any:
-        from pyarrow import fs
-
-        host = self.endpoint.split("://", 1)[1]
-        return fs.S3FileSystem(
-            access_key=self.access_key,
-            secret_key=self.secret_key,
-            endpoint_override=host,
-            scheme="http",
-            region="us-east-1",
-            allow_bucket_creation=True,
-        )
-
-    def env(self, **override: str) -> dict[str, str]:
-        return {
-            "AWS_ENDPOINT_URL_S3": self.endpoint,
-            "AWS_ACCESS_KEY_ID": self.access_key,
-            "AWS_SECRET_ACCESS_KEY": self.secret_key,
-            "AWS_REGION": "us-east-1",
-            **override,
-        }
-
-
-def _weed() -> Path:
-    cache = Path(os.environ.get("MODELWORKS_CACHE", Path.home() / ".cache/modelworks"))
-    found = sorted((cache / "bin").glob(WEED_GLOB))
-    if not found:
-        raise AssertionError(
-            f"no weed binary under {cache}/bin: run hack/cluster.sh build seaweedfs"
-        )
-    return found[-1]
-
-
-@contextmanager
-def _own_weed(root: Path) -> Iterator[Store]:
-    from tests.support import server_process
-
-    key, secret = "MWTEST" + secrets.token_hex(6).upper(), secrets.token_hex(20)
-    config = root / "s3.json"
-    config.write_text(
-        json.dumps(
-            {
-                "identities": [
-                    {
-                        "name": "test",
-                        "credentials": [{"accessKey": key, "secretKey": secret}],
-                        "actions": ["Admin", "Read", "List", "Tagging", "Write"],
-                    }
-                ]
-            }
-        )
-    )
-    ports = {n: free_port() for n in ("master", "volume", "filer", "s3")}
-    grpc = {n: free_port() for n in ports}
-    command = [
-        str(_weed()),
-        "-logtostderr=true",
-        "server",
-        "-s3",
-        "-filer",
-        "-ip=127.0.0.1",
-        "-ip.bind=127.0.0.1",
-        f"-dir={root / 'data'}",
-        *(f"-{n}.port={p}" for n, p in ports.items()),
-        *(f"-{n}.port.grpc={p}" for n, p in grpc.items()),
-        f"-filer.localSocket={root / 'filer.sock'}",
-        f"-s3.localSocket={root / 's3.sock'}",
-        "-s3.port.iceberg=0",
-        "-s3.port.lance=0",
-        f"-s3.config={config}",
-        "-master.volumeSizeLimitMB=64",
-        "-volume.max=0",
-        "-master.telemetry=false",
-    ]
-    (root / "data").mkdir(parents=True)
-    with server_process(
-        command, root, f"http://127.0.0.1:{ports['master']}/cluster/healthz", what="weed server"
-    ):
-        store = Store(f"http://127.0.0.1:{ports['s3']}", key, secret, "capture-test")
-        eventually(lambda: _made_bucket(store), timeout=60, what="the test bucket")
-        yield store
-
-
-def _made_bucket(store: Store) -> bool:
-    try:
-        store.filesystem().create_dir(store.bucket)
-    except OSError:
-        return False
-    return True
-
-
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    names = ("ENDPOINT", "ACCESS_KEY_ID", "SECRET_ACCESS_KEY", "BUCKET")
-    values = [os.environ.get(f"MODELWORKS_S3_{n}", "") for n in names]
-    if all(values):
-        yield Store(*values)
-        return
-    with _own_weed(tmp_path_factory.mktemp("weed")) as own:
-        yield own
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Store]:
+    with seaweedfs_server(tmp_path_factory.mktemp("weed")) as found:
+        yield found
 
 
 @pytest.fixture(scope="module")
@@ -157,12 +66,14 @@ def model_uri(mlflow: MlflowServer) -> str:
     fitted = LogisticRegression().fit(frame, labels)
     mlflow_lib.set_tracking_uri(mlflow.uri)
     mlflow_lib.set_registry_uri(mlflow.uri)
-    mlflow_lib.set_experiment("data-capture")
-    with mlflow_lib.start_run():
+    client = mlflow_client(mlflow.uri)
+    found = client.get_experiment_by_name("data-capture")
+    experiment = found.experiment_id if found else client.create_experiment("data-capture")
+    with mlflow_lib.start_run(experiment_id=experiment):
         info = mlflow_lib.sklearn.log_model(
             fitted, name="model", input_example=frame.head(3), registered_model_name=MODEL
         )
-    version = mlflow_client(mlflow.uri).get_model_version(MODEL, info.registered_model_version)
+    version = client.get_model_version(MODEL, info.registered_model_version)
     return f"models:/{MODEL}/{version.version}"
 
 
@@ -252,7 +163,7 @@ def capture_env(destination: str, **config: Any) -> dict[str, str]:
     return {"MODELWORKS_DATA_CAPTURE": json.dumps({"destination": destination, **config})}
 
 
-def read_capture(store: Store, prefix: str) -> Any:
+def read_capture(store: S3Store, prefix: str) -> Any:
     import pyarrow as pa
     import pyarrow.dataset as ds
 
@@ -273,7 +184,7 @@ def row(i: int) -> dict[str, float]:
 
 
 def test_every_answered_request_is_captured_with_its_id_and_flushed_on_stop(
-    mlflow: MlflowServer, model_uri: str, store: Store, tmp_path: Path
+    mlflow: MlflowServer, model_uri: str, store: S3Store, tmp_path: Path
 ) -> None:
     prefix = f"t-{uuid.uuid4().hex[:8]}"
     env = {
@@ -323,7 +234,7 @@ def test_every_answered_request_is_captured_with_its_id_and_flushed_on_stop(
 
 
 def test_a_store_that_fails_never_fails_a_request_and_drops_are_counted(
-    mlflow: MlflowServer, model_uri: str, store: Store, tmp_path: Path
+    mlflow: MlflowServer, model_uri: str, store: S3Store, tmp_path: Path
 ) -> None:
     config = capture_env(f"s3://{store.bucket}/broken", flushInterval="200ms", bufferRows=100)
     wrong_key = {**store.env(AWS_SECRET_ACCESS_KEY="not-the-secret"), **config}
@@ -352,3 +263,53 @@ def test_a_store_that_fails_never_fails_a_request_and_drops_are_counted(
             assert server.metric("modelworks_capture_written_rows_total") == 0
             assert server.metric("modelworks_capture_last_flush_timestamp_seconds") == 0
             assert "not-the-secret" not in server.log.read_text()
+
+
+def test_the_operator_reports_data_capture_health_through_the_api_server(
+    crds: Cluster, kube: Kube, mlflow: MlflowServer, namespace: str
+) -> None:
+    """kwok pods serve no /metrics: the condition is Unknown and says so; the status the
+    pass computed (condition, dataCapture) is what the API server stores; without
+    dataCapture both are gone again."""
+    model = f"m-{namespace}"
+    version = register(mlflow.uri, model)
+    obj = mdep("captured", model, replicas=1)
+    obj["spec"]["model"] = {"name": model, "version": version}
+    obj["spec"]["storage"] = {
+        "endpoint": "http://s3.invalid:9000",
+        "credentials": {"secretName": "s3-keys"},
+    }
+    obj["spec"]["dataCapture"] = {"destination": "s3://capture/churn"}
+    crds.apply(obj, "-n", namespace)
+    registry, server = (
+        Registry(mlflow.uri),
+        ServerConfig("modelworks:0.1.0", "IfNotPresent", mlflow.uri),
+    )
+
+    def one_pass() -> dict[str, Any]:
+        current = get(crds, "mdep", "captured", namespace)
+        out = reconcile(current, kube=kube, registry=registry, now=NOW, server=server)
+        store_status(kube, MODEL_DEPLOYMENT, current, out.status)  # the operator's own write
+        return dict(get(crds, "mdep", "captured", namespace)["status"])
+
+    status = eventually(
+        lambda: (s := one_pass())["phase"] == "Available" and s, timeout=90, what="kwok pod ready"
+    )
+    health = cond({"status": status}, "DataCaptureHealthy")
+    assert (health["status"], health["reason"]) == ("Unknown", "NoCaptureMetrics"), health
+    assert "1 pod(s), 1 without metrics" in health["message"]
+    assert status["dataCapture"] == {"rowsDropped": 0}
+    dep = kube.get("apps/v1", "Deployment", namespace, "captured")
+    assert dep is not None
+    env = {e["name"] for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "MODELWORKS_DATA_CAPTURE" in env
+
+    del obj["spec"]["dataCapture"]
+    crds.apply(obj, "-n", namespace)
+    status = one_pass()
+    assert all(c["type"] != "DataCaptureHealthy" for c in status["conditions"])
+    assert "dataCapture" not in status
+    dep = kube.get("apps/v1", "Deployment", namespace, "captured")
+    assert dep is not None
+    env = {e["name"] for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "MODELWORKS_DATA_CAPTURE" not in env
