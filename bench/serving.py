@@ -174,7 +174,10 @@ def main() -> int:
         env = dict(
             os.environ, MLFLOW_TRACKING_URI=mlflow.uri, PATH=f"{VENV_BIN}:{os.environ['PATH']}"
         )
-        capture = json.dumps({"destination": f"s3://{store.bucket}/bench-{int(time.time())}"})
+        # A short flush interval: the measured window includes the writes, not only buffering.
+        capture = json.dumps(
+            {"destination": f"s3://{store.bucket}/bench-{int(time.time())}", "flushInterval": "5s"}
+        )
         envs = {"modelworks + capture": {**env, **store.env(), "MODELWORKS_DATA_CAPTURE": capture}}
         servers = {
             "mlflow models serve": lambda port: [
