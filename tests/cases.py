@@ -451,6 +451,18 @@ INVALID: list[Case] = [
         "spec.dataCapture.bufferRows",
     ),
     Case(
+        "md-capture-flush-interval",
+        MD,
+        {"dataCapture": {"destination": "s3://capture/churn", "flushInterval": "soon"}},
+        "spec.dataCapture.flushInterval",
+    ),
+    Case(
+        "md-capture-redact",
+        MD,
+        {"dataCapture": {"destination": "s3://capture/churn", "redact": ["two words"]}},
+        "spec.dataCapture.redact",
+    ),
+    Case(
         "md-capture-feedback-token",
         MD,
         {"dataCapture": {"destination": "s3://capture/churn", "feedback": {}}},

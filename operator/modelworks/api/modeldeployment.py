@@ -387,6 +387,15 @@ class RollbackInfo(StatusModel):
     observed_generation: int | None = None
 
 
+class DataCaptureStatus(StatusModel):
+    rows_dropped: int | None = Field(
+        default=None,
+        ge=0,
+        description="Captured rows the serving pods dropped (buffer full or writes failed), "
+        "summed at the last check; counts restart with the pods.",
+    )
+
+
 class ModelDeploymentStatus(StatusModel):
     observed_generation: int | None = None
     phase: DeploymentPhase | None = None
@@ -402,6 +411,7 @@ class ModelDeploymentStatus(StatusModel):
     url: str | None = None
     history: list[HistoryEntry] | None = None
     rollback: RollbackInfo | None = None
+    data_capture: DataCaptureStatus | None = None
 
 
 class ModelDeployment(ApiModel):

@@ -27,6 +27,8 @@ from modelworks.builders.common import (
     storage_env,
 )
 from modelworks.names import (
+    CAPTURE_CONFIG_ENV,
+    CAPTURE_STOP_SECONDS,
     COMPONENT_LABEL,
     FEEDBACK_DESTINATION_ENV,
     FEEDBACK_TOKEN_ENV,
@@ -141,6 +143,7 @@ def _server_env(
         {"name": MODEL_URI_ENV, "value": model_uri(spec, version)},
         *storage_env(spec.storage),
         *_feedback_env(spec),
+        *_capture_env(spec),
         *env_entries(spec.env),
     ]
 
@@ -154,6 +157,23 @@ def _feedback_env(spec: ModelDeploymentSpec) -> list[dict[str, Any]]:
         {"name": FEEDBACK_DESTINATION_ENV, "value": capture.destination},
         *credentials_env(capture.feedback.token, {FEEDBACK_TOKEN_ENV: FEEDBACK_TOKEN_KEY}),
     ]
+
+
+def _capture_env(spec: ModelDeploymentSpec) -> list[dict[str, Any]]:
+    """spec.dataCapture for the server as JSON (bounded by the schema; no credential: the
+    store's keys come from spec.storage, the feedback token is not capture's)."""
+    if spec.data_capture is None:
+        return []
+    config = spec.data_capture.wire()
+    config.pop("feedback", None)
+    return [{"name": CAPTURE_CONFIG_ENV, "value": json.dumps(config, sort_keys=True)}]
+
+
+def grace_seconds(spec: ModelDeploymentSpec) -> int:
+    """The preStop pause, uvicorn's drain of in-flight requests on SIGTERM (25 s, plus
+    slack), and with data capture the last flush of the buffered rows."""
+    capture = CAPTURE_STOP_SECONDS if spec.data_capture is not None else 0
+    return PRESTOP_SECONDS + 30 + capture
 
 
 def _server_args(spec: ModelDeploymentSpec, version: str) -> list[str]:
@@ -230,8 +250,7 @@ def _server_pod(
             "securityContext": restricted_pod_security(),
             "automountServiceAccountToken": False,
             "enableServiceLinks": False,
-            # The preStop pause, then uvicorn drains in-flight requests on SIGTERM (25 s).
-            "terminationGracePeriodSeconds": PRESTOP_SECONDS + 30,
+            "terminationGracePeriodSeconds": grace_seconds(spec),
             "volumes": [{"name": "tmp", "emptyDir": {}}],
         },
     }
