@@ -61,9 +61,25 @@ else
   done
 fi
 
-say "applying the samples in namespace $ns"
+say "applying the samples in namespace $ns, with the loop closed on real data (manifests/loop)"
 kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-kubectl apply -n "$ns" -k "$repo/manifests/samples"
+s3_endpoint=${MODELWORKS_S3_ENDPOINT:-}
+if [[ -z $s3_endpoint ]]; then
+  say "no object store (MODELWORKS_S3_*): the samples without data capture"
+  kubectl apply -n "$ns" -k "$repo/manifests/samples"
+else
+  # The store's key and the /feedback token live in Secrets of the namespace; nothing else
+  # (no object, status, log or tag) ever holds them.
+  kubectl create secret generic modelworks-s3 -n "$ns" --dry-run=client -o yaml \
+    --from-literal=AWS_ACCESS_KEY_ID="$MODELWORKS_S3_ACCESS_KEY_ID" \
+    --from-literal=AWS_SECRET_ACCESS_KEY="$MODELWORKS_S3_SECRET_ACCESS_KEY" | kubectl apply -f - >/dev/null
+  kubectl get secret churn-feedback -n "$ns" >/dev/null 2>&1 ||
+    kubectl create secret generic churn-feedback -n "$ns" \
+      --from-literal=token="$(head -c 32 /dev/urandom | base64 | tr -d '/+=' )" >/dev/null
+  kubectl kustomize "$repo/manifests/loop" |
+    "$repo/.venv/bin/python" "$repo/hack/with-endpoint.py" "$s3_endpoint" "${MODELWORKS_S3_BUCKET:-modelworks}" |
+    kubectl apply -n "$ns" -f -
+fi
 for obj in trainingjob/churn-train modeldeployment/churn driftmonitor/churn-drift; do
   deadline=$((SECONDS + 60))
   while :; do
@@ -126,10 +142,10 @@ trap 'if [[ -n $traffic ]]; then kill "$traffic" 2>/dev/null || true; fi' EXIT
 if [[ -z ${MODELWORKS_MLFLOW_TRACKING_URI:-} ]]; then
   say "no MLflow server configured (MODELWORKS_MLFLOW_TRACKING_URI): training waits on it"
 else
-  say "1/5 train: churn-train runs for real (progress from its MLflow run)"
+  say "1/6 train: churn-train runs for real (progress from its MLflow run)"
   follow_training churn-train || exit 1
 
-  say "2/5 register and serve: ModelDeployment churn follows the alias champion"
+  say "2/6 register and serve: ModelDeployment churn follows the alias champion"
   wait_for "the ModelDeployment to serve" 300 mdep_serving || { kubectl describe mdep churn -n "$ns" | tail -20 >&2; exit 1; }
   url=$(service_url)
   say "    version $(serving_version) serves at $(jsonpath mdep/churn '{.status.url}') (from here: $url)"
@@ -143,43 +159,50 @@ else
     say "    version $(serving_version) serves"
   fi
 
-  say "3/5 predict: POST $url/invocations"
+  say "3/6 predict: POST $url/invocations"
   curl -fsS -H 'Content-Type: application/json' "$url/invocations" -d '{"dataframe_split": {"columns": ["tenure_months","monthly_charges","support_calls","age","contract","payment_method"], "data": [[2, 99.0, 5, 30, "month-to-month", "check"], [60, 40.0, 0, 52, "two-year", "card"]]}}' >&2
   echo >&2
 
   if [[ -n $(jsonpath dmon/churn-drift '{.status.lastRetrain.trainingJob}') ]]; then
-    say "4/5 drift: an earlier run already closed the loop ($(jsonpath dmon/churn-drift '{.status.lastRetrain.trainingJob}'); cooldown $(jsonpath dmon/churn-drift '{.spec.retrain.cooldown}')); skipping"
+    say "4/6 the world changes: an earlier run already closed the loop ($(jsonpath dmon/churn-drift '{.status.lastRetrain.trainingJob}'); cooldown $(jsonpath dmon/churn-drift '{.spec.retrain.cooldown}')); skipping"
+  elif [[ -z $(jsonpath mdep/churn '{.spec.dataCapture.destination}') ]]; then
+    say "4/6 the world changes: no data capture (no object store), so nothing to learn from; skipping"
   else
-    # The sample checks every minute over ten minutes; the demo has less patience. It
-    # shifts two of the six features (and so the model's scores: 3 of 8 entries with the two
-    # outputs), and the sample waits for half of them: 0.3 will do.
+    # The samples check every minute over an hour; the demo has less patience. Drift in
+    # two of six features plus the model's score is 3 of 8 entries: 0.3 will do.
     kubectl patch -n "$ns" dmon/churn-drift --type=merge \
-      -p '{"spec":{"interval":"15s","window":"30s","driftShare":0.3}}' >/dev/null
+      -p '{"spec":{"interval":"15s","window":"30s","driftShare":0.3,"consecutiveWindows":1,"performance":{"interval":"20s","window":"10m"}}}' >/dev/null
     # Shorter canary pauses; and a looser p99 bound: on a small machine the servers share
     # their cores with the cluster and the traffic generator, and the analysis compares the
     # canary's counters (all under load) with the stable pods' lifetime counters.
     kubectl patch -n "$ns" mdep/churn --type=merge \
       -p '{"spec":{"rollout":{"steps":[{"weight":25,"pauseSeconds":15},{"weight":50,"pauseSeconds":15}],"analysis":{"maxLatencyRatio":3}}}}' >/dev/null
-    say "4/5 drift: 30 s of traffic like the training data, then a changed customer base (two features shifted)"
-    "$repo/.venv/bin/python" "$repo/hack/traffic.py" "$url/invocations" --seconds 30 >&2
-    # Shifted traffic until the end: the canary of the retrained version is analysed on it.
-    "$repo/.venv/bin/python" "$repo/hack/traffic.py" "$url/invocations" --seconds 900 --shift >"$state/logs/traffic.log" 2>&1 &
+    say "4/6 the world changes: longer tenure, higher charges, and customers now churn for other reasons; a labelling pipeline posts each true label to /feedback 5 s after the answer"
+    token=$(kubectl get secret churn-feedback -n "$ns" -o jsonpath='{.data.token}' | base64 -d)
+    MODELWORKS_FEEDBACK_TOKEN=$token "$repo/.venv/bin/python" "$repo/hack/traffic.py" "$url/invocations" \
+      --seconds 1200 --world changed --feedback "$url/feedback" --label-delay 5 >"$state/logs/traffic.log" 2>&1 &
     traffic=$!
-    deadline=$((SECONDS + 240))
+    deadline=$((SECONDS + 420))
     while :; do
-      IFS='|' read -r verdict share drifted retrain < <(jsonpath dmon/churn-drift '{.status.verdict}|{.status.driftedShare}|{.status.features[?(@.drifted==true)].name}|{.status.lastRetrain.trainingJob}{"\n"}')
-      printf '\r    verdict=%-16s drifted share=%-6s features=%-40s' "${verdict:-?}" "${share:-}" "${drifted:-}" >&2
+      IFS='|' read -r drifted outputs auc base rows retrain < <(jsonpath dmon/churn-drift '{.status.features[?(@.drifted==true)].name}|{.status.predictions[?(@.drifted==true)].name}|{.status.performance.metrics[?(@.metric=="roc_auc")].value}|{.status.performance.metrics[?(@.metric=="roc_auc")].baseline}|{.status.performance.labelledRows}|{.status.lastRetrain.trainingJob}{"\n"}')
+      printf '\r    drifted features=%-32s outputs=%-18s roc_auc=%-8.8s (training: %-6.6s, %s labelled rows)  ' "${drifted:-}" "${outputs:-}" "${auc:--}" "${base:--}" "${rows:-0}" >&2
       [[ -n $retrain ]] && break
       (( SECONDS < deadline )) || { echo >&2; say "no retraining yet; see: kubectl describe dmon churn-drift -n $ns"; break; }
       sleep 3
     done
     echo >&2
+    kubectl get -n "$ns" dmon/churn-drift -o jsonpath='{range .status.conditions[*]}    {.type}={.status} {.reason}: {.message}{"\n"}{end}' >&2
     if [[ -n ${retrain:-} ]]; then
-      say "5/5 retrain: DriftMonitor started TrainingJob $retrain; the new version rolls out through the canary"
+      wait_for "the snapshot" 300 bash -c "[[ \$(kubectl get -n $ns tj/$retrain -o jsonpath='{.spec.dataset.version}') == sha256-* ]]" || true
+      say "5/6 retrain on what production saw: TrainingJob $retrain trains on $(jsonpath "tj/$retrain" '{.spec.dataset.uri}') ($(jsonpath dmon/churn-drift '{.status.snapshot.rows}') labelled rows, $(jsonpath dmon/churn-drift '{.status.snapshot.holdoutRows}') held out, digest $(jsonpath "tj/$retrain" '{.spec.dataset.version}'))"
       before=$(serving_version)
       if follow_training "$retrain"; then
-        wait_for "the new version to roll out" 300 bash -c "[[ \$(kubectl get -n $ns mdep/churn -o jsonpath='{.status.stableVersion}') != '$before' ]]" &&
+        say "6/6 roll out: the canary of the retrained version is analysed on the new world's traffic"
+        wait_for "the new version to roll out" 420 bash -c "[[ \$(kubectl get -n $ns mdep/churn -o jsonpath='{.status.stableVersion}') != '$before' ]]" &&
           say "    the loop closed: version $(serving_version) serves (was $before)"
+        model=$(jsonpath mdep/churn '{.spec.model.name}')
+        say "    on a fresh sample of the new world (3000 customers), ROC AUC:"
+        "$repo/.venv/bin/python" "$repo/hack/score.py" "$model" "$before" "$(serving_version)" >&2 || true
       fi
     fi
     kill "$traffic" 2>/dev/null || true

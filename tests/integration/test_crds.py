@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -12,8 +14,9 @@ pytestmark = pytest.mark.integration
 SAMPLES = ROOT / "manifests" / "samples"
 
 
-def test_samples_are_accepted(crds: Cluster, namespace: str) -> None:
-    crds.kubectl("apply", "-n", namespace, "-k", str(SAMPLES))
+@pytest.mark.parametrize("samples", [SAMPLES, SAMPLES.parent / "loop"], ids=["samples", "loop"])
+def test_samples_are_accepted(crds: Cluster, namespace: str, samples: Path) -> None:
+    crds.kubectl("apply", "-n", namespace, "-k", str(samples))
     out = crds.kubectl("get", "modelworks", "-n", namespace, "-o", "name").stdout.split()
     assert sorted(out) == [
         "driftmonitor.modelworks.dev/churn-drift",
