@@ -90,6 +90,7 @@ ALLOWED: dict[str, set[str]] = {
     "metrics": set(),
     "crdgen": {"api"},
     "batch": {"api", "drift", "status", "clients"},
+    "quality": {"quality", "clients"},
     "apidocs": {"api"},
     "humans": {"api", "conditions"},
     "cli": {
