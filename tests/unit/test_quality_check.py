@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-from sklearn import metrics as skm
+from sklearn import metrics as skm  # type: ignore[import-untyped]
 
 from modelworks.quality.check import main
 from tests.quality_data import at, write_capture, write_feedback
@@ -32,7 +33,7 @@ def test_result_equals_sklearn(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     p = rng.random(200)
     y = (rng.random(200) < p).astype(float)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "inference_id": f"i{i}",
             "time": at(f"2026-11-30T{10 + i // 100}:{(i % 100) % 50:02d}:00"),

@@ -7,7 +7,12 @@ from pathlib import Path
 import pytest
 from pyarrow import fs
 
-from modelworks.quality.join import UNMATCHED_METADATA, labelled_window, read_labelled
+from modelworks.quality.join import (
+    UNMATCHED_METADATA,
+    encode_ids,
+    labelled_window,
+    read_labelled,
+)
 from tests.quality_data import at, write_capture, write_feedback
 
 
@@ -92,3 +97,37 @@ def test_nothing_there(tmp_path: Path) -> None:
     got = read_labelled(fs.LocalFileSystem(), str(tmp_path / "none"), START, END)
     assert got.table.num_rows == 0
     assert (got.captured, got.labels, got.unmatched) == (0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("captured", "labelled", "codes"),
+    [
+        ([], [], ([], [])),
+        (["a", "b"], [], ([0, 1], [])),
+        ([], ["x", "x"], ([], [0, 0])),
+        (["a", "b"], ["b", "c", "a"], ([0, 1], [1, 2, 0])),
+    ],
+)
+def test_encode_ids_one_dictionary(
+    captured: list[str], labelled: list[str], codes: tuple[list[int], list[int]]
+) -> None:
+    import pyarrow as pa
+
+    first = pa.chunked_array(
+        [pa.array(captured[:1], pa.string()), pa.array(captured[1:], pa.string())]
+    )
+    got = encode_ids(first, pa.chunked_array([pa.array(labelled, pa.string())]))
+    assert (got[0].tolist(), got[1].tolist()) == codes
+    assert got[2] == len(set(captured) | set(labelled))
+
+
+def test_same_time_later_file_wins_and_score_of(tmp_path: Path) -> None:
+    local, root = fs.LocalFileSystem(), str(tmp_path / "d")
+    write_capture(local, root, [row("a", "2026-11-30T10:00:00"), row("b", "2026-11-30T10:01:00")])
+    same = at("2026-11-30T10:30:00")
+    write_feedback(local, root, [("a", 0.0, same), ("a", 1.0, same), ("b", 1.0, same)])
+    got = read_labelled(local, root, START, END, columns=["prediction"], score_of=1)
+    assert got.table.column_names == ["prediction", "score", "label"]
+    assert got.table.column("score").to_pylist() == [0.7, 0.7]
+    assert got.table.column("label").to_pylist() == [1.0, 1.0]
+    assert (got.captured, got.labels, got.unmatched) == (2, 2, 0)

@@ -21,12 +21,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from pyarrow import fs
 
 from modelworks.clients.objectstore import S3_SCHEME, s3_filesystem
 from modelworks.quality import metrics as mq
-from modelworks.quality.join import LABEL, read_labelled
+from modelworks.quality.join import LABEL, SCORE, read_labelled
 
 TERMINATION_LOG = Path("/dev/termination-log")
 RESULT_LIMIT = 3500
@@ -41,15 +40,15 @@ def finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def positive_scores(scores: pa.ChunkedArray, positive: object) -> np.ndarray[Any, Any] | None:
-    """The positive class's column of the ``scores`` lists (the class index is the label
-    when the model answers probabilities of classes 0..k-1), None when there are none."""
-    if scores.null_count == len(scores):
+def score_column(config: Mapping[str, Any]) -> int | None:
+    """The index of the positive class in the ``scores`` lists, when a metric needs it."""
+    names = set(config["metrics"])
+    if config.get("task", "classification") == "regression" or not SCORE_METRICS & names:
         return None
-    if not isinstance(positive, int | float) or float(positive) != int(positive):
+    positive = config.get("positiveClass", 1)
+    if isinstance(positive, str) or float(positive) != int(positive):
         raise ValueError(f"positiveClass {positive!r} is not a class index of the scores")
-    column = pc.list_element(scores, int(positive))
-    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
+    return int(positive)
 
 
 def compute(table: pa.Table, config: Mapping[str, Any]) -> dict[str, float | None]:
@@ -62,9 +61,9 @@ def compute(table: pa.Table, config: Mapping[str, Any]) -> dict[str, float | Non
     else:
         positive = config.get("positiveClass", 1)
         score = None
-        if SCORE_METRICS & set(names) and "scores" in table.column_names:
-            score = positive_scores(table["scores"], positive)
-        if isinstance(positive, str) is False and label.dtype.kind in "fiu":
+        if SCORE in table.column_names and table[SCORE].null_count < table.num_rows:
+            score = table[SCORE].to_numpy(zero_copy_only=False).astype(np.float64)
+        if label.dtype.kind in "fiu":
             positive = float(positive)
         values = mq.classification(names, label, predicted, score, positive)
     return {name: finite(value) for name, value in values.items()}
@@ -72,8 +71,6 @@ def compute(table: pa.Table, config: Mapping[str, Any]) -> dict[str, float | Non
 
 def check(filesystem: fs.FileSystem, config: Mapping[str, Any]) -> dict[str, Any]:
     """Join the window and score it: the result the operator reads."""
-    names = list(config["metrics"])
-    columns = ["prediction"] + (["scores"] if SCORE_METRICS & set(names) else [])
     window = read_labelled(
         filesystem,
         str(config["destination"]),
@@ -82,7 +79,8 @@ def check(filesystem: fs.FileSystem, config: Mapping[str, Any]) -> dict[str, Any
         label_delay_seconds=float(config.get("labelDelaySeconds", 0)),
         model=config.get("model"),
         version=config.get("version"),
-        columns=columns,
+        columns=["prediction"],
+        score_of=score_column(config),
     )
     rows = window.table.num_rows
     return {
@@ -107,11 +105,18 @@ def _report(text: str, path: Path) -> None:
         path.write_text(text)
 
 
+def lean_memory() -> None:
+    """Arrow's buffers from the system allocator: what the Job frees goes back to the OS at
+    once (the default pool keeps it for reuse, and the pod's peak memory with it)."""
+    pa.set_memory_pool(pa.system_memory_pool())
+
+
 def main(
     config_json: str,
     termination_log: Path = TERMINATION_LOG,
     filesystem: fs.FileSystem | None = None,
 ) -> int:
+    lean_memory()
     try:
         config = json.loads(config_json)
         if filesystem is None:

@@ -8,8 +8,10 @@ The layout is the one ``docs/data-capture.md`` documents, under a destination ``
   ``label``, ``time`` (when the label was received).
 
 Partitions outside the window (and of other models or versions) are never read; only the
-columns asked for are. The join is one Arrow hash lookup: no pandas on this path. Runs in
-pods and Jobs (it reads the store), never in the operator.
+columns asked for are. The join is one Arrow hash pass over the captured and the labelled
+ids together (one dictionary), then integer work in numpy: no pandas on this path, and
+Arrow's join (which refuses list columns such as ``scores``) is not needed. Runs in pods
+and Jobs (it reads the store), never in the operator.
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -30,8 +35,11 @@ FEEDBACK_DIR = "feedback"
 ID = "inference_id"
 TIME = "time"
 LABEL = "label"
+SCORES = "scores"
+SCORE = "score"
 TIMESTAMP = pa.timestamp("ms", tz="UTC")
 UNMATCHED_METADATA = b"modelworks.unmatched_labels"
+Ints = npt.NDArray[np.signedinteger[Any]]
 
 CAPTURE_PARTITIONING = ds.partitioning(
     pa.schema(
@@ -100,16 +108,22 @@ def capture_filter(
 
 
 def read_capture(
-    filesystem: fs.FileSystem, root: str, expr: ds.Expression, columns: Sequence[str] | None
+    filesystem: fs.FileSystem,
+    root: str,
+    expr: ds.Expression,
+    columns: Sequence[str] | None,
+    score_of: int | None = None,
 ) -> pa.Table:
-    """The captured rows matching ``expr``, with ``columns`` (all when None) + id and time."""
+    """The captured rows matching ``expr``, with ``columns`` (all when None) + id and time.
+    With ``score_of`` = k, the ``scores`` lists are read as one float column ``score``, their
+    k-th element (the lists are never materialised)."""
     path = f"{root}/{CAPTURE_DIR}"
     if filesystem.get_file_info(path).type == fs.FileType.NotFound:
         return pa.table({ID: pa.array([], pa.string()), TIME: pa.array([], TIMESTAMP)})
     dataset = ds.dataset(
         path,
         filesystem=filesystem,
-        format="parquet",
+        format=parquet_format(filesystem),
         partitioning=CAPTURE_PARTITIONING,
         exclude_invalid_files=False,
     )
@@ -117,7 +131,36 @@ def read_capture(
     for name in (ID, TIME):
         if name not in wanted:
             wanted.append(name)
-    return dataset.to_table(columns=wanted, filter=expr)
+    projection = {n: ds.field(n) for n in wanted if n != SCORES or score_of is None}
+    if score_of is not None and SCORES in dataset.schema.names:
+        projection[SCORE] = pc.list_element(ds.field(SCORES), score_of)
+    return scan(dataset, projection, expr)
+
+
+def parquet_format(filesystem: fs.FileSystem) -> ds.ParquetFileFormat:
+    """Parquet reading: column chunks fetched in coalesced reads ahead of decoding over the
+    network (S3: fewer, larger requests), read as decoded from a local disk (less memory)."""
+    remote = isinstance(filesystem, fs.S3FileSystem)
+    options = ds.ParquetFragmentScanOptions(pre_buffer=remote)
+    return ds.ParquetFileFormat(default_fragment_scan_options=options)
+
+
+def scan(
+    dataset: ds.Dataset,
+    columns: Sequence[str] | dict[str, ds.Expression],
+    expr: ds.Expression,
+) -> pa.Table:
+    """The rows and columns of ``dataset`` asked for, one file and one batch at a time on one
+    thread: a check Job is bounded work, its memory the data kept, not the read-ahead."""
+    scanner = ds.Scanner.from_dataset(
+        dataset,
+        columns=columns,
+        filter=expr,
+        batch_readahead=1,
+        fragment_readahead=1,
+        use_threads=False,
+    )
+    return scanner.to_table()
 
 
 def feedback_files(filesystem: fs.FileSystem, root: str, suffix: str) -> list[str]:
@@ -141,7 +184,7 @@ def read_feedback_format(
         partitioning=FEEDBACK_PARTITIONING,
         partition_base_dir=f"{root}/{FEEDBACK_DIR}",
     )
-    table = dataset.to_table(columns=[ID, LABEL, TIME], filter=partitions_from(since))
+    table = scan(dataset, [ID, LABEL, TIME], partitions_from(since))
     return normalise_labels(table)
 
 
@@ -168,7 +211,7 @@ def read_feedback(filesystem: fs.FileSystem, root: str, since: datetime) -> pa.T
     parts = [
         t
         for t in (
-            read_feedback_format(filesystem, root, since, ".parquet", ds.ParquetFileFormat()),
+            read_feedback_format(filesystem, root, since, ".parquet", parquet_format(filesystem)),
             read_feedback_format(filesystem, root, since, ".csv", csv_format),
         )
         if t is not None and t.num_rows
@@ -186,22 +229,45 @@ def read_feedback(filesystem: fs.FileSystem, root: str, since: datetime) -> pa.T
     return pa.concat_tables(parts)
 
 
-def latest_labels(feedback: pa.Table) -> pa.Table:
-    """One label per inference id: the one received last (ties: the later file)."""
-    if feedback.num_rows == 0:
-        return feedback.select([ID, LABEL])
-    ordered = feedback.append_column("_row", pa.array(range(feedback.num_rows), pa.int64()))
-    ordered = ordered.sort_by([(TIME, "ascending"), ("_row", "ascending")])
-    grouped = ordered.group_by(ID, use_threads=False).aggregate([(LABEL, "last")])
-    return pa.table({ID: grouped[ID], LABEL: grouped[f"{LABEL}_last"]})
+def encode_ids(captured: pa.ChunkedArray, labelled: pa.ChunkedArray) -> tuple[Ints, Ints, int]:
+    """Both id columns as codes of one dictionary (one hash pass over the strings, no copy
+    of them): ``(captured codes, label codes, distinct ids)``."""
+    chunks = [c for c in captured.chunks + labelled.chunks if len(c)]
+    if not chunks:
+        return np.empty(0, np.int32), np.empty(0, np.int32), 0
+    encoded = pc.dictionary_encode(pa.chunked_array(chunks, pa.string()))
+    codes = np.concatenate([c.indices.to_numpy() for c in encoded.chunks])
+    return codes[: len(captured)], codes[len(captured) :], len(encoded.chunks[0].dictionary)
 
 
-def attach_labels(rows: pa.Table, ids: pa.ChunkedArray, labels: pa.Table) -> pa.Table:
-    """The inner join of ``rows`` with ``labels`` (ids unique) by id, as one hash lookup:
-    Arrow's join refuses list columns such as ``scores``; ``index_in`` + ``take`` does not."""
-    where = pc.index_in(ids, value_set=labels[ID])
-    found = pc.is_valid(where)
-    return rows.filter(found).append_column(LABEL, labels[LABEL].take(where.filter(found)))
+def latest_rows(codes: Ints, times: pa.ChunkedArray, distinct: int) -> Ints:
+    """Per id code, the feedback row of its latest label (received last; ties: the later
+    file), -1 for ids with no label."""
+    at = times.cast(pa.int64()).to_numpy() if len(times) else np.empty(0, np.int64)
+    order = np.argsort(at, kind="stable")[::-1]
+    ids, first = np.unique(codes[order], return_index=True)
+    latest = np.full(distinct, -1, np.int64)
+    latest[ids] = order[first]
+    return latest
+
+
+def join_labels(
+    captured: pa.Table, feedback: pa.Table, cutoff: datetime
+) -> tuple[pa.Table, int, int]:
+    """Rows captured before ``cutoff`` with their latest label (inner join by id), how
+    many ids have a label, and how many of those match no captured row."""
+    captured_codes, label_codes, distinct = encode_ids(captured[ID].cast(pa.string()), feedback[ID])
+    latest = latest_rows(label_codes, feedback[TIME], distinct)
+    seen = np.zeros(distinct, np.bool_)
+    seen[captured_codes] = True
+    unmatched = int(np.count_nonzero((latest >= 0) & ~seen))
+    rows = latest[captured_codes]
+    early = pc.less(captured[TIME], pa.scalar(cutoff, TIMESTAMP)).to_numpy(zero_copy_only=False)
+    keep = (rows >= 0) & early
+    table = captured.filter(pa.array(keep))
+    labelled = int(np.count_nonzero(latest >= 0))
+    joined = table.append_column(LABEL, feedback[LABEL].take(pa.array(rows[keep])))
+    return joined, labelled, unmatched
 
 
 def read_labelled(
@@ -214,22 +280,25 @@ def read_labelled(
     model: str | None = None,
     version: str | None = None,
     columns: Sequence[str] | None = None,
+    score_of: int | None = None,
 ) -> LabelledWindow:
     """Captured rows with ``time`` in [start, end - label delay) inner-joined with their
     latest label; ``unmatched`` counts label ids that match no row captured in [start, end)."""
     root = root_path(destination)
-    captured = read_capture(filesystem, root, capture_filter(start, end, model, version), columns)
-    labels = latest_labels(read_feedback(filesystem, root, start))
-    unmatched = pc.sum(pc.invert(pc.is_in(labels[ID], value_set=captured[ID]))).as_py() or 0
+    expr = capture_filter(start, end, model, version)
+    captured = read_capture(filesystem, root, expr, columns, score_of)
+    if LABEL in captured.column_names:
+        captured = captured.drop_columns([LABEL])
+    feedback = read_feedback(filesystem, root, start)
     cutoff = end - timedelta(seconds=label_delay_seconds)
-    ripe = captured.filter(pc.less(captured[TIME], pa.scalar(cutoff, TIMESTAMP)))
-    if LABEL in ripe.column_names:
-        ripe = ripe.drop_columns([LABEL])
-    keep = [n for n in ripe.column_names if columns is None or n in columns]
-    table = attach_labels(ripe.select(keep), ripe[ID], labels).replace_schema_metadata(
+    joined, labels, unmatched = join_labels(captured, feedback, cutoff)
+    keep = [
+        n for n in joined.column_names if columns is None or n in columns or n in (SCORE, LABEL)
+    ]
+    table = joined.select(keep).replace_schema_metadata(
         {UNMATCHED_METADATA: str(unmatched).encode()}
     )
-    return LabelledWindow(table, captured.num_rows, labels.num_rows, int(unmatched))
+    return LabelledWindow(table, captured.num_rows, labels, unmatched)
 
 
 def labelled_window(
