@@ -131,3 +131,15 @@ def test_same_time_later_file_wins_and_score_of(tmp_path: Path) -> None:
     assert got.table.column("score").to_pylist() == [0.7, 0.7]
     assert got.table.column("label").to_pylist() == [1.0, 1.0]
     assert (got.captured, got.labels, got.unmatched) == (2, 2, 0)
+
+
+def test_latest_by_receive_time_not_file_order(tmp_path: Path) -> None:
+    local, root = fs.LocalFileSystem(), str(tmp_path / "d")
+    write_capture(local, root, [row("a", "2026-11-30T10:00:00")])
+    write_feedback(
+        local,
+        root,
+        [("a", 1.0, at("2026-11-30T10:50:00")), ("a", 0.0, at("2026-11-30T10:10:00"))],
+    )
+    got = read_labelled(local, root, START, END)
+    assert labels(got.table) == {"a": 1.0}

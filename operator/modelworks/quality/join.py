@@ -244,7 +244,8 @@ def latest_rows(codes: Ints, times: pa.ChunkedArray, distinct: int) -> Ints:
     """Per id code, the feedback row of its latest label (received last; ties: the later
     file), -1 for ids with no label."""
     at = times.cast(pa.int64()).to_numpy() if len(times) else np.empty(0, np.int64)
-    order = np.argsort(at, kind="stable")[::-1]
+    in_order = bool(np.all(at[1:] >= at[:-1]))
+    order = (np.arange(at.size) if in_order else np.argsort(at, kind="stable"))[::-1]
     ids, first = np.unique(codes[order], return_index=True)
     latest = np.full(distinct, -1, np.int64)
     latest[ids] = order[first]

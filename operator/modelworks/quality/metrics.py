@@ -24,19 +24,17 @@ LOWER_IS_BETTER = frozenset({"log_loss", "rmse", "mae"})
 
 def roc_auc(positive: Bools, score: Floats) -> float:
     """Area under the ROC curve: the Mann-Whitney U of the positives' score ranks (ties
-    get their average rank), NaN with one class only."""
-    n_pos = int(positive.sum())
+    get their average rank: half-way between the first and last position of their value
+    among all scores), NaN with one class only."""
+    n_pos = int(np.count_nonzero(positive))
     n_neg = positive.size - n_pos
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    order = np.argsort(score)
-    ordered = score[order]
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    ends = np.r_[starts[1:], ordered.size]
-    average = (starts + ends + 1) / 2.0
-    ranks = np.empty(score.size, np.float64)
-    ranks[order] = np.repeat(average, ends - starts)
-    u = ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0
+    ordered = np.sort(score)
+    mine = np.sort(score[positive])
+    below = np.searchsorted(ordered, mine, "left").sum(dtype=np.float64)
+    through = np.searchsorted(ordered, mine, "right").sum(dtype=np.float64)
+    u = (below + through + n_pos) / 2.0 - n_pos * (n_pos + 1) / 2.0
     return float(u / (n_pos * n_neg))
 
 
