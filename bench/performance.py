@@ -176,6 +176,16 @@ def measure(which: str, root: Path) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
+def ensure_baseline() -> None:
+    """pandas and scikit-learn for the user's version (the dev venv has them; else pip)."""
+    import importlib.util
+
+    wanted = {"pandas": "pandas", "sklearn": "scikit-learn"}
+    missing = [name for module, name in wanted.items() if importlib.util.find_spec(module) is None]
+    if missing:
+        subprocess.run([sys.executable, "-m", "pip", "install", *missing], check=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -185,6 +195,7 @@ def main() -> None:
     if args.child:
         child(args.child, args.dir)
         return
+    ensure_baseline()
     with tempfile.TemporaryDirectory(prefix="mw-perf-") as tmp:
         root = args.dir or Path(tmp)
         if (root / "capture").exists():
