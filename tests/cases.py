@@ -293,6 +293,62 @@ INVALID: list[Case] = [
         {"reference": {"datasetUri": "runs:/abc/ref.csv"}},
         "spec.reference.datasetUri",
     ),
+    # Model quality (spec.performance)
+    Case(
+        "dm-perf-metric", DM, {"performance": {"metrics": ["auc"]}}, "spec.performance.metrics[0]"
+    ),
+    Case("dm-perf-no-metric", DM, {"performance": {"metrics": []}}, "spec.performance.metrics"),
+    Case(
+        "dm-perf-max-drop",
+        DM,
+        {
+            "performance": {
+                "metrics": ["roc_auc"],
+                "thresholds": [{"metric": "roc_auc", "maxDrop": 1.5, "baselineMetric": "val_auc"}],
+            }
+        },
+        "spec.performance.thresholds[0].maxDrop",
+    ),
+    Case(
+        "dm-perf-drop-no-baseline",
+        DM,
+        {
+            "performance": {
+                "metrics": ["roc_auc"],
+                "thresholds": [{"metric": "roc_auc", "maxDrop": 0.1}],
+            }
+        },
+        "spec.performance.thresholds[0].baselineMetric",
+    ),
+    Case(
+        "dm-perf-threshold-unmeasured",
+        DM,
+        {"performance": {"metrics": ["roc_auc"], "thresholds": [{"metric": "f1", "min": 0.5}]}},
+        "spec.performance.thresholds",
+    ),
+    Case(
+        "dm-perf-regression-metric",
+        DM,
+        {"performance": {"task": "regression", "metrics": ["roc_auc"]}},
+        "spec.performance.metrics",
+    ),
+    Case(
+        "dm-perf-label-delay",
+        DM,
+        {"performance": {"metrics": ["f1"], "labelDelay": "1 day"}},
+        "spec.performance.labelDelay",
+    ),
+    Case(
+        "dm-perf-batch",
+        DM,
+        {
+            "target": DELETE,
+            "batch": {"currentUri": "file:///x.csv"},
+            "reference": {"datasetUri": "file:///r.csv"},
+            "performance": {"metrics": ["f1"]},
+        },
+        "spec.performance",
+    ),
     # Object storage and data capture (every kind takes spec.storage)
     Case(
         "tj-storage-endpoint-with-credentials",

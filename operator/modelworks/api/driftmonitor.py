@@ -19,6 +19,7 @@ from modelworks.api.common import (
     condition_column,
     list_map,
 )
+from modelworks.api.performance import Performance, PerformanceStatus
 from modelworks.api.trainingjob import TrainingJobSpec
 from modelworks.drift.statistics import METHODS, P_VALUE_METHODS, STATISTICS, and_list
 from modelworks.drift.statistics import Method as Method
@@ -208,6 +209,13 @@ class DriftMonitorSpec(ApiModel):
             ),
             field=".predictions.threshold",
         ),
+        Rule(
+            cel="!has(self.performance) || has(self.target)",
+            message="performance is measured on a live target's captured predictions",
+            check=lambda s: s.performance is None or s.target is not None,
+            field=".performance",
+            reason="FieldValueForbidden",
+        ),
     )
 
     target: Target | None = None
@@ -249,6 +257,11 @@ class DriftMonitorSpec(ApiModel):
         default=None,
         description="Object storage the monitor's Jobs read (batch data, captured rows, "
         "labels) and write (snapshots).",
+    )
+    performance: Performance | None = Field(
+        default=None,
+        description="Model quality: the target's captured predictions joined with their "
+        "labels (live mode; the ModelDeployment must capture).",
     )
 
 
@@ -292,6 +305,7 @@ class DriftMonitorStatus(StatusModel):
     window_start: str | None = None
     check_job: str | None = None
     pods: int | None = None
+    performance: PerformanceStatus | None = None
 
 
 class DriftMonitor(ApiModel):
