@@ -83,6 +83,12 @@ def _drift(args: argparse.Namespace) -> int:
     return batch.main(args.reference, args.reference_kind, args.current, args.config)
 
 
+def _snapshot(args: argparse.Namespace) -> int:
+    from modelworks import snapshot
+
+    return snapshot.main(args.config)
+
+
 # --- helpers for people: status and watch ------------------------------------------------
 
 SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -310,6 +316,13 @@ def parser() -> argparse.ArgumentParser:
     drift.add_argument("--current", required=True, help="dataset URI (CSV or Parquet)")
     drift.add_argument("--config", default="{}", help="the monitor's drift settings, as JSON")
     drift.set_defaults(func=_drift)
+    snap = sub.add_parser(
+        "snapshot",
+        help="materialise the captured, labelled rows of a window as a dataset snapshot "
+        "(what a DriftMonitor's snapshot Job runs)",
+    )
+    snap.add_argument("--config", required=True, help="destination, window, columns, as JSON")
+    snap.set_defaults(func=_snapshot)
     _add_status_and_watch(sub)
     crds = sub.add_parser("crds", help="print the CRDs generated from the API models")
     group = crds.add_mutually_exclusive_group()

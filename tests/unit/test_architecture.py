@@ -90,6 +90,7 @@ ALLOWED: dict[str, set[str]] = {
     "metrics": set(),
     "crdgen": {"api"},
     "batch": {"api", "drift", "status", "clients"},
+    "snapshot": {"clients", "quality"},
     "apidocs": {"api"},
     "humans": {"api", "conditions"},
     "cli": {
@@ -101,6 +102,7 @@ ALLOWED: dict[str, set[str]] = {
         "serving",
         "clients",
         "batch",
+        "snapshot",
         "humans",
     },
     "__main__": {"cli"},

@@ -15,10 +15,10 @@ from modelworks.api.common import (
     ObjectRef,
     ObjectStore,
     Rule,
-    parse_duration,
     StatusModel,
     condition_column,
     list_map,
+    parse_duration,
 )
 from modelworks.api.trainingjob import TrainingJobSpec
 from modelworks.drift.statistics import METHODS, P_VALUE_METHODS, STATISTICS, and_list
