@@ -154,6 +154,7 @@ def build(labelled: pa.Table, config: Config) -> Snapshot:
     mask = pa.array([in_holdout(i, config.holdout_fraction) for i in ids], pa.bool_())
     features = feature_columns(rows.schema, config.columns)
     kept = rows.select([*features, LABEL_COLUMN]).rename_columns([*features, config.target])
+    kept = kept.replace_schema_metadata(None)  # the content only: no reader's notes
     train, holdout = kept.filter(pc.invert(mask)), kept.filter(mask)
     train_bytes, holdout_bytes = parquet_bytes(train), parquet_bytes(holdout)
     return Snapshot(

@@ -46,6 +46,7 @@ pytestmark = pytest.mark.integration
 WEED = Path.home() / ".cache/modelworks/bin/seaweedfs-v0.0.0-20261109003541-7506e5f91cd6/weed"
 FEATURES = ["tenure_months", "monthly_charges"]
 SECRET = "snapshot-s3"
+DM_CRD = Path(__file__).parents[2] / "crds" / "modelworks.dev_driftmonitors.yaml"
 
 
 @dataclass(frozen=True)
@@ -410,6 +411,9 @@ def captured_monitor(crds: Cluster, mlflow: MlflowServer, ns: str, store: Store,
         "-n",
         ns,
     )
+    # The cluster is shared: another worktree's tests may have applied older CRDs since.
+    crds.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(DM_CRD))
+    crds.kubectl("wait", "--for=condition=Established", "crd/driftmonitors.modelworks.dev")
     template = {
         "image": "trainer:1",
         "suspend": True,

@@ -80,6 +80,8 @@ def test_digest_is_over_the_bytes_and_ignores_row_order() -> None:
     assert snap.digest == expected
     shuffled = table.take(pa.array(list(range(99, -1, -1))))
     assert build(shuffled, CONFIG).digest == snap.digest
+    noted = table.replace_schema_metadata({"modelworks.unmatched_labels": "7"})
+    assert build(noted, CONFIG).digest == snap.digest
     fewer = table.slice(0, 99)
     assert build(fewer, CONFIG).digest != snap.digest
 
