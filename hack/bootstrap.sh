@@ -8,6 +8,9 @@
 # (the Argo CD health checks in manifests/gitops run in a real Lua interpreter) and the
 # linter shellcheck (`make lint` checks every bash script). apt-get runs only when one
 # is missing.
+# And what the local cluster's object store and MLflow server run from: SeaweedFS's weed
+# (hack/cluster.sh build seaweedfs, cached by version; needs Go) and the MLflow server's
+# own environment (hack/mlflow-server-venv.sh), each made only when missing.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cache=${MODELWORKS_CACHE:-$HOME/.cache/modelworks}
@@ -39,6 +42,13 @@ ensure_tools() {
   echo "bootstrap: installed ${missing[*]} in $((SECONDS - start))s" >&2
 }
 ensure_tools
+
+if command -v go >/dev/null; then
+  "$repo/hack/cluster.sh" build seaweedfs
+else
+  echo "bootstrap: warning: go is not installed: the object store (SeaweedFS) cannot be built" >&2
+fi
+"$repo/hack/mlflow-server-venv.sh" >/dev/null
 
 stamp_of() { { cat "$repo/pyproject.toml"; cat "$repo/constraints.txt" 2>/dev/null || true; } | sha256sum | cut -c1-16; }
 want=$(stamp_of)

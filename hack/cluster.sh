@@ -2,9 +2,10 @@
 # Local Kubernetes cluster for Modelworks: etcd, kube-apiserver,
 # kube-controller-manager, kube-scheduler and kwok (simulated nodes), built from
 # their Go modules at the versions pinned in hack/versions.env and run as plain
-# processes; plus (MODELWORKS_NODE=1, the default) one real node: containerd + runc,
-# kubelet, kube-proxy, CoreDNS, a CNI bridge, the MLflow server and the project
-# image. See docs/cluster.md.
+# processes; the local S3 object store (SeaweedFS, hack/seaweedfs.sh); plus
+# (MODELWORKS_NODE=1, the default) one real node: containerd + runc, kubelet,
+# kube-proxy, CoreDNS, a CNI bridge, the MLflow server and the project image. See
+# docs/cluster.md.
 #
 #   hack/cluster.sh build [component...]  build missing binaries (cached by version)
 #   hack/cluster.sh up                    start the cluster (idempotent)
@@ -14,8 +15,8 @@
 #   hack/cluster.sh env --json            the same variables as one JSON object (PATH expanded)
 #   hack/cluster.sh gomod                 regenerate hack/*/go.mod from versions.env
 #
-#   MODELWORKS_NODE=0 hack/cluster.sh up  control plane and kwok only (no real node,
-#                                         DNS, MLflow or image)
+#   MODELWORKS_NODE=0 hack/cluster.sh up  control plane, kwok and the object store only
+#                                         (no real node, DNS, MLflow or image)
 set -euo pipefail
 
 HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -28,6 +29,7 @@ BIN_ROOT=$CACHE_DIR/bin
 K8S_BIN=$BIN_ROOT/k8s-$K8S_VERSION
 ETCD_BIN=$BIN_ROOT/etcd-$ETCD_VERSION
 KWOK_BIN=$BIN_ROOT/kwok-$KWOK_VERSION
+SEAWEEDFS_BIN=$BIN_ROOT/seaweedfs-$SEAWEEDFS_VERSION
 
 STATE_DIR=$REPO_DIR/.cluster
 PKI_DIR=$STATE_DIR/pki
@@ -70,6 +72,7 @@ KUBE_PROXY_METRICS_PORT=${MODELWORKS_KUBE_PROXY_METRICS_PORT:-16249}
 COREDNS_HEALTH_PORT=${MODELWORKS_COREDNS_HEALTH_PORT:-16181}
 COREDNS_READY_PORT=${MODELWORKS_COREDNS_READY_PORT:-16182}
 MLFLOW_PORT=${MLFLOW_PORT:-15000}
+SEAWEEDFS_PORT=${SEAWEEDFS_PORT:-18333}
 NODE_STATE=$STATE_DIR/node
 # containerd's content store and snapshots outlive `down` (an image cache, like the
 # binaries: the project image is ~1 GB); its run state, socket and containers do not.
@@ -83,6 +86,7 @@ PAUSE_IMAGE=localhost/modelworks/pause:1.0
 COREDNS_BIN=$BIN_ROOT/coredns-$COREDNS_VERSION
 MODE_FILE=$STATE_DIR/mode
 MLFLOW_URI_FILE=$STATE_DIR/mlflow-uri
+S3_ENDPOINT_FILE=$STATE_DIR/s3-endpoint
 FORWARD_CHAIN=MODELWORKS-FORWARD
 # Host sysctls the node changes (kubelet's kernel defaults, forwarding for the
 # bridge); saved before the first change and restored by `down`.
@@ -96,7 +100,7 @@ if [[ $NODE == 1 ]]; then MODE=node; API_HOST=$NODE_IP; else MODE=control-plane;
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 NODE_COMPONENTS=(containerd kubelet kube-proxy coredns)
 K8S_BUILDABLE=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
-UP_BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok)
+UP_BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok seaweedfs)
 NODE_BINARIES=(kubelet kube-proxy coredns)
 
 log() { printf 'cluster: %s\n' "$*" >&2; }
@@ -115,6 +119,7 @@ bin_path() {
   case $1 in
     etcd) echo "$ETCD_BIN/etcd" ;;
     kwok) echo "$KWOK_BIN/kwok" ;;
+    seaweedfs) echo "$SEAWEEDFS_BIN/weed" ;;
     coredns) echo "$COREDNS_BIN/coredns" ;;
     # The pause program is cached by the hash of its source.
     pause) echo "$BIN_ROOT/pause-$(pause_hash)/pause" ;;
@@ -122,7 +127,7 @@ bin_path() {
       echo "$K8S_BIN/$1" ;;
     # From the distribution (apt), not built here.
     containerd) echo /usr/bin/containerd ;;
-    *) die "unknown component '$1' (known: etcd kwok coredns pause ${K8S_BUILDABLE[*]})" ;;
+    *) die "unknown component '$1' (known: etcd kwok seaweedfs coredns pause ${K8S_BUILDABLE[*]})" ;;
   esac
 }
 
@@ -133,6 +138,7 @@ module_dir() {
   case $1 in
     etcd) echo "$HACK_DIR/etcd" ;;
     kwok) echo "$HACK_DIR/kwok" ;;
+    seaweedfs) echo "$HACK_DIR/seaweedfs" ;;
     coredns) echo "$HACK_DIR/node/coredns" ;;
     pause) echo "$HACK_DIR/node/pause" ;;
     *) echo "$HACK_DIR/k8s" ;;
@@ -169,6 +175,11 @@ build_one() {
       check_gomod "$dir" sigs.k8s.io/kwok "$KWOK_VERSION"
       pkg=sigs.k8s.io/kwok/cmd/kwok
       ldflags="-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}"
+      ;;
+    seaweedfs)
+      check_gomod "$dir" github.com/seaweedfs/seaweedfs "$SEAWEEDFS_VERSION"
+      pkg=github.com/seaweedfs/seaweedfs/weed
+      ldflags="-s -w -X github.com/seaweedfs/seaweedfs/weed/util/version.COMMIT=${SEAWEEDFS_VERSION##*-}"
       ;;
     coredns)
       # hack/node/coredns/main.go: CoreDNS's own main with the plugins we use.
@@ -227,7 +238,7 @@ cmd_build() {
   log "build: done in $((SECONDS - total))s (${missing[*]})"
 }
 
-# Rewrites hack/{k8s,etcd,kwok,node/coredns}/go.mod from versions.env and tidies them.
+# Rewrites hack/{k8s,etcd,kwok,seaweedfs,node/coredns}/go.mod from versions.env and tidies them.
 cmd_gomod() {
   go_env
   local kdir=$HACK_DIR/k8s kmod
@@ -280,6 +291,18 @@ require sigs.k8s.io/kwok $KWOK_VERSION
 
 tool sigs.k8s.io/kwok/cmd/kwok
 EOF
+  cat >"$HACK_DIR/seaweedfs/go.mod" <<EOF
+// Builds SeaweedFS's weed (the local S3-compatible object store, hack/seaweedfs.sh) at
+// the version pinned in hack/versions.env. Its go.mod replaces go-bip39, which go
+// install refuses, so the replace is repeated here. Generated by: hack/cluster.sh gomod.
+module modelworks.dev/hack/seaweedfs
+
+go 1.26.6
+
+require github.com/seaweedfs/seaweedfs $SEAWEEDFS_VERSION
+
+replace github.com/tyler-smith/go-bip39 => github.com/cosmos/go-bip39 v1.0.0
+EOF
   cat >"$HACK_DIR/node/coredns/go.mod" <<EOF
 // Builds CoreDNS (cluster DNS of the local node) at the version pinned in
 // hack/versions.env, with the plugins main.go imports. Generated by: hack/cluster.sh gomod.
@@ -290,7 +313,7 @@ go 1.24.0
 require github.com/coredns/coredns $COREDNS_VERSION
 EOF
   local d
-  for d in k8s etcd kwok node/coredns; do
+  for d in k8s etcd kwok seaweedfs node/coredns; do
     rm -f "$HACK_DIR/$d/go.sum"
     log "gomod: tidying hack/$d/go.mod"
     (cd "$HACK_DIR/$d" && go mod tidy)
@@ -1045,8 +1068,22 @@ node_up() {
   forward_guard
 }
 
+# The object store on the address the apiserver binds: the node IP (pods reach it) or,
+# without the node, 127.0.0.1.
+seaweedfs_() {
+  SEAWEEDFS_HOST=$API_HOST SEAWEEDFS_PORT=$SEAWEEDFS_PORT "$HACK_DIR/seaweedfs.sh" "$@"
+}
+
+seaweedfs_up() {
+  seaweedfs_ up || die "hack/seaweedfs.sh up failed (log: $LOG_DIR/seaweedfs.log)"
+  seaweedfs_ endpoint >"$S3_ENDPOINT_FILE"
+}
+
+# MLflow's artifacts go to the object store's mlflow bucket (hack/mlflow.sh reads the
+# store's endpoint and key from hack/seaweedfs.sh).
 mlflow_() {
-  MLFLOW_HOST=$NODE_IP MLFLOW_PORT=$MLFLOW_PORT MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true "$HACK_DIR/mlflow.sh" "$@"
+  MLFLOW_HOST=$NODE_IP MLFLOW_PORT=$MLFLOW_PORT SEAWEEDFS_HOST=$API_HOST SEAWEEDFS_PORT=$SEAWEEDFS_PORT \
+    MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true "$HACK_DIR/mlflow.sh" "$@"
 }
 
 # MLflow on the node IP, where pods and the host reach it. Its Host-header check
@@ -1161,6 +1198,7 @@ cmd_up() {
   node_manifests | kubectl_ apply -f - >/dev/null || fail_component kube-apiserver "creating the kwok nodes failed"
   wait_for kwok 60 "$KWOK_NODES kwok nodes to be Ready" nodes_ready "$KWOK_NODES"
   log "up: control plane ready after $(elapsed "$t0")s (API https://$API_HOST:$APISERVER_PORT)"
+  seaweedfs_up
   if [[ $MODE == node ]]; then
     node_up
     log "up: node $NODE_NAME ready after $(elapsed "$t0")s"
@@ -1216,13 +1254,14 @@ stop_component() {
 }
 
 # The state that belongs to the cluster. <repo>/.cluster is shared with other
-# tools (hack/mlflow.sh keeps mlflow/ and its own logs and pid file there), so down
-# removes only these and then the directories that are left empty.
+# tools (the demo keeps its operator's pid and log there), so down removes only these
+# and then the directories that are left empty. MLflow's database and the object store
+# (which holds MLflow's artifacts) go together.
 own_state() {
   local c
   printf '%s\n' "$PKI_DIR" "$STATE_DIR/etcd" "$STATE_DIR/home" "$KUBECONFIG_FILE" "$STATE_DIR/kwok-stages.yaml" \
-    "$NODE_STATE" "$MODE_FILE" "$MLFLOW_URI_FILE"
-  for c in "${COMPONENTS[@]}" "${NODE_COMPONENTS[@]}"; do
+    "$NODE_STATE" "$MODE_FILE" "$MLFLOW_URI_FILE" "$S3_ENDPOINT_FILE"
+  for c in "${COMPONENTS[@]}" "${NODE_COMPONENTS[@]}" mlflow seaweedfs; do
     printf '%s\n' "$LOG_DIR/$c.log" "$PID_DIR/$c.pid" "$STATE_DIR/$c" "$STATE_DIR/$c.kubeconfig"
   done
 }
@@ -1246,6 +1285,9 @@ cmd_down() {
   # scheduler and controller-manager, the apiserver, etcd; then the network.
   if [[ -f $PID_DIR/mlflow.pid ]]; then
     MLFLOW_PORT=$MLFLOW_PORT "$HACK_DIR/mlflow.sh" down || log "down: hack/mlflow.sh down failed"
+  fi
+  if [[ -f $PID_DIR/seaweedfs.pid ]]; then
+    seaweedfs_ down || log "down: hack/seaweedfs.sh down failed"
   fi
   for c in coredns kube-proxy kubelet; do stop_component "$c"; done
   node_teardown
@@ -1298,6 +1340,12 @@ cmd_status() {
   if [[ -f $PKI_DIR/admin.crt ]] && apiserver_ready; then ready=yes; else ready=no; ok=1; fi
   printf 'apiserver ready: %s (https://%s:%s)\nkubeconfig: %s\nmode: %s\n' "$ready" "$API_HOST" "$APISERVER_PORT" \
     "$KUBECONFIG_FILE" "$MODE"
+  if is_local_ip "$API_HOST" && seaweedfs_ status >/dev/null 2>&1; then
+    printf 's3: %s\n' "$(cat "$S3_ENDPOINT_FILE" 2>/dev/null || seaweedfs_ endpoint)"
+  else
+    printf 's3: not running\n'
+    ok=1
+  fi
   if [[ $MODE == node ]]; then
     node=no
     [[ $ready == yes ]] && node_ready && node=yes
@@ -1350,6 +1398,14 @@ cmd_env() {
   if [[ -f $MLFLOW_URI_FILE ]]; then
     keys+=(MODELWORKS_MLFLOW_TRACKING_URI)
     values+=("$(<"$MLFLOW_URI_FILE")")
+  fi
+  # The object store's endpoint, key and bucket (MODELWORKS_S3_*), once it has run.
+  local line
+  if [[ -f $S3_ENDPOINT_FILE ]]; then
+    while IFS= read -r line; do
+      keys+=("${line%%=*}")
+      values+=("${line#*=}")
+    done < <(seaweedfs_ vars)
   fi
   if ((json)); then
     printf '{'

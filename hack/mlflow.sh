@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The local MLflow tracking server: a real `mlflow server` on the host, SQLite backend
 # store, proxied artifacts (--serve-artifacts: clients upload through the server, so pods
-# need no bucket credentials).
+# need no bucket credentials) stored in the bucket `mlflow` of the local S3 object store
+# (hack/seaweedfs.sh; its endpoint and key go into the server's environment only), the
+# configuration production MLflow servers run. The server runs from its own Python
+# environment (hack/mlflow-server-venv.sh: mlflow + boto3).
 #
 #   hack/mlflow.sh up       start it (no-op when it already answers); waits for GET /health
 #   hack/mlflow.sh down     stop exactly the process group it started
@@ -9,8 +12,9 @@
 #   hack/mlflow.sh uri      print the tracking URI (http://<host>:<port>)
 #   hack/mlflow.sh env      print `export MODELWORKS_MLFLOW_TRACKING_URI=...` for eval
 #
-# State: <repo>/.cluster/mlflow/{mlflow.db,artifacts/}, <repo>/.cluster/pids/mlflow.pid,
-# <repo>/.cluster/logs/mlflow.log (`down` keeps the data; delete .cluster/mlflow to reset).
+# State: <repo>/.cluster/mlflow/mlflow.db, <repo>/.cluster/pids/mlflow.pid,
+# <repo>/.cluster/logs/mlflow.log (`down` keeps the data; hack/cluster.sh down removes it
+# together with the object store's).
 # Environment:
 #   MLFLOW_HOST           address to bind and advertise (default 127.0.0.1). Set it to the
 #                         node's view of the host (bridge/host IP) so pods reach it.
@@ -22,6 +26,10 @@
 #                         them, otherwise localhost plus MLFLOW_HOST.
 #   MLFLOW_WORKERS        default 1;  MLFLOW_START_TIMEOUT  seconds, default 120
 #   MLFLOW_SERVER_ENABLE_JOB_EXECUTION  default false (MLflow's GenAI job runner, not needed)
+#   MLFLOW_ARTIFACTS_DESTINATION  default s3://mlflow/ on the local object store, whose
+#                         address SEAWEEDFS_HOST and SEAWEEDFS_PORT give (see hack/seaweedfs.sh);
+#                         any other value is passed as is (a directory, or s3:// with the
+#                         caller's MLFLOW_S3_ENDPOINT_URL and AWS_* in the environment)
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -29,7 +37,7 @@ state=$repo/.cluster
 data=$state/mlflow
 pidfile=$state/pids/mlflow.pid
 logfile=$state/logs/mlflow.log
-mlflow=$repo/.venv/bin/mlflow
+destination=${MLFLOW_ARTIFACTS_DESTINATION:-s3://mlflow/}
 host=${MLFLOW_HOST:-127.0.0.1}
 port=${MLFLOW_PORT:-15000}
 workers=${MLFLOW_WORKERS:-1}
@@ -73,9 +81,53 @@ default_allowed() {
   esac
 }
 
+# The local object store's endpoint and key as the server's S3 client reads them.
+store_env() {
+  local line
+  while IFS= read -r line; do
+    case $line in
+      MODELWORKS_S3_ENDPOINT=*) export MLFLOW_S3_ENDPOINT_URL=${line#*=} ;;
+      MODELWORKS_S3_ACCESS_KEY_ID=*) export AWS_ACCESS_KEY_ID=${line#*=} ;;
+      MODELWORKS_S3_SECRET_ACCESS_KEY=*) export AWS_SECRET_ACCESS_KEY=${line#*=} ;;
+    esac
+  done < <("$repo/hack/seaweedfs.sh" vars)
+  [[ -n ${AWS_SECRET_ACCESS_KEY:-} ]] || die "no object store key: run hack/seaweedfs.sh up first"
+  "$repo/hack/seaweedfs.sh" status >/dev/null ||
+    die "the object store at $MLFLOW_S3_ENDPOINT_URL does not answer: run hack/seaweedfs.sh up first"
+  export AWS_DEFAULT_REGION=us-east-1
+}
+
+# Artifacts a server before the object store kept in <data>/artifacts move to the bucket
+# once, at the same paths (<experiment>/<run>/artifacts/...), so the runs and model
+# versions of the database keep loading; the directory goes when all are copied.
+migrate_artifacts() {
+  local python=$1 src=$data/artifacts
+  [[ -d $src ]] || return 0
+  log "moving $(find "$src" -type f | wc -l) artifact files from $src to s3://mlflow/"
+  "$python" - "$src" <<'EOF' || die "copying $src to s3://mlflow/ failed (kept; the next up retries)"
+import os
+import sys
+from urllib.parse import urlsplit
+
+from pyarrow import fs
+
+url = urlsplit(os.environ["MLFLOW_S3_ENDPOINT_URL"])
+s3 = fs.S3FileSystem(
+    access_key=os.environ["AWS_ACCESS_KEY_ID"],
+    secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
+    endpoint_override=url.netloc,
+    scheme=url.scheme,
+    region=os.environ["AWS_DEFAULT_REGION"],
+)
+fs.copy_files(sys.argv[1], "mlflow", destination_filesystem=s3)
+EOF
+  rm -rf --one-file-system -- "$src"
+}
+
 cmd_up() {
-  local pid t0=$EPOCHREALTIME deadline args
-  [[ -x $mlflow ]] || die "$mlflow not found: run hack/bootstrap.sh (make bootstrap) first"
+  local pid t0=$EPOCHREALTIME deadline args mlflow venv
+  venv=$("$repo/hack/mlflow-server-venv.sh") || die "could not make the MLflow server's environment"
+  mlflow=$venv/bin/mlflow
   command -v curl >/dev/null || die "curl is needed to check /health"
   if pid=$(running_pid); then
     if healthy; then
@@ -88,12 +140,16 @@ cmd_up() {
   if healthy || (exec 3<>"/dev/tcp/$(advertise_host | tr -d '[]')/$port") 2>/dev/null; then
     die "something else already listens on $(uri); set MLFLOW_PORT"
   fi
-  mkdir -p "$data/artifacts" "$(dirname "$pidfile")" "$(dirname "$logfile")"
+  if [[ -z ${MLFLOW_ARTIFACTS_DESTINATION:-} ]]; then
+    store_env
+    migrate_artifacts "$venv/bin/python"
+  fi
+  mkdir -p "$data" "$(dirname "$pidfile")" "$(dirname "$logfile")"
   args=(
     server
     --backend-store-uri "sqlite:///$data/mlflow.db"
     --serve-artifacts
-    --artifacts-destination "$data/artifacts"
+    --artifacts-destination "$destination"
     --default-artifact-root mlflow-artifacts:/
     --host "$host" --port "$port" --workers "$workers"
   )

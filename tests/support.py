@@ -9,7 +9,9 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -272,18 +274,27 @@ class MlflowServer:
     uri: str
     process: subprocess.Popen[bytes]
     root: Path
+    artifacts: str = ""
 
 
 @contextmanager
 def server_process(
-    command: list[str], root: Path, health_url: str, *, what: str, timeout: float = 300
+    command: list[str],
+    root: Path,
+    health_url: str,
+    *,
+    what: str,
+    timeout: float = 300,
+    env: dict[str, str] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``command`` in ``root`` (output in ``root/<what>.log``) until ``health_url``
-    answers 200; stopped (TERM, then KILL) when the block ends."""
+    """Run ``command`` in ``root`` (output in ``root/<what>.log``, ``env`` added to the
+    environment) until ``health_url`` answers 200; stopped (TERM, then KILL) when the block
+    ends."""
     root.mkdir(parents=True, exist_ok=True)
     log_path = root / f"{what.replace(' ', '-')}.log"
     log = log_path.open("wb")
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=root)
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=root, env=full_env)
 
     def up() -> bool:
         if proc.poll() is not None:
@@ -307,13 +318,105 @@ def server_process(
         log.close()
 
 
+@dataclass(frozen=True)
+class ObjectStore:
+    """An S3 endpoint with one access key (the local one: ``hack/seaweedfs.sh``)."""
+
+    endpoint: str
+    access_key_id: str
+    secret_access_key: str
+    bucket: str
+
+    def filesystem(self, secret_access_key: str | None = None) -> Any:
+        """A ``pyarrow.fs.S3FileSystem`` on it, with this key (or another secret)."""
+        from pyarrow import fs
+
+        url = urllib.parse.urlsplit(self.endpoint)
+        return fs.S3FileSystem(
+            access_key=self.access_key_id,
+            secret_key=secret_access_key or self.secret_access_key,
+            endpoint_override=url.netloc,
+            scheme=url.scheme,
+            region="us-east-1",
+        )
+
+
+S3_SECRET = "modelworks-s3"
+
+
+def object_store(cluster: Cluster | None = None) -> ObjectStore:
+    """The store of ``MODELWORKS_S3_*``: this process's environment, else what
+    ``hack/cluster.sh env`` printed for ``cluster`` (``hack/cluster.sh up`` starts it)."""
+    names = ("ENDPOINT", "ACCESS_KEY_ID", "SECRET_ACCESS_KEY", "BUCKET")
+    source = {**(cluster.env if cluster else {}), **os.environ}
+    values = [source.get(f"MODELWORKS_S3_{n}", "") for n in names]
+    missing = [f"MODELWORKS_S3_{n}" for n, v in zip(names, values, strict=True) if not v]
+    if missing:
+        raise AssertionError(
+            f"no object store: {', '.join(missing)} not set; run hack/cluster.sh up (it starts "
+            'SeaweedFS) and eval "$(hack/cluster.sh env)"'
+        )
+    return ObjectStore(*values)
+
+
+def object_store_secret(
+    cluster: Cluster, namespace: str, store: ObjectStore | None = None
+) -> dict[str, Any]:
+    """Create the Secret ``modelworks-s3`` (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) in
+    ``namespace``; return the ``spec.storage`` that names it."""
+    store = store or object_store(cluster)
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": S3_SECRET, "namespace": namespace},
+            "type": "Opaque",
+            "stringData": {
+                "AWS_ACCESS_KEY_ID": store.access_key_id,
+                "AWS_SECRET_ACCESS_KEY": store.secret_access_key,
+            },
+        }
+    )
+    return {"endpoint": store.endpoint, "credentials": {"secretName": S3_SECRET}}
+
+
+def mlflow_server_venv() -> Path:
+    """The MLflow server's own environment (mlflow + boto3), made when missing."""
+    out = subprocess.run(
+        [str(ROOT / "hack" / "mlflow-server-venv.sh")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=900,
+    )
+    return Path(out.stdout.strip())
+
+
 @contextmanager
 def mlflow_server(
-    root: Path, *, host: str = "127.0.0.1", port: int | None = None
+    root: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    store: ObjectStore | None = None,
 ) -> Iterator[MlflowServer]:
-    """A real ``mlflow server`` (SQLite backend, proxied artifacts), on a free port by default."""
+    """A real ``mlflow server`` (SQLite backend, proxied artifacts), on a free port by default.
+
+    With ``store`` its artifacts go to a prefix of its own in the store's bucket ``mlflow``
+    (the local cluster's configuration), from the MLflow server's own environment.
+    """
     port = port or free_port()
     mlflow = Path(sys.executable).parent / "mlflow"
+    destination, env = str(root / "artifacts"), {}
+    if store is not None:
+        mlflow = mlflow_server_venv() / "bin" / "mlflow"
+        destination = f"s3://mlflow/{root.name}-{uuid.uuid4().hex[:8]}/"
+        env = {
+            "MLFLOW_S3_ENDPOINT_URL": store.endpoint,
+            "AWS_ACCESS_KEY_ID": store.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": store.secret_access_key,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
     uri = f"http://{host}:{port}"
     command = [
         str(mlflow),
@@ -328,7 +431,7 @@ def mlflow_server(
         f"sqlite:///{root}/mlflow.db",
         "--serve-artifacts",
         "--artifacts-destination",
-        str(root / "artifacts"),
+        destination,
     ]
-    with server_process(command, root, f"{uri}/health", what="mlflow server") as proc:
-        yield MlflowServer(uri, proc, root)
+    with server_process(command, root, f"{uri}/health", what="mlflow server", env=env) as proc:
+        yield MlflowServer(uri, proc, root, destination)

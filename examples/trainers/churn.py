@@ -75,6 +75,27 @@ def synthetic_churn(rows: int, seed: int, shift: float = 0.0) -> pd.DataFrame:
     )
 
 
+def changed_world(rows: int, seed: int) -> pd.DataFrame:
+    """The world after the change: a different customer base (longer tenure, higher
+    charges, as ``hack/traffic.py --shift`` sends) that churns for different reasons
+    (price now drives churn, long contracts no longer protect, support calls matter less).
+    A model of the old world ranks these customers badly; one trained on them does not."""
+    df = synthetic_churn(rows, seed)
+    rng = np.random.default_rng(seed + 1_000_003)
+    df["tenure_months"] = (df["tenure_months"] * 3 + 40).round(1)
+    df["monthly_charges"] = (df["monthly_charges"] + 60).clip(upper=200).round(2)
+    contract = df["contract"].to_numpy()
+    logit = 2.0 * (
+        -0.5
+        + 0.06 * (df["monthly_charges"].to_numpy() - 125)
+        + 0.02 * (df["tenure_months"].to_numpy() - 75)
+        - 0.2 * df["support_calls"].to_numpy()
+        + np.where(contract == "two-year", 1.0, np.where(contract == "one-year", 0.3, -1.0))
+    )
+    df[TARGET] = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(int)
+    return df
+
+
 def load_dataset(uri: str, version: str) -> pd.DataFrame:
     if uri.startswith("builtin://churn"):
         seed, shift = 7, 0.0

@@ -77,6 +77,12 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _performance(args: argparse.Namespace) -> int:
+    from modelworks.quality import check
+
+    return check.main(args.config)
+
+
 def _drift(args: argparse.Namespace) -> int:
     from modelworks import batch
 
@@ -323,6 +329,13 @@ def parser() -> argparse.ArgumentParser:
     )
     snap.add_argument("--config", required=True, help="destination, window, columns, as JSON")
     snap.set_defaults(func=_snapshot)
+    performance = sub.add_parser(
+        "performance",
+        help="a model-quality check (what a DriftMonitor's performance Job runs): "
+        "prints the result and writes it to the termination message",
+    )
+    performance.add_argument("--config", required=True, help="window, metrics, store, as JSON")
+    performance.set_defaults(func=_performance)
     _add_status_and_watch(sub)
     crds = sub.add_parser("crds", help="print the CRDs generated from the API models")
     group = crds.add_mutually_exclusive_group()

@@ -245,7 +245,7 @@ def wait_for_run(crds: Cluster, name: str, namespace: str) -> str:
             and (o.get("status") or {}).get("mlflow", {}).get("runId")
             and o
         ),
-        timeout=60,
+        timeout=120,
         what=f"the MLflow run of {name}",
     )
     return str(obj["status"]["mlflow"]["runId"])
@@ -492,3 +492,30 @@ def test_clean_pod_policy_after_the_run(
         timeout=30,
         what=f"{pods_left} pod(s) left with cleanPodPolicy {policy}",
     )
+
+
+def test_deleting_a_running_training_job_ends_its_run(
+    crds: Cluster, mlflow: MlflowServer, namespace: str, tmp: Path
+) -> None:
+    """The garbage collector removes the Job and pods; the MLflow run is the operator's to
+    end: KILLED, not RUNNING for ever."""
+    obj = training_job(
+        "deleted", namespace, model=f"m-{namespace}", suspend=False, podTemplate=kwok_pods("1h")
+    )
+    with run_operator(crds, tmp, namespaces=namespace, mlflow_tracking_uri=mlflow.uri):
+        crds.apply(obj)
+        run_id = wait_for_run(crds, "deleted", namespace)
+        eventually(
+            lambda: (
+                (fetch(crds, "deleted", namespace).get("status") or {}).get("phase") == "Running"
+            ),
+            timeout=60,
+            what="the TrainingJob to run",
+        )
+        crds.kubectl("delete", "tj/deleted", "-n", namespace, "--wait=true")
+        client = mlflow_client(mlflow.uri)
+        eventually(
+            lambda: client.get_run(run_id).info.status == "KILLED",
+            timeout=30,
+            what=f"run {run_id} to end KILLED (it is {client.get_run(run_id).info.status})",
+        )

@@ -91,6 +91,7 @@ ALLOWED: dict[str, set[str]] = {
     "crdgen": {"api"},
     "batch": {"api", "drift", "status", "clients"},
     "snapshot": {"clients", "quality"},
+    "quality": {"quality", "clients", "api"},
     "apidocs": {"api"},
     "humans": {"api", "conditions"},
     "cli": {
@@ -103,6 +104,7 @@ ALLOWED: dict[str, set[str]] = {
         "clients",
         "batch",
         "snapshot",
+        "quality",
         "humans",
     },
     "__main__": {"cli"},

@@ -27,7 +27,7 @@ def repo(tmp_path: Path) -> Path:
         pytest.skip("bash is not installed")
     repo = tmp_path / "re po 'x' \"y\""
     (repo / "hack").mkdir(parents=True)
-    for name in ("cluster.sh", "versions.env"):
+    for name in ("cluster.sh", "seaweedfs.sh", "versions.env"):
         shutil.copy2(ROOT / "hack" / name, repo / "hack" / name)
     return repo
 
@@ -96,3 +96,25 @@ def test_env_rejects_unknown_options(repo: Path, tmp_path: Path) -> None:
     with pytest.raises(subprocess.CalledProcessError) as failed:
         _run(repo, "env", "--yaml", cache=tmp_path / "cache")
     assert "--json" in failed.value.stderr
+
+
+def test_env_exports_the_object_store_once_it_has_run(repo: Path, tmp_path: Path) -> None:
+    state = repo / ".cluster"
+    (state / "seaweedfs").mkdir(parents=True)
+    (state / "mode").write_text("node\n")
+    (state / "s3-endpoint").write_text("http://10.42.0.1:18333\n")
+    (state / "seaweedfs" / "credentials").write_text(
+        "AWS_ACCESS_KEY_ID=MWKEYID\nAWS_SECRET_ACCESS_KEY=0123abcd\n"
+    )
+    cache = tmp_path / "cache"
+
+    as_json = json.loads(_run(repo, "env", "--json", cache=cache))
+
+    assert {k: v for k, v in as_json.items() if k.startswith("MODELWORKS_S3_")} == {
+        "MODELWORKS_S3_ENDPOINT": "http://10.42.0.1:18333",
+        "MODELWORKS_S3_ACCESS_KEY_ID": "MWKEYID",
+        "MODELWORKS_S3_SECRET_ACCESS_KEY": "0123abcd",
+        "MODELWORKS_S3_BUCKET": "modelworks",
+    }
+    evaluated = _evaluated(repo, cache)
+    assert {key: evaluated[key] for key in as_json} == as_json

@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +37,7 @@ from modelworks.reconcilers.base import (
     store_status,
 )
 from modelworks.reconcilers.modeldeployment import ServerConfig
+from modelworks.reconcilers.trainingjob import end_open_run
 from modelworks.settings import Settings
 
 Reconcile = Callable[[Mapping[str, Any], Context, str], Decision[Any]]
@@ -65,6 +67,7 @@ class Controller:
 
     def __post_init__(self) -> None:
         self._entries: dict[str, Entry] = {}
+        self._enders = ThreadPoolExecutor(max_workers=2, thread_name_prefix="end-run")
         self._memory: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -83,7 +86,7 @@ class Controller:
         """A watch event of one of our objects: keep its body, queue a pass (or drop it)."""
         uid = body["metadata"]["uid"]
         if event_type == "DELETED":
-            self.forget(uid)
+            self.forget(uid, body)
             return
         version = body["metadata"].get("resourceVersion")
         with self._lock:
@@ -100,17 +103,36 @@ class Controller:
             if ref.get("controller") and ref.get("uid") in self._entries:
                 self.queue.add(ref["uid"])
 
-    def forget(self, uid: str) -> None:
-        """The object is gone: no pass for it again, and nothing kept for it."""
+    def forget(self, uid: str, last: Mapping[str, Any] | None = None) -> None:
+        """The object is gone: no pass for it again, and nothing kept for it. ``last`` is
+        its final body when the watch delivered one (else the kept body stands in)."""
         self.queue.drop(uid)
         with self._lock:
             entry = self._entries.pop(uid, None)
             self._memory.pop(uid, None)
+        if entry is not None and entry.kind.kind == "TrainingJob":
+            self._end_open_run(last or entry.body)
         if entry is not None:
             meta = entry.body["metadata"]
             metrics.forget_conditions(entry.kind.kind, meta)
             if entry.kind.kind == "DriftMonitor":
                 metrics.forget_drift(meta)
+
+    def _end_open_run(self, body: Mapping[str, Any]) -> None:
+        """A deleted TrainingJob's open MLflow run ends KILLED, off the watch thread."""
+        if not self.leading.is_set():
+            return
+
+        def end() -> None:
+            try:
+                run_id = end_open_run(body, self.registry)
+            except Exception as exc:  # best effort: the run stays open, said in the log
+                log.warning("%s: could not end its open run: %s", _name(body), exc)
+                return
+            if run_id:
+                log.info("%s: deleted while run %s was open: run ended KILLED", _name(body), run_id)
+
+        self._enders.submit(end)
 
     def known(self, uid: str) -> bool:
         return uid in self._entries

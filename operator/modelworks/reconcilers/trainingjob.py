@@ -41,6 +41,7 @@ from modelworks.reconcilers.tenancy import uri_refusal
 from modelworks.status import tenancy
 from modelworks.status import trainingjob as status
 from modelworks.status.decision import REJECTED_REASONS, Decision, unchanged
+from modelworks.status.deletion import KILLED, run_left_open
 from modelworks.status.trainingjob import (
     ENDED_RUN,
     Action,
@@ -289,3 +290,11 @@ RECONCILER: KindReconciler[TrainingJobSpec, TrainingFacts, Action] = KindReconci
 
 
 reconcile = RECONCILER.run
+
+
+def end_open_run(body: Mapping[str, Any], registry: Registry) -> str | None:
+    """End, KILLED, the MLflow run a deleted TrainingJob left open; its id, or None."""
+    run_id = run_left_open(body)
+    if run_id is not None:
+        registry.end_run(run_id, KILLED)
+    return run_id
