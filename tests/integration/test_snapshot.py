@@ -14,11 +14,13 @@ through a pod of the Job on a kwok node, which the Job controller counts.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -47,6 +49,7 @@ WEED = Path.home() / ".cache/modelworks/bin/seaweedfs-v0.0.0-20261109003541-7506
 FEATURES = ["tenure_months", "monthly_charges"]
 SECRET = "snapshot-s3"
 DM_CRD = Path(__file__).parents[2] / "crds" / "modelworks.dev_driftmonitors.yaml"
+TRAINER = Path(__file__).parents[2] / "examples" / "trainers" / "churn.py"
 
 
 @dataclass(frozen=True)
@@ -154,7 +157,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
 # --- the contract's layout: capture and feedback Parquet ---------------------------------
 
 
-def write_capture(filesystem: fs.FileSystem, dest: str, rows: list[dict[str, Any]]) -> None:
+def write_capture(
+    filesystem: fs.FileSystem, dest: str, rows: list[dict[str, Any]], model: str
+) -> None:
     """Rows in D/capture/model=/version=/date=/hour=/ files, one file per hour."""
     by_hour: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
@@ -167,14 +172,14 @@ def write_capture(filesystem: fs.FileSystem, dest: str, rows: list[dict[str, Any
                 "inference_id": [r["id"] for r in part],
                 "request_id": [r["id"] for r in part],
                 "time": pa.array([r["time"] for r in part], pa.timestamp("ms", tz="UTC")),
-                "model": ["churn"] * len(part),
+                "model": [model] * len(part),
                 "version": ["1"] * len(part),
-                **{f: [r[f] for r in part] for f in FEATURES},
+                **{f: [r[f] for r in part] for f in part[0] if f not in ("id", "time")},
                 "prediction": [1.0] * len(part),
                 "scores": pa.array([[0.3, 0.7]] * len(part), pa.list_(pa.float64())),
             }
         )
-        path = f"{base}/capture/model=churn/version=1/date={date}/hour={hour}/pod-1-1-0.parquet"
+        path = f"{base}/capture/model={model}/version=1/date={date}/hour={hour}/pod-1-1-0.parquet"
         with filesystem.open_output_stream(path) as out:
             pq.write_table(table, out)
 
@@ -202,7 +207,7 @@ class World:
     ids: list[str]
 
 
-def captured_world(store: Store, end: datetime) -> World:
+def captured_world(store: Store, end: datetime, model: str = "churn") -> World:
     """300 rows in the last 90 minutes before ``end`` (250 labelled), 40 rows 5 hours
     earlier (all labelled): the labelled rows of the last two hours are the 250."""
     dest = f"s3://{store.bucket}/{uuid.uuid4().hex[:12]}"
@@ -221,7 +226,7 @@ def captured_world(store: Store, end: datetime) -> World:
         if not inside or i < 250:
             labels[row["id"]] = float(i % 2)
     filesystem = store.filesystem()
-    write_capture(filesystem, dest, rows)
+    write_capture(filesystem, dest, rows, model)
     write_feedback(filesystem, dest, labels, end - timedelta(seconds=30))
     inside_labelled = [r for r in rows[:250]]
     expected = sorted((*(r[f] for f in FEATURES), labels[r["id"]]) for r in inside_labelled)
@@ -448,7 +453,7 @@ def test_the_retraining_trains_on_the_snapshot_of_captured_rows(
 ) -> None:
     created = datetime.now(UTC)
     due = created.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1, minutes=1)
-    world = captured_world(store, due)
+    world = captured_world(store, due, model=f"m-{namespace}")
     captured_monitor(crds, mlflow, namespace, store, world.dest)
     first = one_pass(crds, kube, mlflow, namespace, "watch", now=format_time(due))
     snap = first.status["snapshot"]
@@ -506,3 +511,62 @@ def test_the_retraining_trains_on_the_snapshot_of_captured_rows(
             mp.setenv(k, v)
         assert snapshot.main(container["args"][2], termination_log=log) == 0
     assert json.loads(log.read_text()) == {**result, "reused": True}
+
+
+def _churn_module() -> Any:
+    spec = importlib.util.spec_from_file_location("churn_trainer", TRAINER)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_example_trainer_reads_the_snapshot_and_logs_it(
+    store: Store, mlflow: MlflowServer, tmp_path: Path
+) -> None:
+    churn = _churn_module()
+    end = datetime.now(UTC).replace(microsecond=0)
+    table = churn.synthetic_churn(400, 11)
+    dest = f"s3://{store.bucket}/{uuid.uuid4().hex[:12]}"
+    rows = [
+        {"id": uuid.uuid4().hex, "time": end - timedelta(minutes=1 + i % 50), **r}
+        for i, r in enumerate(table.drop(columns=[churn.TARGET]).to_dict("records"))
+    ]
+    write_capture(store.filesystem(), dest, rows, "churn")
+    labels = {r["id"]: float(y) for r, y in zip(rows, table[churn.TARGET], strict=True)}
+    write_feedback(store.filesystem(), dest, labels, end - timedelta(seconds=10))
+    config = Config(
+        destination=dest,
+        namespace="ns",
+        monitor="watch",
+        start=format_time(end - timedelta(hours=1)),
+        end=format_time(end),
+        target=churn.TARGET,
+        columns=(*churn.NUMERIC, *churn.CATEGORICAL),
+        model="churn",
+    )
+    made = snapshot.materialise(store.filesystem(), config, format_time(end))
+    client = mlflow_client(mlflow.uri)
+    experiment = client.get_experiment_by_name("snapshot-trainer")
+    exp_id = (
+        experiment.experiment_id if experiment else client.create_experiment("snapshot-trainer")
+    )
+    run_id = client.create_run(exp_id).info.run_id
+    env = {
+        **os.environ,
+        **store.env(),
+        "MLFLOW_TRACKING_URI": mlflow.uri,
+        "MLFLOW_RUN_ID": run_id,
+        "MODELWORKS_DATASET_URI": made["uri"],
+        "MODELWORKS_DATASET_VERSION": made["digest"],
+        "MODELWORKS_HYPERPARAMETERS": json.dumps({"n_estimators": 20}),
+    }
+    proc = subprocess.run(
+        [sys.executable, str(TRAINER)], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = client.get_run(run_id)
+    (given,) = run.inputs.dataset_inputs
+    assert given.dataset.digest == made["digest"]
+    assert made["uri"].removeprefix("s3://") in given.dataset.source
+    assert run.data.metrics["train_rows"] + run.data.metrics["val_rows"] == made["rows"]
