@@ -286,6 +286,53 @@ INVALID: list[Case] = [
         {"retrain": {"template": {"image": "trainer:1", "replicas": 0}}},
         "spec.retrain.template.replicas",
     ),
+    Case(
+        "dm-captured-no-target",
+        DM,
+        {"retrain": {"fromTrainingJob": {"name": "t"}, "dataset": {"source": "Captured"}}},
+        "spec.retrain.dataset.target",
+    ),
+    Case(
+        "dm-captured-batch",
+        DM,
+        {
+            "target": DELETE,
+            "batch": {"currentUri": "file:///x.csv"},
+            "reference": {"datasetUri": "file:///r.csv"},
+            "retrain": {
+                "fromTrainingJob": {"name": "t"},
+                "dataset": {"source": "Captured", "target": "churned"},
+            },
+        },
+        "spec.retrain.dataset.source",
+    ),
+    Case(
+        "dm-captured-source",
+        DM,
+        {"retrain": {"fromTrainingJob": {"name": "t"}, "dataset": {"source": "Fresh"}}},
+        "spec.retrain.dataset.source",
+    ),
+    Case(
+        "dm-captured-holdout",
+        DM,
+        {"retrain": {"fromTrainingJob": {"name": "t"}, "dataset": {"holdoutFraction": 0.9}}},
+        "spec.retrain.dataset.holdoutFraction",
+    ),
+    Case(
+        "dm-captured-window-short",
+        DM,
+        {
+            "window": "2h",
+            "retrain": {"fromTrainingJob": {"name": "t"}, "dataset": {"window": "30m"}},
+        },
+        "spec.retrain.dataset.window",
+    ),
+    Case(
+        "dm-captured-min-rows",
+        DM,
+        {"retrain": {"fromTrainingJob": {"name": "t"}, "dataset": {"minRows": 0}}},
+        "spec.retrain.dataset.minRows",
+    ),
     Case("dm-quantile", DM, {"calibration": {"quantile": 1.5}}, "spec.calibration.quantile"),
     Case(
         "dm-live-dataset-reference",

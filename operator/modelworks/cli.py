@@ -89,6 +89,12 @@ def _drift(args: argparse.Namespace) -> int:
     return batch.main(args.reference, args.reference_kind, args.current, args.config)
 
 
+def _snapshot(args: argparse.Namespace) -> int:
+    from modelworks import snapshot
+
+    return snapshot.main(args.config)
+
+
 # --- helpers for people: status and watch ------------------------------------------------
 
 SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -316,6 +322,13 @@ def parser() -> argparse.ArgumentParser:
     drift.add_argument("--current", required=True, help="dataset URI (CSV or Parquet)")
     drift.add_argument("--config", default="{}", help="the monitor's drift settings, as JSON")
     drift.set_defaults(func=_drift)
+    snap = sub.add_parser(
+        "snapshot",
+        help="materialise the captured, labelled rows of a window as a dataset snapshot "
+        "(what a DriftMonitor's snapshot Job runs)",
+    )
+    snap.add_argument("--config", required=True, help="destination, window, columns, as JSON")
+    snap.set_defaults(func=_snapshot)
     performance = sub.add_parser(
         "performance",
         help="a model-quality check (what a DriftMonitor's performance Job runs): "

@@ -17,7 +17,7 @@ from typing import Any
 from modelworks import conditions
 from modelworks.api import DRIFT_MONITOR
 from modelworks.api.common import parse_duration
-from modelworks.api.driftmonitor import DriftMonitorSpec
+from modelworks.api.driftmonitor import DriftMonitorSpec, captured
 from modelworks.builders.driftmonitor import (
     build_batch_job,
     build_retrain,
@@ -43,6 +43,7 @@ from modelworks.drift.statistics import STATISTICS
 from modelworks.drift.window import Window
 from modelworks.names import format_time, later, parse_time
 from modelworks.schedule import Cron
+from modelworks.status import snapshot as snap
 from modelworks.status.decision import Decision, StatusBuilder
 
 RESULT_LIMIT = 3800  # bytes: a batch Job reports through its termination message (4096)
@@ -246,6 +247,7 @@ class LiveCheck:
     window: Window  # counts per feature, pods, since (the baseline snapshot's time)
     prometheus: bool = False  # the window is Prometheus's [now - spec.window, now]
     outputs: Window | None = None  # counts per model output (prediction drift), if watched
+    capture: snap.Capture | None = None  # what the target captures (retraining on fresh data)
 
 
 @dataclass(frozen=True)
@@ -287,6 +289,8 @@ class Facts:
     job: BatchJob | None = None  # batch mode: the check Job in flight, if it still exists
     retrain: RetrainFacts = field(default_factory=RetrainFacts)
     calibration_cells: int = MAX_CELLS  # the operator's budget for a live check's bootstrap
+    snapshot: snap.SnapshotJob | None = None  # the snapshot Job in flight (None: none, or gone)
+    snapshot_only: bool = False  # a snapshot Job is in flight and no check is due: poll it
 
 
 @dataclass(frozen=True)
@@ -305,7 +309,7 @@ class StartRetrain:
     body: Mapping[str, Any]
 
 
-Action = ApplyBatchJob | StartRetrain
+Action = ApplyBatchJob | StartRetrain | snap.ApplySnapshotJob
 
 
 @dataclass(frozen=True)
@@ -324,6 +328,7 @@ class CheckFacts:
     refused: tuple[str, str, str] | None = None  # (TrainingJob, reason, message): not created
     last_retrain: LastRetrain | None = None
     waiting: str = ""  # what a batch check waits for
+    snapshot: snap.Step = field(default_factory=snap.Step)
 
 
 def assess(
@@ -349,6 +354,8 @@ def decide(
     interval = parse_duration(spec.interval)
     if spec.suspend:
         return replace(compute(meta, spec, CheckFacts(), old, now), result="suspended")
+    if facts.snapshot_only:
+        return _snapshot_progress(spec, facts, old, CheckFacts(), now, interval)
     if spec.batch is not None:
         return _decide_batch(spec, facts, old, now, interval)
     if facts.problem is not None:
@@ -488,13 +495,20 @@ def _finish(
     *,
     served: str | None,
 ) -> Decision[Action]:
-    """A scored window: its status, and the retraining it starts (if any)."""
+    """A scored window: its status, and the retraining (or its snapshot) it starts."""
     assert found.check is not None
     _consecutive, declared, _newly = assess(spec, old, found.check)
-    plan, start, failure = _retrain(spec, facts, old, declared, found.check, now, served)
-    retrained = str(start.body["metadata"]["name"]) if start is not None else None
-    found = replace(found, retrain=plan, retrained=retrained, last_retrain=facts.retrain.last)
-    if facts.retrain.refused is not None and start is None and plan.trigger is not None:
+    if spec.retrain is not None and snap.pending(old) is not None:
+        return _snapshot_progress(spec, facts, old, found, now, interval)
+    plan, action, failure, step = _retrain(spec, facts, old, declared, found.check, now, served)
+    retrained = str(action.body["metadata"]["name"]) if isinstance(action, StartRetrain) else None
+    if step.condition is None and facts.live is not None:
+        before = conditions.get(old.get("conditions"), snap.CONDITION)
+        step = replace(step, condition=snap.standing(spec, facts.live.capture, before))
+    found = replace(
+        found, retrain=plan, retrained=retrained, last_retrain=facts.retrain.last, snapshot=step
+    )
+    if facts.retrain.refused is not None and action is None and plan.trigger is not None:
         name = retrain_name(facts.monitor["metadata"]["name"], _retrain_key(facts, old))
         found = replace(found, refused=(name, *facts.retrain.refused))
         failure = ""  # told by _retrain_news
@@ -503,8 +517,8 @@ def _finish(
     return Decision(
         status=decided.status,
         events=decided.events + failed,
-        actions=(start,) if start is not None else (),
-        requeue_after=interval,
+        actions=(action,) if action is not None else (),
+        requeue_after=JOB_POLL if step.job is not None else interval,
     )
 
 
@@ -516,10 +530,12 @@ def _retrain(
     check: Mapping[str, Any],
     now: str,
     served: str | None,
-) -> tuple[RetrainPlan, StartRetrain | None, str]:
-    """The retraining plan, the TrainingJob to start, and why it cannot start ("" if it can)."""
+) -> tuple[RetrainPlan, Action | None, str, snap.Step]:
+    """The retraining plan, what to start (the TrainingJob, or first its snapshot Job), why
+    it cannot start ("" if it can), and the snapshot's part of the status."""
+    none = snap.Step()
     if spec.retrain is None:
-        return RetrainPlan(None), None, ""
+        return RetrainPlan(None), None, "", none
     key = _retrain_key(facts, old)
     # A retraining of this very decision that exists already was started by a pass whose
     # status write was lost: it is this decision's, not one that blocks it.
@@ -534,28 +550,124 @@ def _retrain(
         generation=facts.monitor["metadata"].get("generation"),
     )
     if plan.trigger is None:
-        return plan, None, ""
-    source = None
-    if spec.retrain.from_training_job is not None:
-        source = spec.retrain.from_training_job.name
-        if facts.retrain.source_spec is None:
-            failure = f"TrainingJob {source} (spec.retrain.fromTrainingJob) does not exist"
-            return RetrainPlan(None, failure, plan.next_scheduled), None, failure
-        training_spec: Mapping[str, Any] = facts.retrain.source_spec
-    else:
-        assert spec.retrain.template is not None
-        training_spec = spec.retrain.template.wire()
+        return plan, None, "", none
+    training_spec, source, failure = _training_spec(spec, facts)
+    if training_spec is None:
+        return RetrainPlan(None, failure, plan.next_scheduled), None, failure, none
     if facts.retrain.refused is not None:
-        return plan, None, facts.retrain.refused[1]
+        return plan, None, facts.retrain.refused[1], none
+    why = evidence(facts.monitor["metadata"]["name"], plan.trigger, check, now, served)
+    if captured(spec) is not None:
+        step = _start_snapshot(spec, facts, key, plan.trigger, why, now)
+        if step.job is None:
+            return RetrainPlan(None, "", plan.next_scheduled), None, "", step
+        return plan, step.job, "", step
+    body = build_retrain(
+        facts.monitor, training_spec, key=key, trigger=plan.trigger, evidence=why, source=source
+    )
+    return plan, StartRetrain(body), "", none
+
+
+def _training_spec(
+    spec: DriftMonitorSpec, facts: Facts
+) -> tuple[Mapping[str, Any] | None, str | None, str]:
+    """The spec a retraining copies, the TrainingJob it copies (if any), and why none."""
+    assert spec.retrain is not None
+    if spec.retrain.from_training_job is None:
+        assert spec.retrain.template is not None
+        return spec.retrain.template.wire(), None, ""
+    source = spec.retrain.from_training_job.name
+    if facts.retrain.source_spec is None:
+        return None, source, f"TrainingJob {source} (spec.retrain.fromTrainingJob) does not exist"
+    return facts.retrain.source_spec, source, ""
+
+
+def _start_snapshot(
+    spec: DriftMonitorSpec,
+    facts: Facts,
+    key: str,
+    trigger: str,
+    why: Mapping[str, Any],
+    now: str,
+) -> snap.Step:
+    """The snapshot Job of a retraining decided on captured rows."""
+    live, server = facts.live, facts.server
+    assert server is not None
+    return snap.start(
+        spec,
+        facts.monitor,
+        live.capture if live is not None else None,
+        key=key,
+        trigger=trigger,
+        evidence=why,
+        columns=[f.name for f in live.profile.features] if live is not None else [],
+        server=(server.image, server.pull_policy, server.tracking_uri),
+        now=now,
+    )
+
+
+def _snapshot_progress(
+    spec: DriftMonitorSpec,
+    facts: Facts,
+    old: Mapping[str, Any],
+    found: CheckFacts,
+    now: str,
+    interval: float,
+) -> Decision[Action]:
+    """A snapshot Job is in flight: wait for it, start the TrainingJob on the snapshot it
+    reported, or say why it failed (the next retraining decision takes a new one)."""
+    meta = facts.monitor["metadata"]
+    step = snap.progress(old, facts.snapshot, str(meta["name"]))
+    plan = RetrainPlan(None, "", old.get("nextScheduledRetrain"))
+    action: StartRetrain | None = None
+    if step.ready is not None:
+        key = str((old.get("snapshot") or {}).get("key") or "")
+        training_job = retrain_name(str(meta["name"]), key)
+        action, failure = _retrain_on_snapshot(spec, facts, key, step)
+        if action is not None:
+            plan = RetrainPlan(step.trigger or "drift", "", plan.next_scheduled)
+            status = {**(step.status or {}), "trainingJob": training_job}
+            step = replace(step, status=status)
+        else:
+            refused = facts.retrain.refused or ("RetrainFailed", failure)
+            found = replace(found, refused=(training_job, *refused))
+            step = replace(step, status=snap.refused(old, training_job, refused[1]))
+    retrained = str(action.body["metadata"]["name"]) if action is not None else None
+    found = replace(
+        found, retrain=plan, retrained=retrained, last_retrain=facts.retrain.last, snapshot=step
+    )
+    decided = compute(meta, spec, found, old, now)
+    if step.status is None:
+        requeue = JOB_POLL
+    elif found.check is not None:
+        requeue = interval
+    else:
+        requeue = max(1.0, due(old, meta.get("generation"), now))
+    actions: tuple[Action, ...] = (action,) if action is not None else ()
+    return replace(decided, actions=actions, requeue_after=requeue)
+
+
+def _retrain_on_snapshot(
+    spec: DriftMonitorSpec, facts: Facts, key: str, step: snap.Step
+) -> tuple[StartRetrain | None, str]:
+    """The retraining TrainingJob on the snapshot ``step`` reported, or why it cannot start."""
+    assert step.ready is not None and facts.snapshot is not None
+    training_spec, source, failure = _training_spec(spec, facts)
+    if training_spec is None:
+        return None, failure
+    if facts.retrain.refused is not None:
+        return None, facts.retrain.refused[1]
     body = build_retrain(
         facts.monitor,
         training_spec,
         key=key,
-        trigger=plan.trigger,
-        evidence=evidence(facts.monitor["metadata"]["name"], plan.trigger, check, now, served),
+        trigger=step.trigger or "drift",
+        evidence=facts.snapshot.evidence,
         source=source,
+        snapshot=step.ready,
+        storage=spec.storage.wire() if spec.storage is not None else None,
     )
-    return plan, StartRetrain(body), ""
+    return StartRetrain(body), ""
 
 
 def _retrain_key(facts: Facts, old: Mapping[str, Any]) -> str:
@@ -603,6 +715,7 @@ KEEP = (
     "nextScheduledRetrain",
     "windowStart",
     "pods",
+    "snapshot",
 )
 
 
@@ -629,6 +742,10 @@ def compute(
         "nextScheduledRetrain": found.retrain.next_scheduled or None,
     }
     b.set(**{k: v for k, v in found_fields.items() if v is not None})
+    if found.snapshot.status is not None:
+        b.set(snapshot=dict(found.snapshot.status))
+    if found.snapshot.condition is not None:
+        b.put(snap.CONDITION, *found.snapshot.condition)
     declared = conditions.is_true(old.get("conditions"), "DriftDetected")
     events: list[Event] = []
     if spec.suspend:
@@ -645,6 +762,7 @@ def compute(
         _waiting(b, old, found.waiting)
     if b.condition("DriftDetected") is None:
         b.put("DriftDetected", False, "NoCheckYet", "no window has been scored yet")
+    events += list(found.snapshot.events)
     events += _retrain_news(b, old, found, declared, str(meta["name"]))
     return replace(b.decide(), events=events)
 
