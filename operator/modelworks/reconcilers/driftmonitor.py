@@ -58,6 +58,7 @@ from modelworks.reconcilers.base import Context, KindReconciler, Learned
 from modelworks.reconcilers.children import get_owned, owned_only
 from modelworks.reconcilers.tenancy import uri_refusal
 from modelworks.status import driftmonitor as status
+from modelworks.status import performance as quality
 from modelworks.status import snapshot as snap
 from modelworks.status import tenancy
 from modelworks.status.common import pod_ready
@@ -88,6 +89,8 @@ def shortcut(obj: Mapping[str, Any], spec: DriftMonitorSpec, now: str) -> Decisi
     if spec.retrain is not None and snap.pending(old) is not None:
         return None  # a snapshot Job to poll
     wait = due(old, obj["metadata"].get("generation"), now)
+    if spec.performance is not None and spec.target is not None:
+        wait = min(wait, quality.performance_due(old, obj["metadata"].get("generation"), now))
     return unchanged(old, wait, "waiting") if wait > 0 else None
 
 
@@ -110,6 +113,11 @@ def observe(obj: Mapping[str, Any], spec: DriftMonitorSpec, ctx: Context) -> Fac
         facts = replace(facts, job=job, problem=problem)
         ready = job is not None and job.finished is not None
     else:
+        now = format_time(datetime.now(UTC))
+        if spec.performance is not None:
+            facts = replace(facts, performance=_performance(obj, spec, ctx))
+            if due(old, obj["metadata"].get("generation"), now) > 0:
+                return replace(facts, performance_only=True)
         problem, live = _live(obj, spec, ctx)
         facts = replace(
             facts, problem=problem, live=live, calibration_cells=ctx.bounds.calibration_cells
@@ -128,7 +136,11 @@ def act(
     as it is; one it does not own is never written over."""
     for action in actions:
         match action:
-            case ApplyBatchJob(body=body) | snap.ApplySnapshotJob(body=body):
+            case (
+                ApplyBatchJob(body=body)
+                | snap.ApplySnapshotJob(body=body)
+                | quality.ApplyPerformanceJob(body=body)
+            ):
                 _create_check(ctx.kube, obj, body)
             case StartRetrain(body=body):
                 _create_retrain(ctx.kube, obj, body)
@@ -250,6 +262,46 @@ def _capture(target: Mapping[str, Any]) -> snap.Capture:
         model=str(target["spec"]["model"]["name"]),
         destination=capture.get("destination") or None,
     )
+
+
+def _performance(
+    obj: Mapping[str, Any], spec: DriftMonitorSpec, ctx: Context
+) -> quality.PerformanceFacts:
+    """The performance check's facts: the target's served version and capture, the Job in
+    flight (its result once it finished) and then the baseline metrics of the served
+    version's MLflow run."""
+    assert spec.target is not None
+    ns, name = obj["metadata"]["namespace"], spec.target.model_deployment.name
+    target = ctx.kube.get(API_VERSION, "ModelDeployment", ns, name)
+    if target is None:
+        return quality.PerformanceFacts(
+            name, problem=("TargetNotFound", f"ModelDeployment {name} does not exist")
+        )
+    capture = _capture(target)
+    served = (target.get("status") or {}).get("stableVersion")
+    facts = quality.PerformanceFacts(
+        name,
+        model=capture.model,
+        served=str(served) if served else None,
+        destination=capture.destination,
+    )
+    job_name = ((obj.get("status") or {}).get("performance") or {}).get("checkJob")
+    job = get_owned(ctx.kube, "batch/v1", "Job", obj, str(job_name)) if job_name else None
+    if job is None:
+        return facts
+    found = _finished(obj, job, ctx.kube)
+    check = quality.CheckJob(found.name, found.finished, found.message, found.failure)
+    facts = replace(facts, job=check)
+    if found.finished is None or facts.served is None:
+        return facts
+    try:
+        mv = ctx.registry.get_version(capture.model, facts.served)
+        baselines = ctx.registry.get_run(mv.run_id).metrics if mv and mv.run_id else {}
+    except TrackingUnavailable as exc:
+        return replace(
+            facts, problem=("MLflowUnavailable", f"the MLflow server did not answer: {exc}")
+        )
+    return replace(facts, baselines=baselines)
 
 
 def _prometheus_window(

@@ -43,8 +43,10 @@ from modelworks.drift.statistics import STATISTICS
 from modelworks.drift.window import Window
 from modelworks.names import format_time, later, parse_time
 from modelworks.schedule import Cron
+from modelworks.status import performance as quality
 from modelworks.status import snapshot as snap
 from modelworks.status.decision import Decision, StatusBuilder
+from modelworks.status.quality import MODEL_QUALITY
 
 RESULT_LIMIT = 3800  # bytes: a batch Job reports through its termination message (4096)
 JOB_POLL = 10.0  # seconds between looks at a running batch check
@@ -181,6 +183,7 @@ def plan_retrain(
     created: str,
     now: str,
     generation: int | None = None,
+    degraded: bool = False,
 ) -> RetrainPlan:
     """Whether to start a retraining now: drift declared (or a schedule due), the cooldown
     since the last one passed (or it failed under an earlier ``generation`` of the spec),
@@ -198,6 +201,8 @@ def plan_retrain(
     trigger = None
     if retrain.on_drift and declared:
         trigger = "drift"
+    elif retrain.on_drift and degraded:
+        trigger = "performance"
     elif next_scheduled and parse_time(next_scheduled) <= parse_time(now):
         trigger = "schedule"
         next_scheduled = format_time(Cron.parse(retrain.schedule or "").next_after(parse_time(now)))
@@ -206,14 +211,14 @@ def plan_retrain(
     last = (old.get("lastRetrain") or {}).get("at")
     cooldown = parse_duration(retrain.cooldown)
     if (
-        trigger == "drift"
+        trigger in ("drift", "performance")
         and last
         and not failed_under_older_spec(old, generation)
         and parse_time(last) + timedelta(seconds=cooldown) > parse_time(now)
     ):
         return RetrainPlan(
             None,
-            f"drift, but the last retraining started at {last} (cooldown {retrain.cooldown})",
+            f"{trigger}, but the last retraining started at {last} (cooldown {retrain.cooldown})",
             next_scheduled,
         )
     if active >= retrain.max_concurrent:
@@ -291,6 +296,8 @@ class Facts:
     calibration_cells: int = MAX_CELLS  # the operator's budget for a live check's bootstrap
     snapshot: snap.SnapshotJob | None = None  # the snapshot Job in flight (None: none, or gone)
     snapshot_only: bool = False  # a snapshot Job is in flight and no check is due: poll it
+    performance: quality.PerformanceFacts | None = None  # spec.performance's check
+    performance_only: bool = False  # the performance check is due, the drift check is not
 
 
 @dataclass(frozen=True)
@@ -309,7 +316,7 @@ class StartRetrain:
     body: Mapping[str, Any]
 
 
-Action = ApplyBatchJob | StartRetrain | snap.ApplySnapshotJob
+Action = ApplyBatchJob | StartRetrain | snap.ApplySnapshotJob | quality.ApplyPerformanceJob
 
 
 @dataclass(frozen=True)
@@ -329,6 +336,7 @@ class CheckFacts:
     last_retrain: LastRetrain | None = None
     waiting: str = ""  # what a batch check waits for
     snapshot: snap.Step = field(default_factory=snap.Step)
+    performance: quality.PerformanceStep | None = None
 
 
 def assess(
@@ -358,6 +366,8 @@ def decide(
         return _snapshot_progress(spec, facts, old, CheckFacts(), now, interval)
     if spec.batch is not None:
         return _decide_batch(spec, facts, old, now, interval)
+    if facts.performance_only:
+        return _performance_only(spec, facts, old, now)
     if facts.problem is not None:
         return _live_problem(meta, spec, old, facts.problem, now, interval)
     live = facts.live
@@ -386,9 +396,54 @@ def decide(
         pods=live.window.pods,
         window_start=format_time(datetime.fromtimestamp(since, UTC)) if since is not None else None,
         next_check=later(now, interval),
+        performance=_performance(spec, facts, old, now),
     )
     base = old if old.get("servedVersion") in (None, live.served) else fresh(old)
-    return _finish(spec, facts, base, found, now, interval, served=live.served)
+    decided = _finish(spec, facts, base, found, now, interval, served=live.served)
+    return _with_performance(decided, found.performance)
+
+
+def _performance(
+    spec: DriftMonitorSpec, facts: Facts, old: Mapping[str, Any], now: str
+) -> quality.PerformanceStep | None:
+    """This pass's part of the performance check (spec.performance), if any."""
+    if spec.performance is None or facts.performance is None:
+        return None
+    server = (facts.server.image, facts.server.pull_policy) if facts.server else ("", "")
+    return quality.step(spec, facts.performance, old, facts.monitor, server, now)
+
+
+def _with_performance(
+    decided: Decision[Action], step: quality.PerformanceStep | None
+) -> Decision[Action]:
+    """The performance Job to create, and the next look at it."""
+    if step is None:
+        return decided
+    job = (quality.ApplyPerformanceJob(step.job),) if step.job is not None else ()
+    requeue = (
+        step.requeue if decided.requeue_after is None else min(decided.requeue_after, step.requeue)
+    )
+    return replace(decided, actions=(*decided.actions, *job), requeue_after=max(1.0, requeue))
+
+
+def _performance_only(
+    spec: DriftMonitorSpec, facts: Facts, old: Mapping[str, Any], now: str
+) -> Decision[Action]:
+    """The performance check is due, the drift check is not: only its Job and result. A
+    newly found drop brings the next check forward, which decides the retraining."""
+    meta = facts.monitor["metadata"]
+    step = _performance(spec, facts, old, now)
+    served = facts.performance.served if facts.performance else None
+    sooner = (
+        step is not None
+        and step.degraded
+        and spec.retrain is not None
+        and not quality.was_degraded(old, served)
+    )
+    found = CheckFacts(performance=step, next_check=now if sooner else None)
+    decided = compute(meta, spec, found, old, now)
+    wait = 1.0 if sooner else max(1.0, due(old, meta.get("generation"), now))
+    return _with_performance(replace(decided, requeue_after=wait), step)
 
 
 def _live_problem(
@@ -500,7 +555,9 @@ def _finish(
     _consecutive, declared, _newly = assess(spec, old, found.check)
     if spec.retrain is not None and snap.pending(old) is not None:
         return _snapshot_progress(spec, facts, old, found, now, interval)
-    plan, action, failure, step = _retrain(spec, facts, old, declared, found.check, now, served)
+    plan, action, failure, step = _retrain(
+        spec, facts, old, (declared, found.performance), found.check, now, served
+    )
     retrained = str(action.body["metadata"]["name"]) if isinstance(action, StartRetrain) else None
     if step.condition is None and facts.live is not None:
         before = conditions.get(old.get("conditions"), snap.CONDITION)
@@ -526,7 +583,7 @@ def _retrain(
     spec: DriftMonitorSpec,
     facts: Facts,
     old: Mapping[str, Any],
-    declared: bool,
+    triggers: tuple[bool, quality.PerformanceStep | None],
     check: Mapping[str, Any],
     now: str,
     served: str | None,
@@ -534,6 +591,7 @@ def _retrain(
     """The retraining plan, what to start (the TrainingJob, or first its snapshot Job), why
     it cannot start ("" if it can), and the snapshot's part of the status."""
     none = snap.Step()
+    declared, performance = triggers
     if spec.retrain is None:
         return RetrainPlan(None), None, "", none
     key = _retrain_key(facts, old)
@@ -548,6 +606,7 @@ def _retrain(
         created=str(facts.monitor["metadata"].get("creationTimestamp") or now),
         now=now,
         generation=facts.monitor["metadata"].get("generation"),
+        degraded=performance is not None and performance.degraded,
     )
     if plan.trigger is None:
         return plan, None, "", none
@@ -557,6 +616,8 @@ def _retrain(
     if facts.retrain.refused is not None:
         return plan, None, facts.retrain.refused[1], none
     why = evidence(facts.monitor["metadata"]["name"], plan.trigger, check, now, served)
+    if plan.trigger == "performance" and performance is not None:
+        why["performance"] = quality.evidence(performance)
     if captured(spec) is not None:
         step = _start_snapshot(spec, facts, key, plan.trigger, why, now)
         if step.job is None:
@@ -716,6 +777,7 @@ KEEP = (
     "windowStart",
     "pods",
     "snapshot",
+    "performance",
 )
 
 
@@ -746,6 +808,7 @@ def compute(
         b.set(snapshot=dict(found.snapshot.status))
     if found.snapshot.condition is not None:
         b.put(snap.CONDITION, *found.snapshot.condition)
+    perf_events = _performance_status(b, spec, found.performance)
     declared = conditions.is_true(old.get("conditions"), "DriftDetected")
     events: list[Event] = []
     if spec.suspend:
@@ -762,9 +825,25 @@ def compute(
         _waiting(b, old, found.waiting)
     if b.condition("DriftDetected") is None:
         b.put("DriftDetected", False, "NoCheckYet", "no window has been scored yet")
-    events += list(found.snapshot.events)
+    events += list(found.snapshot.events) + perf_events
     events += _retrain_news(b, old, found, declared, str(meta["name"]))
     return replace(b.decide(), events=events)
+
+
+def _performance_status(
+    b: StatusBuilder, spec: DriftMonitorSpec, step: quality.PerformanceStep | None
+) -> list[Event]:
+    """status.performance and ModelQuality (gone with spec.performance)."""
+    if spec.performance is None:
+        b.set(performance=None)
+        b.drop(MODEL_QUALITY)
+        return []
+    if step is None:
+        return []
+    b.set(performance=dict(step.status) if step.status else None)
+    if step.condition is not None:
+        b.put(MODEL_QUALITY, *step.condition)
+    return list(step.events)
 
 
 def _drifted_of(entries: list[Mapping[str, Any]], what: str) -> str:
@@ -863,7 +942,7 @@ def _retrain_news(
             lastRetrain={
                 "trainingJob": found.retrained,
                 "at": b.now,
-                "reason": reason + (f" ({detail})" if reason == "drift" and detail else ""),
+                "reason": _retrain_reason(reason, detail, found.performance),
             },
         )
         message = f"TrainingJob {found.retrained} started ({reason}) by {name}"
@@ -872,9 +951,19 @@ def _retrain_news(
     if found.refused is not None:
         return _refused(b, found.retrain.trigger or "drift", found.refused)
     news = _last_retrain(b, found.last_retrain)
-    if found.retrain.reason and found.check is not None and declared:
+    degraded = found.performance is not None and found.performance.degraded
+    if found.retrain.reason and found.check is not None and (declared or degraded):
         news.append(Event("RetrainSkipped", found.retrain.reason, "Normal"))
     return news
+
+
+def _retrain_reason(trigger: str, detail: str, performance: quality.PerformanceStep | None) -> str:
+    """``drift (Drift)``, ``performance (roc_auc 0.61 worse than ...)`` or ``schedule``."""
+    if trigger == "drift" and detail:
+        return f"drift ({detail})"
+    if trigger == "performance" and performance is not None and performance.reason:
+        return f"performance ({performance.reason})"[:300]
+    return trigger
 
 
 def _refused(b: StatusBuilder, trigger: str, refused: tuple[str, str, str]) -> list[Event]:
