@@ -144,12 +144,22 @@ def step(
         return PerformanceStep(rest, outcome.condition, requeue=parse_duration(perf.interval))
     if facts.job is not None:
         if facts.job.finished is None:
-            return PerformanceStep(previous, None, degraded=keep)
+            return PerformanceStep(previous, None, degraded=keep, reason=_reason(previous, keep))
         return _judged(spec, facts, facts.job, previous, now)
     wait = performance_due(old, monitor["metadata"].get("generation"), now)
     if wait > 0:
-        return PerformanceStep(previous or None, None, requeue=wait, degraded=keep)
+        return PerformanceStep(
+            previous or None, None, requeue=wait, degraded=keep, reason=_reason(previous, keep)
+        )
     return _start(spec, facts, previous, monitor, server, now)
+
+
+def _reason(previous: Mapping[str, Any], degraded: bool) -> str:
+    """Which metrics dropped in the last check (as decide_quality said it)."""
+    if not degraded:
+        return ""
+    bad = [m for m in previous.get("metrics") or [] if m.get("verdict") == "Degraded"]
+    return "; ".join(f"{m.get('metric')} {m.get('reason', '')}".strip() for m in bad)
 
 
 def _start(
