@@ -56,7 +56,9 @@ KUEUE_PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
 HASH_ANNOTATION = "modelworks.dev/desired-hash"  # digest of a child as last applied
 EXPERIMENT_ANNOTATION = "modelworks.dev/mlflow-experiment-id"  # a TrainingJob's Job
 RUN_ANNOTATION = "modelworks.dev/mlflow-run-id"  # a TrainingJob's Job
-TRIGGER_ANNOTATION = "modelworks.dev/retrain-trigger"  # a retraining TrainingJob: drift|schedule
+TRIGGER_ANNOTATION = (
+    "modelworks.dev/retrain-trigger"  # a retraining TrainingJob: drift|schedule|performance
+)
 MONITOR_GENERATION_ANNOTATION = "modelworks.dev/drift-monitor-generation"  # ... of which spec
 EVIDENCE_ANNOTATION = "modelworks.dev/drift-evidence"  # a retraining TrainingJob: the scores
 SNAPSHOT_ANNOTATION = "modelworks.dev/snapshot"  # a retraining TrainingJob: its data (JSON)
