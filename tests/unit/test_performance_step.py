@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from modelworks import metrics
 from modelworks.api.driftmonitor import DriftMonitorSpec
 from modelworks.status.driftmonitor import plan_retrain
 from modelworks.status.performance import (
@@ -259,3 +260,35 @@ def test_a_drop_triggers_a_retraining_as_drift_does(
     )
     assert plan.trigger == trigger
     assert why in plan.reason
+
+
+def test_quality_gauges_mirror_the_last_check_and_go_with_the_monitor() -> None:
+    meta = {"namespace": "ml", "name": "q-gauged"}
+    checked = {
+        "performance": {
+            "lastCheckTime": "t1",
+            "verdict": "Degraded",
+            "metrics": [{"metric": "roc_auc", "value": 0.6}, {"metric": "f1"}],
+        }
+    }
+    metrics.observe_drift(meta, {}, checked)
+    value = metrics.REGISTRY.get_sample_value
+    labels = {"namespace": "ml", "monitor": "q-gauged"}
+    assert value("modelworks_quality_metric", {**labels, "metric": "roc_auc"}) == 0.6
+    assert value("modelworks_quality_metric", {**labels, "metric": "f1"}) is None
+    assert value("modelworks_quality_degraded", labels) == 1.0
+    metrics.observe_drift(meta, checked, {**checked, "lastCheckTime": "t2"})  # a drift check
+    assert value("modelworks_quality_degraded", labels) == 1.0
+    ok = {"performance": {"lastCheckTime": "t3", "verdict": "OK", "metrics": []}}
+    metrics.observe_drift(meta, checked, ok)
+    assert value("modelworks_quality_metric", {**labels, "metric": "roc_auc"}) is None
+    assert value("modelworks_quality_degraded", labels) == 0.0
+    metrics.forget_drift(meta)
+    assert value("modelworks_quality_degraded", labels) is None
+
+
+def test_no_job_while_the_target_serves_nothing() -> None:
+    spec = DriftMonitorSpec.model_validate(SPEC)
+    out = step(spec, facts(served=None), {}, MONITOR, SERVER, NOW)
+    assert out.job is None
+    assert out.condition is not None and out.condition[:2] == ("Unknown", "TargetNotServing")

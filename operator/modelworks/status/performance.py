@@ -142,6 +142,11 @@ def step(
         outcome = decide_quality(perf, QualityFacts(None, captures=False, target=facts.target))
         rest = {k: v for k, v in previous.items() if k != "checkJob"} or None
         return PerformanceStep(rest, outcome.condition, requeue=parse_duration(perf.interval))
+    if facts.served is None:
+        message = f"ModelDeployment {facts.target} serves no version yet"
+        return PerformanceStep(
+            previous or None, ("Unknown", "TargetNotServing", message), requeue=RETRY
+        )
     if facts.job is not None:
         if facts.job.finished is None:
             return PerformanceStep(previous, None, degraded=keep, reason=_reason(previous, keep))
