@@ -1,10 +1,13 @@
-"""Benchmark: ``modelworks serve`` against ``mlflow models serve``, same model, same load.
+"""Benchmark: ``modelworks serve`` against ``mlflow models serve``, same model, same load;
+and ``modelworks serve`` with data capture at 100 % against without.
 
 One run: a real MLflow server on loopback, the example churn model trained and
-registered once, then each server in turn (same worker count, same port kind, same
-payload) under the same wrk load from loopback. Printed: requests per second and
-p50/p99 latency for both, and the ratios. Modelworks also exports its metrics and
-feature histograms during the run (checked at the end: the counts must match).
+registered once, a real S3 store (the cluster's SeaweedFS when ``MODELWORKS_S3_*`` is
+set, else one of its own), then each server in turn (same worker count, same port kind,
+same payload) under the same wrk load from loopback. Printed: requests per second and
+p50/p99 latency for each, and the ratios. Modelworks also exports its metrics and
+feature histograms during the run (checked at the end: the counts must match), and
+with capture on, the rows it captured, wrote and dropped.
 
     python bench/serving.py --duration 20 --connections 8 --workers 1
 """
@@ -26,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "operator")]
 
-from tests.support import eventually, free_port, mlflow_server  # noqa: E402
+from tests.support import eventually, free_port, mlflow_server, seaweedfs_server  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 ROW = {
@@ -131,6 +134,20 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(timeout=30)
 
 
+SERVERS = ("mlflow models serve", "modelworks serve", "modelworks + capture")
+
+
+def capture_counts(text: str) -> dict[str, float]:
+    def total(metric: str) -> float:
+        return sum(float(m) for m in re.findall(rf"^{metric}\{{[^}}]*\}} ([\d.e+]+)$", text, re.M))
+
+    return {
+        "captured": total("modelworks_capture_rows_total"),
+        "written": total("modelworks_capture_written_rows_total"),
+        "dropped": total("modelworks_capture_dropped_rows_total"),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -147,12 +164,21 @@ def main() -> int:
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: apt-get install wrk")
     body = json.dumps({"dataframe_records": [ROW] * args.rows})
-    results: dict[str, list[dict[str, float]]] = {"mlflow models serve": [], "modelworks serve": []}
-    with tempfile.TemporaryDirectory() as d, mlflow_server(Path(d) / "mlflow") as mlflow:
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in SERVERS}
+    with (
+        tempfile.TemporaryDirectory() as d,
+        mlflow_server(Path(d) / "mlflow") as mlflow,
+        seaweedfs_server(Path(d) / "weed") as store,
+    ):
         model_uri = train_and_register(mlflow.uri)
         env = dict(
             os.environ, MLFLOW_TRACKING_URI=mlflow.uri, PATH=f"{VENV_BIN}:{os.environ['PATH']}"
         )
+        # A short flush interval: the measured window includes the writes, not only buffering.
+        capture = json.dumps(
+            {"destination": f"s3://{store.bucket}/bench-{int(time.time())}", "flushInterval": "5s"}
+        )
+        envs = {"modelworks + capture": {**env, **store.env(), "MODELWORKS_DATA_CAPTURE": capture}}
         servers = {
             "mlflow models serve": lambda port: [
                 str(VENV_BIN / "mlflow"),
@@ -182,16 +208,18 @@ def main() -> int:
                 str(args.workers),
             ],
         }
+        servers["modelworks + capture"] = servers["modelworks serve"]
         for round_ in range(args.rounds):
             for name, cmd in servers.items():
                 port = free_port()
-                proc = run_server(cmd(port), env, port, Path(d) / f"{name.split()[0]}-{round_}.log")
+                log = Path(d) / f"{name.replace(' ', '')}-{round_}.log"
+                proc = run_server(cmd(port), envs.get(name, env), port, log)
                 try:
                     wrk(port, body, 3, args.connections, args.threads)  # warm-up
                     results[name].append(
                         wrk(port, body, args.duration, args.connections, args.threads)
                     )
-                    if name == "modelworks serve":
+                    if name.startswith("modelworks"):
                         with urllib.request.urlopen(
                             f"http://127.0.0.1:{port}/metrics", timeout=10
                         ) as r:
@@ -212,26 +240,43 @@ def main() -> int:
                         )
                         results[name][-1]["counted"] = counted
                         results[name][-1]["rows_counted"] = served
+                        results[name][-1].update(capture_counts(text))
                 finally:
                     stop(proc)
 
     def best(name: str) -> dict[str, float]:
         return max(results[name], key=lambda r: r["rps"])
 
-    ml, mw = best("mlflow models serve"), best("modelworks serve")
+    ml, mw, mwc = (
+        best("mlflow models serve"),
+        best("modelworks serve"),
+        best("modelworks + capture"),
+    )
     print(
         f"\nchurn GradientBoosting pipeline, {args.rows} row(s)/request, {args.workers} worker(s), "
         f"{args.connections} connections, {args.duration}s x {args.rounds} rounds (best round shown)"
     )
     print(f"{'':22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
-    for label, r in (("mlflow models serve", ml), ("modelworks serve", mw)):
+    for label, r in (
+        ("mlflow models serve", ml),
+        ("modelworks serve", mw),
+        ("modelworks + capture", mwc),
+    ):
         print(f"{label:22}{r['rps']:>10.1f}{r['p50']:>10.2f}{r['p99']:>10.2f}{r['errors']:>8.0f}")
     print(
         f"{'ratio (mw / mlflow)':22}{mw['rps'] / ml['rps']:>10.2f}{mw['p50'] / ml['p50']:>10.2f}{mw['p99'] / ml['p99']:>10.2f}"
     )
     print(
-        f"all rounds: mlflow {[round(r['rps']) for r in results['mlflow models serve']]} "
-        f"modelworks {[round(r['rps']) for r in results['modelworks serve']]} req/s"
+        f"{'ratio (capture / off)':22}{mwc['rps'] / mw['rps']:>10.2f}{mwc['p50'] / mw['p50']:>10.2f}{mwc['p99'] / mw['p99']:>10.2f}"
+    )
+    print(
+        "all rounds (req/s): "
+        + ", ".join(f"{n} {[round(r['rps']) for r in results[n]]}" for n in SERVERS)
+    )
+    print(
+        f"capture at 100 %: throughput cost {(1 - mwc['rps'] / mw['rps']) * 100:.1f} % (target <= 5 %); "
+        f"{mwc.get('captured', 0):.0f} rows captured, {mwc.get('written', 0):.0f} written by the "
+        f"end of the round, {mwc.get('dropped', 0):.0f} dropped"
     )
     print(
         f"modelworks /metrics counted {mw.get('counted', 0):.0f} successful requests and "

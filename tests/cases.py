@@ -118,6 +118,100 @@ INVALID: list[Case] = [
     ),
     Case("tj-clean-policy", TJ, {"cleanPodPolicy": "Some"}, "spec.cleanPodPolicy"),
     Case("tj-master-port", TJ, {"distributed": {"masterPort": 80}}, "spec.distributed.masterPort"),
+    # Data validation before training
+    Case(
+        "tj-dv-min-rows-zero",
+        TJ,
+        {"dataset": {"uri": "s3://d/t.parquet"}, "dataValidation": {"minRows": 0}},
+        "spec.dataValidation.minRows",
+    ),
+    Case(
+        "tj-dv-missing-share-over-one",
+        TJ,
+        {"dataset": {"uri": "s3://d/t.parquet"}, "dataValidation": {"maxMissingShare": 1.5}},
+        "spec.dataValidation.maxMissingShare",
+    ),
+    Case(
+        "tj-dv-column-share-negative",
+        TJ,
+        {
+            "dataset": {"uri": "s3://d/t.parquet"},
+            "dataValidation": {"missingByColumn": [{"column": "a", "maxMissingShare": -0.1}]},
+        },
+        "spec.dataValidation.missingByColumn[0].maxMissingShare",
+    ),
+    Case(
+        "tj-dv-class-share-over-one",
+        TJ,
+        {
+            "dataset": {"uri": "s3://d/t.parquet"},
+            "dataValidation": {"label": {"column": "churned", "maxClassShare": 2}},
+        },
+        "spec.dataValidation.label.maxClassShare",
+    ),
+    Case(
+        "tj-dv-class-shares-crossed",
+        TJ,
+        {
+            "dataset": {"uri": "s3://d/t.parquet"},
+            "dataValidation": {
+                "label": {"column": "churned", "minClassShare": 0.6, "maxClassShare": 0.4}
+            },
+        },
+        "spec.dataValidation.label.minClassShare",
+    ),
+    Case(
+        "tj-dv-no-check",
+        TJ,
+        {"dataset": {"uri": "s3://d/t.parquet"}, "dataValidation": {}},
+        "spec.dataValidation",
+    ),
+    Case(
+        "tj-dv-schema-both",
+        TJ,
+        {
+            "dataset": {"uri": "s3://d/t.parquet"},
+            "dataValidation": {
+                "schema": {"fromAlias": "champion", "columns": [{"name": "a", "type": "numeric"}]}
+            },
+        },
+        "spec.dataValidation.schema",
+    ),
+    Case(
+        "tj-dv-column-type",
+        TJ,
+        {
+            "dataset": {"uri": "s3://d/t.parquet"},
+            "dataValidation": {"schema": {"columns": [{"name": "a", "type": "float64"}]}},
+        },
+        "spec.dataValidation.schema.columns[0].type",
+    ),
+    Case(
+        "tj-dv-from-alias-latest",
+        TJ,
+        {
+            "dataset": {"uri": "s3://d/t.parquet"},
+            "dataValidation": {"schema": {"fromAlias": "latest"}},
+        },
+        "spec.dataValidation.schema.fromAlias",
+    ),
+    Case(
+        "tj-dv-from-alias-no-model",
+        TJ,
+        {
+            "model": DELETE,
+            "dataset": {"uri": "s3://d/t.parquet"},
+            "dataValidation": {"schema": {"fromAlias": "champion"}},
+        },
+        "spec.dataValidation.schema.fromAlias",
+    ),
+    Case("tj-dv-no-dataset", TJ, {"dataValidation": {"minRows": 1}}, "spec.dataValidation"),
+    Case(
+        "tj-dv-builtin-dataset",
+        TJ,
+        {"dataset": {"uri": "builtin://iris"}, "dataValidation": {"minRows": 1}},
+        "spec.dataValidation",
+    ),
     Case(
         "tj-toleration-op",
         TJ,
@@ -425,6 +519,23 @@ INVALID: list[Case] = [
         "spec.env",
     ),
     Case(
+        "md-feedback-token-keys",
+        MD,
+        {
+            "dataCapture": {
+                "destination": "s3://capture/churn",
+                "feedback": {"token": {"secretName": "fb", "keys": {"PATH": "token"}}},
+            }
+        },
+        "spec.dataCapture.feedback.token.keys",
+    ),
+    Case(
+        "md-feedback-token-plain-env",
+        MD,
+        {"env": [{"name": "MODELWORKS_FEEDBACK_TOKEN", "value": "in-the-open"}]},
+        "spec.env",
+    ),
+    Case(
         "md-capture-sampling",
         MD,
         {"dataCapture": {"destination": "s3://capture/churn", "samplingPercent": 101}},
@@ -441,6 +552,18 @@ INVALID: list[Case] = [
         MD,
         {"dataCapture": {"destination": "s3://capture/churn", "bufferRows": 10}},
         "spec.dataCapture.bufferRows",
+    ),
+    Case(
+        "md-capture-flush-interval",
+        MD,
+        {"dataCapture": {"destination": "s3://capture/churn", "flushInterval": "soon"}},
+        "spec.dataCapture.flushInterval",
+    ),
+    Case(
+        "md-capture-redact",
+        MD,
+        {"dataCapture": {"destination": "s3://capture/churn", "redact": ["two words"]}},
+        "spec.dataCapture.redact",
     ),
     Case(
         "md-capture-feedback-token",

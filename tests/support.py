@@ -242,7 +242,7 @@ def run_operator(cluster: Cluster, tmp: Path, **settings: str) -> Iterator[Opera
     try:
         eventually(
             lambda: op.healthy() or proc.poll() is not None,
-            timeout=60,
+            timeout=180,  # an operator starts in ~5 s, in a minute on a loaded shared machine
             what="the operator's /healthz",
         )
         if proc.poll() is not None:
@@ -338,7 +338,18 @@ class ObjectStore:
             endpoint_override=url.netloc,
             scheme=url.scheme,
             region="us-east-1",
+            allow_bucket_creation=True,
         )
+
+    def env(self, **override: str) -> dict[str, str]:
+        """The AWS_* variables a pod gets from spec.storage."""
+        return {
+            "AWS_ENDPOINT_URL_S3": self.endpoint,
+            "AWS_ACCESS_KEY_ID": self.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": self.secret_access_key,
+            "AWS_REGION": "us-east-1",
+            **override,
+        }
 
 
 S3_SECRET = "modelworks-s3"
@@ -435,3 +446,54 @@ def mlflow_server(
     ]
     with server_process(command, root, f"{uri}/health", what="mlflow server", env=env) as proc:
         yield MlflowServer(uri, proc, root, destination)
+
+
+S3Store = ObjectStore  # the cluster's store, or a test's own weed
+
+
+def _weed_identities(path: Path, key: str, secret: str) -> None:
+    actions = ["Admin", "Read", "List", "Tagging", "Write"]
+    credentials = [{"accessKey": key, "secretKey": secret}]
+    identity = {"name": "test", "credentials": credentials, "actions": actions}
+    path.write_text(json.dumps({"identities": [identity]}))
+
+
+@contextmanager
+def seaweedfs_server(root: Path, bucket: str = "capture-test") -> Iterator[S3Store]:
+    """The cluster's store when ``MODELWORKS_S3_*`` is set, else a ``weed server -s3`` of its
+    own on free ports (the binary ``hack/cluster.sh build seaweedfs`` caches), with one key
+    and ``bucket``."""
+    names = ("ENDPOINT", "ACCESS_KEY_ID", "SECRET_ACCESS_KEY", "BUCKET")
+    values = [os.environ.get(f"MODELWORKS_S3_{n}", "") for n in names]
+    if all(values):
+        yield S3Store(*values)
+        return
+    cache = Path(os.environ.get("MODELWORKS_CACHE", Path.home() / ".cache" / "modelworks"))
+    weed = sorted((cache / "bin").glob("seaweedfs-*/weed"))
+    assert weed, f"no weed under {cache}/bin: run hack/cluster.sh build seaweedfs"
+    key, secret = "MWTEST" + os.urandom(6).hex().upper(), os.urandom(20).hex()
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    _weed_identities(root / "s3.json", key, secret)
+    ports = {n: free_port() for n in ("master", "volume", "filer", "s3")}
+    command = [
+        str(weed[-1]), "-logtostderr=true", "server", "-s3", "-filer",
+        "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={root / 'data'}",
+        *(f"-{n}.port={p}" for n, p in ports.items()),
+        *(f"-{n}.port.grpc={free_port()}" for n in ports),
+        f"-filer.localSocket={root / 'filer.sock'}", f"-s3.localSocket={root / 's3.sock'}",
+        "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={root / 's3.json'}",
+        "-master.volumeSizeLimitMB=64", "-volume.max=0", "-master.telemetry=false",
+    ]  # fmt: skip
+    health = f"http://127.0.0.1:{ports['master']}/cluster/healthz"
+    with server_process(command, root, health, what="weed server"):
+        store = S3Store(f"http://127.0.0.1:{ports['s3']}", key, secret, bucket)
+
+        def bucket_made() -> bool:
+            try:
+                store.filesystem().create_dir(bucket)
+            except OSError:
+                return False
+            return True
+
+        eventually(bucket_made, timeout=60, what=f"bucket {bucket}")
+        yield store

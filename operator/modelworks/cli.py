@@ -95,6 +95,12 @@ def _snapshot(args: argparse.Namespace) -> int:
     return snapshot.main(args.config)
 
 
+def _validate_data(args: argparse.Namespace) -> int:
+    from modelworks import datacheck
+
+    return datacheck.main(args.dataset, args.config, args.profile, args.note)
+
+
 # --- helpers for people: status and watch ------------------------------------------------
 
 SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -336,6 +342,16 @@ def parser() -> argparse.ArgumentParser:
     )
     performance.add_argument("--config", required=True, help="window, metrics, store, as JSON")
     performance.set_defaults(func=_performance)
+    check = sub.add_parser(
+        "validate-data",
+        help="check a dataset before training (what a TrainingJob's validation Job runs): "
+        "exit 0 passed, 2 the data failed a check, 1 the check could not run",
+    )
+    check.add_argument("--dataset", required=True, help="dataset URI (CSV or Parquet)")
+    check.add_argument("--config", required=True, help="spec.dataValidation, as JSON")
+    check.add_argument("--profile", help="reference profile URI whose columns are the schema")
+    check.add_argument("--note", help="a line the verdict carries (e.g. where the schema is from)")
+    check.set_defaults(func=_validate_data)
     _add_status_and_watch(sub)
     crds = sub.add_parser("crds", help="print the CRDs generated from the API models")
     group = crds.add_mutually_exclusive_group()

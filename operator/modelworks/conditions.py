@@ -92,6 +92,8 @@ def remove(conditions: Iterable[Mapping[str, Any]] | None, type_: str) -> Condit
     return [dict(c) for c in conditions or () if c.get("type") != type_]
 
 
+DATA_CAPTURE_HEALTHY = "DataCaptureHealthy"  # ModelDeployment: captured rows reach the store
+
 # Conditions for which True is bad news (the rest: False is bad news).
 NEGATIVE = frozenset({"Degraded", "Stalled", "DriftDetected"})
 # Reasons that describe waiting, not trouble: no Warning for them.

@@ -123,6 +123,15 @@ S3_ENV = (
     MLFLOW_S3_ENDPOINT_ENV,
     S3_REGION_ENV,
 )
+# Ground truth on the model server's POST /feedback (spec.dataCapture.feedback): the bearer
+# token (only ever a secretKeyRef) and where the labels go (the capture destination).
+FEEDBACK_TOKEN_ENV = "MODELWORKS_FEEDBACK_TOKEN"
+FEEDBACK_TOKEN_KEY = "token"  # the Secret's key, unless spec.dataCapture.feedback.token.keys
+FEEDBACK_DESTINATION_ENV = "MODELWORKS_FEEDBACK_DESTINATION"
+FEEDBACK_ENV = (FEEDBACK_TOKEN_ENV, FEEDBACK_DESTINATION_ENV)
+# spec.dataCapture for the model server, as JSON (no credential: those come from S3_ENV).
+CAPTURE_CONFIG_ENV = "MODELWORKS_DATA_CAPTURE"
+CAPTURE_STOP_SECONDS = 20  # a stopping server's last flush; its pod's grace period adds it
 
 # --- metrics the model server exports and the operator reads ------------------------------
 
@@ -135,6 +144,17 @@ FEATURE_MISSING_METRIC = "modelworks_feature_missing_total"
 PREDICTION_METRIC_PREFIX = "modelworks_prediction_"
 PREDICTION_BUCKET_METRIC = "modelworks_prediction_bucket_total"
 PREDICTION_MISSING_METRIC = "modelworks_prediction_missing_total"
+FEEDBACK_LABELS_METRIC = "modelworks_feedback_labels_total"
+FEEDBACK_REFUSED_METRIC = "modelworks_feedback_refused_requests_total"
+REQUEST_ID_HEADER = "x-request-id"  # the inference id, kept from the client or made
+CAPTURE_METRIC_PREFIX = "modelworks_capture_"
+CAPTURE_ROWS_METRIC = "modelworks_capture_rows_total"
+CAPTURE_WRITTEN_METRIC = "modelworks_capture_written_rows_total"
+CAPTURE_DROPPED_METRIC = "modelworks_capture_dropped_rows_total"
+CAPTURE_FLUSH_METRIC = "modelworks_capture_last_flush_timestamp_seconds"
+CAPTURE_ERROR_METRIC = "modelworks_capture_last_error_timestamp_seconds"
+CAPTURE_DROP_BUFFER_FULL = "buffer_full"
+CAPTURE_DROP_WRITE_FAILED = "write_failed"
 
 # --- times: RFC 3339 in UTC, whole seconds, "Z" (what Kubernetes writes) -----------------
 

@@ -49,6 +49,7 @@ PURE = {
     "gate",
     "schedule",
     "prommath",
+    "validation",
 }
 # The bottom layer: every layer may import it; it imports no other modelworks module.
 BOTTOM = "names"
@@ -92,6 +93,8 @@ ALLOWED: dict[str, set[str]] = {
     "batch": {"api", "drift", "status", "clients"},
     "snapshot": {"clients", "quality"},
     "quality": {"quality", "clients", "api"},
+    "validation": {"api"},
+    "datacheck": {"api", "clients", "drift", "validation"},
     "apidocs": {"api"},
     "humans": {"api", "conditions"},
     "cli": {
@@ -105,6 +108,7 @@ ALLOWED: dict[str, set[str]] = {
         "batch",
         "snapshot",
         "quality",
+        "datacheck",
         "humans",
     },
     "__main__": {"cli"},

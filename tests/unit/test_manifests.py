@@ -796,6 +796,8 @@ SERVING_METRICS = {
     "modelworks_prediction_bucket_total",
     "modelworks_prediction_missing_total",
     "modelworks_serving_model_loaded",
+    "modelworks_feedback_labels_total",
+    "modelworks_feedback_refused_requests_total",
 }
 HISTOGRAMS = {
     "modelworks_reconcile_duration_seconds",
@@ -873,6 +875,7 @@ def test_alerts_cover_the_failure_modes() -> None:
         "TrainingJobFailed",
         "ModelServerHighErrorRate",
         "ModelServerHighLatency",
+        "ModelFeedbackStoreUnavailable",
     } <= set(rules)
     degraded = rules["ModelDeploymentDegraded"]
     assert 'modelworks_condition{kind="ModelDeployment", type="Degraded"} == 1' in degraded["expr"]

@@ -28,7 +28,7 @@ from modelworks.api.common import (
     list_map,
     storage_env_rule,
 )
-from modelworks.names import S3_ENV, SERVICE_PORT
+from modelworks.names import FEEDBACK_ENV, FEEDBACK_TOKEN_ENV, S3_ENV, SERVICE_PORT
 
 KIND = "ModelDeployment"
 PLURAL = "modeldeployments"
@@ -37,6 +37,7 @@ SHORT_NAMES = ("mdep",)
 # adds "-canary": keep room for it.
 MAX_NAME_LENGTH = 56
 MAX_STEPS = 10
+_FEEDBACK_ENV_CEL = "[" + ", ".join(f"'{n}'" for n in FEEDBACK_ENV) + "]"
 
 
 MODELS_SCHEME = "models:/"
@@ -243,6 +244,16 @@ class Feedback(ApiModel):
     Labels feed retraining, so the endpoint takes a bearer token; the token stays in its
     Secret and reaches the server pods as ``secretKeyRef`` env."""
 
+    __rules__ = (
+        Rule(
+            cel=f"!has(self.token.keys) || self.token.keys.all(k, k == '{FEEDBACK_TOKEN_ENV}')",
+            message=f"token.keys may only name {FEEDBACK_TOKEN_ENV}",
+            check=lambda f: set(f.token.keys or {}) <= {FEEDBACK_TOKEN_ENV},
+            field=".token.keys",
+            reason="FieldValueForbidden",
+        ),
+    )
+
     token: Credentials = Field(
         description="The bearer token: by default the Secret's key ``token`` "
         "(keys: {MODELWORKS_FEEDBACK_TOKEN: <key>} to name another)."
@@ -288,6 +299,14 @@ class ModelDeploymentSpec(ApiModel):
 
     __rules__ = (
         storage_env_rule(S3_ENV),
+        Rule(
+            cel=f"!has(self.env) || self.env.all(e, !(e.name in {_FEEDBACK_ENV_CEL}))",
+            message="env may not set the /feedback variables (spec.dataCapture.feedback): "
+            + ", ".join(FEEDBACK_ENV),
+            check=lambda s: not any(e.name in FEEDBACK_ENV for e in s.env or []),
+            field=".env",
+            reason="FieldValueForbidden",
+        ),
         Rule(
             cel="!(has(self.replicas) && has(self.autoscaling))",
             message="set replicas or autoscaling, not both",
@@ -368,6 +387,15 @@ class RollbackInfo(StatusModel):
     observed_generation: int | None = None
 
 
+class DataCaptureStatus(StatusModel):
+    rows_dropped: int | None = Field(
+        default=None,
+        ge=0,
+        description="Captured rows the serving pods dropped (buffer full or writes failed), "
+        "summed at the last check; counts restart with the pods.",
+    )
+
+
 class ModelDeploymentStatus(StatusModel):
     observed_generation: int | None = None
     phase: DeploymentPhase | None = None
@@ -383,6 +411,7 @@ class ModelDeploymentStatus(StatusModel):
     url: str | None = None
     history: list[HistoryEntry] | None = None
     rollback: RollbackInfo | None = None
+    data_capture: DataCaptureStatus | None = None
 
 
 class ModelDeployment(ApiModel):

@@ -139,6 +139,126 @@ class Distributed(ApiModel):
     master_port: int = Field(default=RENDEZVOUS_PORT, ge=1024, le=65535)
 
 
+ColumnType = Literal["numeric", "integer", "string", "boolean", "categorical"]
+ColumnName = Annotated[str, Field(min_length=1, max_length=256)]
+Share = Annotated[float, Field(ge=0.0, le=1.0)]
+BUILTIN_PREFIX = "builtin://"
+
+
+class ColumnSpec(ApiModel):
+    """One column the dataset must have, and its type."""
+
+    name: ColumnName
+    type: ColumnType = Field(
+        description="numeric (integers or floats), integer, string, boolean, or categorical "
+        "(any type: the column must only exist).",
+    )
+
+
+class TableSchema(ApiModel):
+    """The columns the dataset must have: listed, or those of a version's reference profile."""
+
+    __rules__ = (
+        Rule(
+            cel="has(self.columns) != has(self.fromAlias)",
+            message="schema takes either columns or fromAlias, not both and not neither",
+            check=lambda s: (s.columns is None) != (s.from_alias is None),
+        ),
+        Rule(
+            cel=f"!has(self.fromAlias) || ({ALIAS_RULE_CEL.replace('self', 'self.fromAlias')})",
+            message="fromAlias may not be 'latest' or look like a version (v1, V2)",
+            check=lambda s: s.from_alias is None or alias_ok(s.from_alias),
+            field=".fromAlias",
+        ),
+    )
+
+    columns: list[ColumnSpec] | None = Field(
+        default=None, min_length=1, max_length=1000, json_schema_extra=list_map("name")
+    )
+    from_alias: Alias | None = Field(
+        default=None,
+        description="Take the columns and their types (numeric or categorical) from the "
+        "reference profile of the version of spec.model.name that holds this alias.",
+    )
+    allow_extra_columns: bool = Field(
+        default=True, description="false: a column the schema does not name fails the check."
+    )
+
+
+class ColumnMissing(ApiModel):
+    """The missing share allowed in one column, over the default."""
+
+    column: ColumnName
+    max_missing_share: Share
+
+
+class LabelCheck(ApiModel):
+    """The label column: which classes must be present, and how balanced they must be."""
+
+    __rules__ = (
+        Rule(
+            cel="!has(self.minClassShare) || !has(self.maxClassShare) "
+            "|| self.minClassShare <= self.maxClassShare",
+            message="minClassShare may not be over maxClassShare",
+            check=lambda c: (
+                c.min_class_share is None
+                or c.max_class_share is None
+                or c.min_class_share <= c.max_class_share
+            ),
+            field=".minClassShare",
+        ),
+    )
+
+    column: ColumnName
+    classes: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(
+        default=None,
+        max_length=1000,
+        description="Classes that must each be present (compared as text: 1, yes).",
+    )
+    min_class_share: Share | None = Field(
+        default=None, description="Every class present must be at least this share of the rows."
+    )
+    max_class_share: Share | None = Field(
+        default=None, description="No class may be more than this share of the rows."
+    )
+
+
+class DataValidation(ApiModel):
+    """Checks of spec.dataset run by a Job before anything trains; a failure trains nothing."""
+
+    __rules__ = (
+        Rule(
+            cel="has(self.schema) || has(self.minRows) || has(self.maxMissingShare) "
+            "|| has(self.missingByColumn) || has(self.label)",
+            message="dataValidation needs at least one check: schema, minRows, "
+            "maxMissingShare, missingByColumn or label",
+            check=lambda v: any(
+                x is not None
+                for x in (
+                    v.table_schema,
+                    v.min_rows,
+                    v.max_missing_share,
+                    v.missing_by_column,
+                    v.label,
+                )
+            ),
+        ),
+    )
+
+    table_schema: TableSchema | None = Field(default=None, alias="schema")
+    min_rows: int | None = Field(default=None, ge=1, description="The fewest rows allowed.")
+    max_missing_share: Share | None = Field(
+        default=None, description="Missing (null or NaN) share allowed in any column."
+    )
+    missing_by_column: list[ColumnMissing] | None = Field(
+        default=None,
+        max_length=1000,
+        description="Per-column missing shares, over maxMissingShare.",
+        json_schema_extra=list_map("column"),
+    )
+    label: LabelCheck | None = None
+
+
 CleanPodPolicy = Literal["All", "Running", "None"]
 
 
@@ -153,6 +273,39 @@ class TrainingJobSpec(ApiModel):
             check=lambda s: not any(e.name in RESERVED_ENV for e in s.env or []),
             field=".env",
             reason="FieldValueForbidden",
+        ),
+        Rule(
+            cel="!has(self.dataValidation) || has(self.dataset)",
+            message="dataValidation needs spec.dataset: it checks the dataset before training",
+            check=lambda s: s.data_validation is None or s.dataset is not None,
+            field=".dataValidation",
+            reason="FieldValueForbidden",
+        ),
+        Rule(
+            cel=f"!has(self.dataValidation) || !has(self.dataset) "
+            f"|| !self.dataset.uri.startsWith('{BUILTIN_PREFIX}')",
+            message=f"dataValidation cannot read a {BUILTIN_PREFIX} dataset: only the example "
+            "trainer knows what it holds",
+            check=lambda s: (
+                s.data_validation is None
+                or s.dataset is None
+                or not s.dataset.uri.startswith(BUILTIN_PREFIX)
+            ),
+            field=".dataValidation",
+            reason="FieldValueForbidden",
+        ),
+        Rule(
+            cel="!has(self.dataValidation) || !has(self.dataValidation.schema) "
+            "|| !has(self.dataValidation.schema.fromAlias) || has(self.model)",
+            message="dataValidation.schema.fromAlias names an alias of spec.model: set spec.model",
+            check=lambda s: (
+                s.data_validation is None
+                or s.data_validation.table_schema is None
+                or s.data_validation.table_schema.from_alias is None
+                or s.model is not None
+            ),
+            field=".dataValidation.schema.fromAlias",
+            reason="FieldValueRequired",
         ),
         Rule(
             # CEL cannot type the values of a free-form map: the operator enforces this one.
@@ -231,6 +384,11 @@ class TrainingJobSpec(ApiModel):
     storage: ObjectStore | None = Field(
         default=None, description="Object storage the training pods read data from."
     )
+    data_validation: DataValidation | None = Field(
+        default=None,
+        description="Check spec.dataset with a Job before the MLflow run and any training "
+        "pod; a failed check trains nothing (condition DataValidated).",
+    )
 
 
 TrainingPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
@@ -286,6 +444,24 @@ class Progress(StatusModel):
     percent: float | None = None
 
 
+class ValidationFailure(StatusModel):
+    """One failed check: the rule, the column, what was found and what was allowed."""
+
+    rule: str
+    column: str | None = None
+    message: str
+    value: float | None = None
+    limit: float | None = None
+
+
+class DataValidationStatus(StatusModel):
+    job_name: str | None = None
+    passed: bool | None = None
+    summary: str | None = None
+    rows: int | None = None
+    failures: list[ValidationFailure] | None = None
+
+
 class TrainingJobStatus(StatusModel):
     observed_generation: int | None = None
     phase: TrainingPhase | None = None
@@ -299,6 +475,7 @@ class TrainingJobStatus(StatusModel):
     progress: Progress | None = None
     quality_gate: QualityGateStatus | None = None
     registered_model: RegisteredModel | None = None
+    data_validation: DataValidationStatus | None = None
 
 
 class TrainingJob(ApiModel):

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from modelworks.api.modeldeployment import MODELS_SCHEME, ModelDeploymentSpec, split_ref
 from modelworks.builders.common import (
     apply_pod_overrides,
+    credentials_env,
     env_entries,
     owner_reference,
     restricted_container_security,
@@ -26,7 +27,12 @@ from modelworks.builders.common import (
     storage_env,
 )
 from modelworks.names import (
+    CAPTURE_CONFIG_ENV,
+    CAPTURE_STOP_SECONDS,
     COMPONENT_LABEL,
+    FEEDBACK_DESTINATION_ENV,
+    FEEDBACK_TOKEN_ENV,
+    FEEDBACK_TOKEN_KEY,
     HASH_ANNOTATION,
     MODEL_DEPLOYMENT_LABEL,
     MODEL_URI_ENV,
@@ -136,8 +142,38 @@ def _server_env(
         {"name": "MLFLOW_DISABLE_TELEMETRY", "value": "true"},
         {"name": MODEL_URI_ENV, "value": model_uri(spec, version)},
         *storage_env(spec.storage),
+        *_feedback_env(spec),
+        *_capture_env(spec),
         *env_entries(spec.env),
     ]
+
+
+def _feedback_env(spec: ModelDeploymentSpec) -> list[dict[str, Any]]:
+    """Where /feedback writes labels, and its token, only ever as a ``secretKeyRef``."""
+    capture = spec.data_capture
+    if capture is None or capture.feedback is None:
+        return []
+    return [
+        {"name": FEEDBACK_DESTINATION_ENV, "value": capture.destination},
+        *credentials_env(capture.feedback.token, {FEEDBACK_TOKEN_ENV: FEEDBACK_TOKEN_KEY}),
+    ]
+
+
+def _capture_env(spec: ModelDeploymentSpec) -> list[dict[str, Any]]:
+    """spec.dataCapture for the server as JSON (bounded by the schema; no credential: the
+    store's keys come from spec.storage, the feedback token is not capture's)."""
+    if spec.data_capture is None:
+        return []
+    config = spec.data_capture.wire()
+    config.pop("feedback", None)
+    return [{"name": CAPTURE_CONFIG_ENV, "value": json.dumps(config, sort_keys=True)}]
+
+
+def grace_seconds(spec: ModelDeploymentSpec) -> int:
+    """The preStop pause, uvicorn's drain of in-flight requests on SIGTERM (25 s, plus
+    slack), and with data capture the last flush of the buffered rows."""
+    capture = CAPTURE_STOP_SECONDS if spec.data_capture is not None else 0
+    return PRESTOP_SECONDS + 30 + capture
 
 
 def _server_args(spec: ModelDeploymentSpec, version: str) -> list[str]:
@@ -214,8 +250,7 @@ def _server_pod(
             "securityContext": restricted_pod_security(),
             "automountServiceAccountToken": False,
             "enableServiceLinks": False,
-            # The preStop pause, then uvicorn drains in-flight requests on SIGTERM (25 s).
-            "terminationGracePeriodSeconds": PRESTOP_SECONDS + 30,
+            "terminationGracePeriodSeconds": grace_seconds(spec),
             "volumes": [{"name": "tmp", "emptyDir": {}}],
         },
     }

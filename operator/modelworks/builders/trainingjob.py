@@ -19,6 +19,7 @@ from modelworks.builders.common import (
     standard_labels,
     storage_env,
 )
+from modelworks.builders.modeldeployment import ServerConfig
 from modelworks.names import (
     ANNOTATION_TAG_PREFIX,
     DATASET_URI_TAG,
@@ -265,3 +266,105 @@ def version_tags(obj: Mapping[str, Any], spec: TrainingJobSpec, run_id: str) -> 
     if spec.model is not None:
         tags.update(spec.model.tags or {})
     return tags
+
+
+VALIDATE_CONTAINER = "validate"
+VALIDATION_SUFFIX = "-dv"
+VALIDATION_BACKOFF = 3  # retries of a check that could not run (the store down, say)
+DATA_INVALID_EXIT = 2  # what `modelworks validate-data` exits with when the data fails
+
+
+def validation_job_name(obj: Mapping[str, Any], spec: TrainingJobSpec) -> str:
+    """Keyed like the training Job: one check per run, never a second one after a crash."""
+    return job_name(obj, spec) + VALIDATION_SUFFIX
+
+
+def validation_args(spec: TrainingJobSpec, profile_uri: str | None, note: str | None) -> list[str]:
+    assert spec.dataset is not None and spec.data_validation is not None
+    config = spec.data_validation.model_dump(by_alias=True, mode="json", exclude_none=True)
+    args = ["validate-data", "--dataset", spec.dataset.uri]
+    args += ["--config", json.dumps(config, sort_keys=True, separators=(",", ":"))]
+    if profile_uri:
+        args += ["--profile", profile_uri]
+    if note:
+        args += ["--note", note]
+    return args
+
+
+def _validation_pod(
+    obj: Mapping[str, Any], spec: TrainingJobSpec, server: ServerConfig, args: list[str]
+) -> dict[str, Any]:
+    """Scheduled like the training pods (spec.podTemplate), restricted, a writable /tmp."""
+    container: dict[str, Any] = {
+        "name": VALIDATE_CONTAINER,
+        "image": server.image,
+        "imagePullPolicy": server.pull_policy,
+        "args": args,
+        "env": [
+            {"name": "MLFLOW_TRACKING_URI", "value": server.tracking_uri},
+            {"name": "MLFLOW_DISABLE_TELEMETRY", "value": "true"},
+            *storage_env(spec.storage),
+        ],
+        "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
+        "securityContext": {**restricted_container_security(), "readOnlyRootFilesystem": True},
+        "terminationMessagePolicy": "File",
+    }
+    pod: dict[str, Any] = {
+        "metadata": {"labels": pod_labels(obj, spec)},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "securityContext": restricted_pod_security(),
+            "containers": [container],
+        },
+    }
+    apply_pod_overrides(pod, spec.pod_template, VALIDATE_CONTAINER)
+    pod["spec"]["volumes"] = [*pod["spec"].get("volumes", []), {"name": "tmp", "emptyDir": {}}]
+    container["volumeMounts"] = [
+        *container.get("volumeMounts", []),
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    return pod
+
+
+def build_validation_job(
+    obj: Mapping[str, Any],
+    spec: TrainingJobSpec,
+    server: ServerConfig,
+    *,
+    profile_uri: str | None = None,
+    note: str | None = None,
+) -> dict[str, Any]:
+    """The Job that checks spec.dataset before training (``server``: the operator's image,
+    pull policy and MLflow address). A data verdict (exit 2) fails it at once; a check that
+    could not run is retried by the Job controller with its backoff."""
+    pod = _validation_pod(obj, spec, server, validation_args(spec, profile_uri, note))
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": validation_job_name(obj, spec),
+            "namespace": obj["metadata"]["namespace"],
+            "labels": child_labels(obj, spec),
+            "ownerReferences": [owner_reference(obj)],
+        },
+        "spec": {
+            "backoffLimit": VALIDATION_BACKOFF,
+            "activeDeadlineSeconds": 1800,
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "containerName": VALIDATE_CONTAINER,
+                            "operator": "In",
+                            "values": [DATA_INVALID_EXIT],
+                        },
+                    },
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                ]
+            },
+            "template": pod,
+        },
+    }

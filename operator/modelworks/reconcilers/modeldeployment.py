@@ -34,6 +34,7 @@ from modelworks.clients.kube import HANDOVER_MANAGER, Kube
 from modelworks.clients.mlflow import Registry, TrackingUnavailable
 from modelworks.clients.scrape import scrape_pods
 from modelworks.names import (
+    CAPTURE_METRIC_PREFIX,
     NAMESPACE_TAG,
     SERVER_PORT,
     SERVING_LATENCY_BUCKET,
@@ -44,6 +45,7 @@ from modelworks.reconcilers.base import Context, KindReconciler
 from modelworks.reconcilers.children import get_owned, owned
 from modelworks.status import modeldeployment as status
 from modelworks.status import tenancy
+from modelworks.status.capture import CapturePod, capture_pods
 from modelworks.status.common import pod_ready
 from modelworks.status.modeldeployment import (
     Action,
@@ -63,6 +65,7 @@ from modelworks.status.modeldeployment import (
 __all__ = ["RECONCILER", "ServerConfig", "reconcile"]
 APPS = "apps/v1"
 SERVING_PREFIXES = (SERVING_REQUESTS_METRIC, SERVING_LATENCY_BUCKET)
+CAPTURE_PREFIXES = (CAPTURE_METRIC_PREFIX,)
 
 
 def observe(obj: Mapping[str, Any], spec: ModelDeploymentSpec, ctx: Context) -> Facts:
@@ -86,6 +89,10 @@ def observe(obj: Mapping[str, Any], spec: ModelDeploymentSpec, ctx: Context) -> 
         and stable.complete(target.version)
     )
     pods = [] if settled else ctx.kube.list("v1", "Pod", ns, labels=selector(obj))
+    if settled and spec.data_capture is not None:
+        pods_for_capture = ctx.kube.list("v1", "Pod", ns, labels=selector(obj))
+    else:
+        pods_for_capture = pods
     return Facts(
         target=target,
         resolve_reason=reason,
@@ -98,6 +105,7 @@ def observe(obj: Mapping[str, Any], spec: ModelDeploymentSpec, ctx: Context) -> 
         else None,
         generation=obj["metadata"].get("generation"),
         url=url(obj, spec),
+        capture=_capture(pods_for_capture, ctx.bounds.metrics) if spec.data_capture else (),
     )
 
 
@@ -210,6 +218,15 @@ def _ensure_optional(
         found = kube.get(api_version, kind, obj["metadata"]["namespace"], name)
         if found is not None and owned(found, obj["metadata"]["uid"]):
             kube.delete(api_version, kind, obj["metadata"]["namespace"], name)
+
+
+def _capture(pods: list[dict[str, Any]], limits: Limits) -> tuple[CapturePod, ...]:
+    """The serving pods with their capture counters (the ready ones' /metrics)."""
+    scrapes = scrape_pods([p for p in pods if pod_ready(p)], SERVER_PORT, CAPTURE_PREFIXES, limits)
+    found = {
+        s.pod: (tuple((x.name, x.labels, x.value) for x in s.samples), s.error) for s in scrapes
+    }
+    return capture_pods(pods, found)
 
 
 def _analyse(pods: list[dict[str, Any]], limits: Limits) -> AnalysisFacts:

@@ -19,15 +19,18 @@ from modelworks.builders.trainingjob import (
     RunRef,
     build_job,
     build_service,
+    build_validation_job,
     experiment_name,
     job_name,
     lineage_tags,
     source_key,
     training_key,
+    validation_job_name,
     version_tags,
 )
 from modelworks.clients.kube import Kube
 from modelworks.clients.mlflow import ArtifactMissing, Registry, RunInfo, TrackingUnavailable
+from modelworks.drift.profile import PROFILE_FILE
 from modelworks.names import (
     EXPERIMENT_ANNOTATION,
     NAMESPACE_TAG,
@@ -37,6 +40,7 @@ from modelworks.names import (
 )
 from modelworks.reconcilers.base import Context, KindReconciler
 from modelworks.reconcilers.children import get_owned, owned_only
+from modelworks.reconcilers.driftmonitor import termination_message
 from modelworks.reconcilers.tenancy import uri_refusal
 from modelworks.status import tenancy
 from modelworks.status import trainingjob as status
@@ -56,7 +60,9 @@ from modelworks.status.trainingjob import (
     RunFacts,
     SetAlias,
     StartRun,
+    StartValidation,
     TrainingFacts,
+    Validation,
     job_state,
 )
 
@@ -109,6 +115,8 @@ def observe(obj: Mapping[str, Any], spec: TrainingJobSpec, ctx: Context) -> Trai
             refusal = uri_refusal(ns, spec.dataset.uri, ctx.registry)
             if refusal:
                 return replace(facts, dataset_refusal=refusal)
+        if job is None and spec.data_validation is not None:
+            facts = replace(facts, validation=_validation(obj, spec, ctx))
         experiment_id, run = _run_of(obj, spec, job, ctx.registry, searched=not first)
     except TrackingUnavailable as exc:
         return replace(facts, mlflow_error=str(exc))
@@ -122,6 +130,47 @@ def observe(obj: Mapping[str, Any], spec: TrainingJobSpec, ctx: Context) -> Trai
         return facts
     judged = status.judged((obj.get("status") or {}).get("qualityGate"), run.run_id)
     return _outcome(spec, facts, run, ctx.registry, judged=judged is not None)
+
+
+def _validation(obj: Mapping[str, Any], spec: TrainingJobSpec, ctx: Context) -> Validation:
+    """The validation Job of this run and, once it finished, what its newest pod reported;
+    while it is missing, where its schema comes from (schema.fromAlias)."""
+    name = validation_job_name(obj, spec)
+    stored = (obj.get("status") or {}).get("dataValidation") or {}
+    if stored.get("jobName") == name and stored.get("passed") is True:
+        return Validation(name, "Succeeded")
+    job = get_owned(ctx.kube, "batch/v1", "Job", obj, name)
+    if job is None:
+        return _reference(obj, spec, ctx.registry, name)
+    state = job_state(job)[0]
+    failed = int((job.get("status") or {}).get("failed") or 0)
+    message = ""
+    if state in ("Succeeded", "Failed") or failed:
+        ns = obj["metadata"]["namespace"]
+        found = ctx.kube.list("v1", "Pod", ns, labels={JOB_NAME_LABEL: name})
+        message = termination_message(owned_only(found, job["metadata"]["uid"]))
+    failure = job_state(job)[2]
+    return Validation(name, state, message=message, failure=failure, failed_pods=failed)
+
+
+def _reference(
+    obj: Mapping[str, Any], spec: TrainingJobSpec, registry: Registry, name: str
+) -> Validation:
+    """Before the Job exists: the reference profile schema.fromAlias points at (None and a
+    note when no version holds the alias yet: the other checks run, the schema is skipped)."""
+    assert spec.data_validation is not None
+    schema = spec.data_validation.table_schema
+    if schema is None or schema.from_alias is None or spec.model is None:
+        return Validation(name)
+    model, alias = spec.model.name, schema.from_alias
+    held = registry.version_by_alias(model, alias)
+    if held is None or not held.run_id:
+        note = f"schema not checked: no version of {model} holds @{alias} yet"
+        return Validation(name, note=note)
+    uri = f"runs:/{held.run_id}/{PROFILE_FILE}"
+    refusal = uri_refusal(obj["metadata"]["namespace"], uri, registry)
+    note = f"schema from the reference profile of {model} version {held.version} (@{alias})"
+    return Validation(name, profile_uri=uri, note=note, refusal=refusal)
 
 
 def _run_of(
@@ -230,6 +279,10 @@ def act(
             case RemoveStaleJobs(names=names):
                 for name in names:
                     kube.delete("batch/v1", "Job", ns, name, propagation="Background")
+            case StartValidation(profile_uri=profile_uri, note=note):
+                kube.apply(
+                    build_validation_job(obj, spec, ctx.server, profile_uri=profile_uri, note=note)
+                )
             case StartRun(experiment_id=experiment_id):
                 _start_run(obj, spec, experiment_id, ctx)
             case ApplyJob(experiment_id=experiment_id, run_id=run_id):

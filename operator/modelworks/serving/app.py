@@ -5,13 +5,19 @@ so answers are the same as ``mlflow models serve`` for the same model and payloa
 Added: ``/metrics`` (requests, errors and latency per model version, one set of
 bucket counts per input feature, and one per model output — the predicted class or
 value, a binary classifier's score — with the edges of the reference profile logged
-with the model). A model that cannot load keeps the process up and not ready: /ping and
-/health answer 503 with the reason, which is logged, and loading is retried.
+with the model) and, when configured, the authenticated ``POST /feedback`` for ground
+truth (:mod:`modelworks.serving.feedback`). A model that cannot load keeps the process up
+and not ready: /ping and /health answer 503 with the reason, which is logged, and loading
+is retried. Every
+/invocations answer carries ``X-Request-Id`` (the client's kept, else one is made), and
+with ``MODELWORKS_DATA_CAPTURE`` set a sample of requests and answers is captured
+(:mod:`modelworks.serving.capture`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import json
 import logging
@@ -25,8 +31,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from modelworks.drift.profile import PROFILE_FILE, Profile, typical_row
-from modelworks.names import MODEL_URI_ENV
-from modelworks.serving import metrics
+from modelworks.names import CAPTURE_CONFIG_ENV, MODEL_URI_ENV, REQUEST_ID_HEADER
+from modelworks.serving import capture, feedback, metrics
 
 log = logging.getLogger("modelworks.serve")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # a model server does not phone home
@@ -122,6 +128,7 @@ class Server:
         self.app: Any = None
         self.model: ObservedModel | None = None
         self.input_schema: Any = None
+        self.capture: capture.Capture | None = None
         self._lock = threading.Lock()
         # Predictions run one at a time on one thread per worker process: a model's
         # predict holds the GIL for most of its time, so more threads only contend
@@ -156,12 +163,15 @@ class Server:
             if profile and profile.outputs
             else None
         )
-        observed = ObservedModel(model, observer, [answers] if answers else [])
+        captured = capture.from_env(name, version, os.environ.get(CAPTURE_CONFIG_ENV))
+        watchers = [w for w in (answers, captured) if w is not None]
+        observed = ObservedModel(model, observer, watchers)
         app = scoring_server.init(observed)  # type: ignore[arg-type]
         with self._lock:
             self.app = app
             self.model = observed
             self.input_schema = schema
+            self.capture = captured
             self.error = None
         metrics.LOADED.labels(name, version).set(1)
         log.info(
@@ -177,6 +187,13 @@ class Server:
     def load_until_loaded(self) -> None:
         while not self.load():
             time.sleep(RETRY_SECONDS)
+
+    def stop(self) -> None:
+        """Flush the captured rows still buffered (after in-flight requests drained)."""
+        with self._lock:
+            captured = self.capture
+        if captured is not None:
+            captured.close()
 
 
 def warm_up(model: Any, schema: Any, profile: Profile) -> None:
@@ -212,7 +229,13 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-async def _plain(send: Send, status: int, body: bytes, content_type: str = "text/plain") -> None:
+async def _plain(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: str = "text/plain",
+    headers: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
     await send(
         {
             "type": "http.response.start",
@@ -220,6 +243,7 @@ async def _plain(send: Send, status: int, body: bytes, content_type: str = "text
             "headers": [
                 (b"content-type", content_type.encode()),
                 (b"content-length", str(len(body)).encode()),
+                *headers,
             ],
         }
     )
@@ -227,13 +251,14 @@ async def _plain(send: Send, status: int, body: bytes, content_type: str = "text
 
 
 async def _invoke(
-    server: Server, scope: dict[str, Any], receive: Receive
+    server: Server, scope: dict[str, Any], receive: Receive, inference: capture.Inference
 ) -> tuple[int, bytes, str]:
     """One scoring request through MLflow's own ``invocations()``, minus the web stack.
 
     The same function MLflow's FastAPI handler calls, with the same error mapping and
     timeout (MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT), so the answers are MLflow's; what
-    is skipped is routing and Starlette's per-request middleware.
+    is skipped is routing and Starlette's per-request middleware. The predict thread
+    runs in a copy of this request's context, where :data:`capture.CURRENT` is its id.
     """
     from mlflow.environment_variables import MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT
     from mlflow.exceptions import MlflowException
@@ -247,10 +272,13 @@ async def _invoke(
             break
     headers = dict(scope.get("headers") or [])
     content_type = headers.get(b"content-type", b"").decode("latin-1")
+    context = contextvars.copy_context()
+    context.run(capture.CURRENT.set, inference)
     try:
         result = await asyncio.wait_for(
             asyncio.get_running_loop().run_in_executor(
                 server.executor,
+                context.run,
                 scoring_server.invocations,
                 b"".join(chunks),
                 content_type,
@@ -267,11 +295,24 @@ async def _invoke(
     return int(result.status), body, str(result.mimetype)
 
 
+ID_HEADER = REQUEST_ID_HEADER.encode()
+
+
+def _inference(scope: dict[str, Any]) -> capture.Inference:
+    """This request's inference id (the client's ``X-Request-Id`` kept) and arrival time."""
+    client = next((v for k, v in scope.get("headers") or () if k.lower() == ID_HEADER), None)
+    return capture.Inference(
+        capture.inference_id(client.decode("latin-1") if client else None),
+        int(time.time() * 1000),
+    )
+
+
 def create_app(
     model_uri: str | None = None,
 ) -> Callable[[dict[str, Any], Receive, Send], Awaitable[None]]:
     """The ASGI app (a uvicorn factory): metrics and readiness around MLflow's app."""
     server = Server(model_uri or os.environ[MODEL_URI_ENV])
+    labels = feedback.Endpoint.from_env(os.environ)
     if not server.load():
         threading.Thread(target=server.load_until_loaded, daemon=True, name="model-loader").start()
 
@@ -282,6 +323,7 @@ def create_app(
                 if message["type"] == "lifespan.startup":
                     await send({"type": "lifespan.startup.complete"})
                 elif message["type"] == "lifespan.shutdown":
+                    await asyncio.to_thread(server.stop)
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         if scope["type"] != "http":
@@ -290,6 +332,10 @@ def create_app(
         if path == "/metrics":
             body, content_type = metrics.render()
             await _plain(send, 200, body, content_type)
+            return
+        if path == feedback.PATH:  # labels need no model: taken while it loads
+            reply = await labels.handle(scope, receive) if labels else feedback.not_configured()
+            await _plain(send, reply.status, reply.body, reply.content_type, reply.headers)
             return
         inner = server.app
         if inner is None:  # not loaded (yet): not ready, and say why
@@ -300,10 +346,11 @@ def create_app(
             return
         name, version = server.identity.name, server.identity.version
         started = time.perf_counter()
+        inference = _inference(scope)
         code = 500
         try:
-            code, body, content_type = await _invoke(server, scope, receive)
-            await _plain(send, code, body, content_type)
+            code, body, content_type = await _invoke(server, scope, receive, inference)
+            await _plain(send, code, body, content_type, [(ID_HEADER, inference.id.encode())])
         finally:
             metrics.LATENCY.labels(name, version).observe(time.perf_counter() - started)
             metrics.REQUESTS.labels(name, version, str(code)).inc()

@@ -69,6 +69,15 @@ PREDICTION_MISSING = Counter(
     "Answered rows without a value for the output (null/NaN, or not in the answer).",
     [*LABELS, "output"],
 )
+FEEDBACK_LABELS = Counter(
+    names.FEEDBACK_LABELS_METRIC, "Labels accepted on /feedback and written to the store."
+)
+FEEDBACK_REFUSED = Counter(
+    names.FEEDBACK_REFUSED_METRIC,
+    "Requests to /feedback refused, by reason (unauthenticated, forbidden, malformed, "
+    "too_large, unsupported_media_type, method, busy, store_unavailable, not_configured).",
+    ["reason"],
+)
 LOADED = Gauge(
     "modelworks_serving_model_loaded",
     "1 once the model is loaded and the server is ready.",

@@ -38,6 +38,8 @@ from modelworks.names import (
 )
 from modelworks.names import seconds_between as _seconds_between
 from modelworks.prommath import histogram_quantile
+from modelworks.status import capture
+from modelworks.status.capture import CapturePod
 from modelworks.status.decision import Decision, StatusBuilder
 
 HISTORY_LIMIT = 20
@@ -153,6 +155,7 @@ class Facts:
     analysis: AnalysisFacts | None = None
     generation: int | None = None  # metadata.generation of the ModelDeployment
     url: str = ""  # where its Service answers
+    capture: tuple[CapturePod, ...] = ()  # the serving pods, when spec.dataCapture is set
 
 
 # ---- the writes act makes: each idempotent, applied only where it differs -----------
@@ -471,6 +474,7 @@ def decide(
         **_versions_out(plan, current),
     )
     _put_conditions(b, spec, facts, plan)
+    _put_capture(b, spec, facts, old)
     summary, phase, waiting = summarise(facts, plan, ready)
     b.put("Ready", *summary)
     b.set(phase=phase)
@@ -1019,6 +1023,20 @@ def _put_conditions(b: StatusBuilder, spec: ModelDeploymentSpec, facts: Facts, p
     b.put("Degraded", *plan.degraded)
 
 
+def _put_capture(
+    b: StatusBuilder, spec: ModelDeploymentSpec, facts: Facts, old: Mapping[str, Any]
+) -> None:
+    """DataCaptureHealthy and the dropped rows it compares with next time (only with
+    spec.dataCapture)."""
+    if spec.data_capture is None:
+        b.drop(conditions.DATA_CAPTURE_HEALTHY)
+        return
+    before = int((old.get("dataCapture") or {}).get("rowsDropped") or 0)
+    found, dropped = capture.health(spec, facts.capture, before)
+    b.put(conditions.DATA_CAPTURE_HEALTHY, *found)
+    b.set(dataCapture={"rowsDropped": dropped})
+
+
 def summarise(facts: Facts, plan: Plan, ready: int) -> tuple[Cond, str, bool]:
     """``(Ready, phase, waiting)``: the summary condition, the phase, and whether the pass
     waits for serving pods (and looks again soon)."""
@@ -1049,7 +1067,7 @@ def summarise(facts: Facts, plan: Plan, ready: int) -> tuple[Cond, str, bool]:
     return Cond(False, "Pending", "waiting for serving pods to become ready"), "Pending", True
 
 
-NEWS = ("Degraded", "ModelResolved")
+NEWS = ("Degraded", "ModelResolved", conditions.DATA_CAPTURE_HEALTHY)
 OWN_EVENTS = ("AsExpected", "Resolved", "RolledBack")  # a recovery or a rollback has its own
 
 
@@ -1106,6 +1124,8 @@ def _requeue(spec: ModelDeploymentSpec, facts: Facts, active: bool) -> float | N
         return ACTIVE_POLL
     if spec.model.alias or facts.target is None:
         return ALIAS_POLL  # follow the alias; or ask the registry again
+    if spec.data_capture is not None:
+        return capture.CAPTURE_POLL  # read the pods' capture counters again
     return None
 
 

@@ -8,6 +8,7 @@ id, the version's number) the next pass reads it: such actions ask for a pass at
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,7 @@ CARRIED = (
     "qualityGate",
     "registeredModel",
     "mlflow",
+    "dataValidation",
 )
 IMAGE_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
 CONFIG_REASONS = ("CreateContainerConfigError", "CreateContainerError", "RunContainerError")
@@ -105,6 +107,22 @@ class TrainingFacts:
     # Read before the Job exists: why spec.dataset.uri (runs:/, models:/) is not this
     # namespace's to read.
     dataset_refusal: str | None = None
+    # Read while spec.dataValidation is set and no training Job exists yet.
+    validation: Validation | None = None
+
+
+@dataclass(frozen=True)
+class Validation:
+    """The data validation Job of this run, as read (state as :func:`job_state` says)."""
+
+    job_name: str
+    state: str = "Missing"
+    message: str = ""  # the newest pod's termination message: the verdict, or an error
+    failure: str = ""  # the Job's Failed condition message
+    failed_pods: int = 0
+    profile_uri: str | None = None  # schema.fromAlias: the reference profile to read
+    note: str | None = None  # e.g. no version holds the alias yet
+    refusal: str | None = None  # the alias' version is another namespace's
 
 
 # --- actions: what act() does, each idempotent ----------------------------------------
@@ -166,7 +184,24 @@ class RemoveStaleJobs:
     names: tuple[str, ...]
 
 
-Action = StartRun | ApplyJob | EndRun | Register | SetAlias | DeletePods | RemoveStaleJobs
+@dataclass(frozen=True)
+class StartValidation:
+    """Apply the data validation Job of this run (deterministic name: never two)."""
+
+    profile_uri: str | None
+    note: str | None
+
+
+Action = (
+    StartValidation
+    | StartRun
+    | ApplyJob
+    | EndRun
+    | Register
+    | SetAlias
+    | DeletePods
+    | RemoveStaleJobs
+)
 NEXT_PASS_READS = (StartRun, Register)  # what they make shows in the status a pass later
 
 
@@ -293,6 +328,9 @@ def decide(
     b.set(jobName=facts.job_name, **{key: old[key] for key in CARRIED if key in old})
     if facts.dataset_refusal:
         return _dataset_refused(b, facts)
+    held = _validate(b, spec, facts, old)
+    if held is not None:
+        return held
     _record(b, spec, facts)
     actions = [*_upkeep(spec, facts), *_judge(b, spec, facts)]
     if facts.mlflow_error:
@@ -312,6 +350,114 @@ def _dataset_refused(b: StatusBuilder, facts: TrainingFacts) -> Decision[Action]
     b.summarise(["JobCreated"], tenancy.OWNED_ELSEWHERE, message)
     b.set(phase="Failed")
     return b.decide(actions=[RemoveStaleJobs(facts.stale_jobs)] if facts.stale_jobs else [])
+
+
+VALIDATED = "DataValidated"
+
+
+def _validate(
+    b: StatusBuilder, spec: TrainingJobSpec, facts: TrainingFacts, old: Mapping[str, Any]
+) -> Decision[Action] | None:
+    """spec.dataValidation holds everything back (the run, the Job) until the check passed:
+    None when training may go on, else the decision of a pass that waits or fails."""
+    check = facts.validation
+    if spec.data_validation is None:
+        b.drop(VALIDATED)
+        b.set(dataValidation=None)
+        return None
+    if check is None or _passed_before(old, check.job_name):
+        return None
+    stale: list[Action] = [RemoveStaleJobs(facts.stale_jobs)] if facts.stale_jobs else []
+    if check.refusal:
+        message = f"spec.dataValidation.schema.fromAlias: {check.refusal}"
+        return _not_validated(b, stale, tenancy.OWNED_ELSEWHERE, message, check)
+    if check.state == "Succeeded":
+        verdict = _verdict(check.message)
+        if verdict is not None and verdict.get("passed") is True:
+            b.set(dataValidation=_validation_status(check, verdict))
+            b.put(VALIDATED, True, "Passed", str(verdict.get("summary") or "passed"))
+            return None
+        message = f"the validation Job {check.job_name} gave no verdict: {check.message[:300]}"
+        return _not_validated(b, stale, "ValidationJobFailed", message, check)
+    if check.state == "Failed":
+        return _validation_failed(b, stale, check)
+    actions: list[Action] = [*stale]
+    if check.state == "Missing":
+        actions.append(StartValidation(check.profile_uri, check.note))
+    message = f"the validation Job {check.job_name} checks {_uri(spec)}"
+    if check.failed_pods:
+        message += f"; attempt {check.failed_pods + 1} (the last one: {check.message[:300]})"
+    b.put(VALIDATED, "Unknown", "Validating", message)
+    _waiting(b, "Pending", "Validating", message)
+    b.set(dataValidation={"jobName": check.job_name})
+    requeue = AT_ONCE if check.state == "Missing" else ACTIVE_POLL
+    return b.decide(actions=actions, requeue_after=requeue)
+
+
+def _uri(spec: TrainingJobSpec) -> str:
+    return spec.dataset.uri if spec.dataset else "the dataset"
+
+
+def _passed_before(old: Mapping[str, Any], job: str) -> bool:
+    stored = old.get("dataValidation") or {}
+    return bool(stored.get("jobName") == job and stored.get("passed") is True)
+
+
+def _verdict(message: str) -> dict[str, Any] | None:
+    """The verdict JSON a validation pod wrote, or None (an error text, or nothing)."""
+    try:
+        data = json.loads(message)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("passed"), bool) else None
+
+
+def _validation_status(check: Validation, verdict: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"jobName": check.job_name, "passed": bool(verdict["passed"])}
+    out["summary"] = str(verdict.get("summary") or "")
+    if isinstance(verdict.get("rows"), int):
+        out["rows"] = verdict["rows"]
+    keys = ("rule", "column", "message", "value", "limit")
+    failures = [
+        {k: f[k] for k in keys if f.get(k) is not None}
+        for f in verdict.get("failures") or []
+        if isinstance(f, dict) and f.get("rule") and f.get("message")
+    ]
+    if failures:
+        out["failures"] = failures
+    return out
+
+
+def _validation_failed(
+    b: StatusBuilder, stale: list[Action], check: Validation
+) -> Decision[Action]:
+    """A data verdict (the pod's JSON) fails the run as DataInvalid; anything else is the
+    check that could not run, after the Job controller's retries: ValidationJobFailed."""
+    verdict = _verdict(check.message)
+    if verdict is not None and verdict.get("passed") is False:
+        b.set(dataValidation=_validation_status(check, verdict))
+        message = f"{verdict.get('summary') or 'the data failed a check'}; nothing was trained"
+        return _not_validated(b, stale, "DataInvalid", message, check)
+    cause = check.message or check.failure or "no message"
+    message = (
+        f"the validation Job {check.job_name} could not check the data "
+        f"({check.failed_pods} attempts): {cause[:500]}"
+    )
+    return _not_validated(b, stale, "ValidationJobFailed", message, check)
+
+
+def _not_validated(
+    b: StatusBuilder, stale: list[Action], reason: str, message: str, check: Validation
+) -> Decision[Action]:
+    """A settled failure: no run, no training pod; a new spec (generation) checks again."""
+    b.put(VALIDATED, False, reason, message)
+    b.summarise([VALIDATED], reason, message)
+    b.set(phase="Failed")
+    if "dataValidation" not in b.fields or b.fields["dataValidation"].get("jobName") != (
+        check.job_name
+    ):
+        b.set(dataValidation={"jobName": check.job_name, "passed": False, "summary": message})
+    return b.decide(actions=stale)
 
 
 def _claim(facts: TrainingFacts, actions: Sequence[Action]) -> list[Event]:
