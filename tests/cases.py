@@ -380,12 +380,115 @@ INVALID: list[Case] = [
         {"retrain": {"template": {"image": "trainer:1", "replicas": 0}}},
         "spec.retrain.template.replicas",
     ),
+    Case(
+        "dm-captured-no-target",
+        DM,
+        {"retrain": {"fromTrainingJob": {"name": "t"}, "dataset": {"source": "Captured"}}},
+        "spec.retrain.dataset.target",
+    ),
+    Case(
+        "dm-captured-batch",
+        DM,
+        {
+            "target": DELETE,
+            "batch": {"currentUri": "file:///x.csv"},
+            "reference": {"datasetUri": "file:///r.csv"},
+            "retrain": {
+                "fromTrainingJob": {"name": "t"},
+                "dataset": {"source": "Captured", "target": "churned"},
+            },
+        },
+        "spec.retrain.dataset.source",
+    ),
+    Case(
+        "dm-captured-source",
+        DM,
+        {"retrain": {"fromTrainingJob": {"name": "t"}, "dataset": {"source": "Fresh"}}},
+        "spec.retrain.dataset.source",
+    ),
+    Case(
+        "dm-captured-holdout",
+        DM,
+        {"retrain": {"fromTrainingJob": {"name": "t"}, "dataset": {"holdoutFraction": 0.9}}},
+        "spec.retrain.dataset.holdoutFraction",
+    ),
+    Case(
+        "dm-captured-window-short",
+        DM,
+        {
+            "window": "2h",
+            "retrain": {"fromTrainingJob": {"name": "t"}, "dataset": {"window": "30m"}},
+        },
+        "spec.retrain.dataset.window",
+    ),
+    Case(
+        "dm-captured-min-rows",
+        DM,
+        {"retrain": {"fromTrainingJob": {"name": "t"}, "dataset": {"minRows": 0}}},
+        "spec.retrain.dataset.minRows",
+    ),
     Case("dm-quantile", DM, {"calibration": {"quantile": 1.5}}, "spec.calibration.quantile"),
     Case(
         "dm-live-dataset-reference",
         DM,
         {"reference": {"datasetUri": "runs:/abc/ref.csv"}},
         "spec.reference.datasetUri",
+    ),
+    # Model quality (spec.performance)
+    Case(
+        "dm-perf-metric", DM, {"performance": {"metrics": ["auc"]}}, "spec.performance.metrics[0]"
+    ),
+    Case("dm-perf-no-metric", DM, {"performance": {"metrics": []}}, "spec.performance.metrics"),
+    Case(
+        "dm-perf-max-drop",
+        DM,
+        {
+            "performance": {
+                "metrics": ["roc_auc"],
+                "thresholds": [{"metric": "roc_auc", "maxDrop": 1.5, "baselineMetric": "val_auc"}],
+            }
+        },
+        "spec.performance.thresholds[0].maxDrop",
+    ),
+    Case(
+        "dm-perf-drop-no-baseline",
+        DM,
+        {
+            "performance": {
+                "metrics": ["roc_auc"],
+                "thresholds": [{"metric": "roc_auc", "maxDrop": 0.1}],
+            }
+        },
+        "spec.performance.thresholds[0].baselineMetric",
+    ),
+    Case(
+        "dm-perf-threshold-unmeasured",
+        DM,
+        {"performance": {"metrics": ["roc_auc"], "thresholds": [{"metric": "f1", "min": 0.5}]}},
+        "spec.performance.thresholds",
+    ),
+    Case(
+        "dm-perf-regression-metric",
+        DM,
+        {"performance": {"task": "regression", "metrics": ["roc_auc"]}},
+        "spec.performance.metrics",
+    ),
+    Case(
+        "dm-perf-label-delay",
+        DM,
+        {"performance": {"metrics": ["f1"], "labelDelay": "1 day"}},
+        "spec.performance.labelDelay",
+    ),
+    Case(
+        "dm-perf-batch",
+        DM,
+        {
+            "target": DELETE,
+            "batch": {"currentUri": "file:///x.csv"},
+            "reference": {"datasetUri": "file:///r.csv"},
+            "performance": {"metrics": ["f1"]},
+        },
+        "spec.performance",
     ),
     # Object storage and data capture (every kind takes spec.storage)
     Case(

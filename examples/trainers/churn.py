@@ -6,8 +6,12 @@ creates the MLflow run and sets MLFLOW_TRACKING_URI / MLFLOW_RUN_ID, so the plai
 MODELWORKS_HYPERPARAMETERS, the data's location in MODELWORKS_DATASET_URI.
 
 Data: ``builtin://churn`` generates a synthetic churn table (the version ``seed-N``
-picks the seed, ``shift-N`` moves two features for drift demos); a CSV path or
-``file://`` URI with a ``churned`` column is read as is.
+picks the seed, ``shift-N`` moves two features for drift demos); a CSV or Parquet path,
+``file://`` URI or ``s3://`` URI with a ``churned`` column is read as is (S3 through
+pyarrow, with the standard AWS_ENDPOINT_URL_S3, AWS_REGION, AWS_ACCESS_KEY_ID and
+AWS_SECRET_ACCESS_KEY variables: a DriftMonitor's snapshot of captured rows is such a
+``train.parquet``). The data is logged on the run as an MLflow dataset input, with the
+dataset version (a snapshot's content digest) as its digest.
 
 With WORLD_SIZE > 1 every rank checks the distributed environment for real: ranks
 connect to rank 0 at MASTER_ADDR:MASTER_PORT (the operator's headless Service) and rank
@@ -21,6 +25,8 @@ import os
 import socket
 import sys
 import time
+from typing import Any
+from urllib.parse import urlsplit
 
 import mlflow
 import numpy as np
@@ -99,10 +105,56 @@ def load_dataset(uri: str, version: str) -> pd.DataFrame:
             elif part.startswith("shift-"):
                 shift = float(part.removeprefix("shift-"))
         return synthetic_churn(int(os.environ.get("CHURN_ROWS", "5000")), seed, shift)
+    if uri.startswith("s3://"):
+        return read_s3(uri)
     path = uri.removeprefix("file://")
     if path.endswith(".parquet"):
         return pd.read_parquet(path)
     return pd.read_csv(path)
+
+
+def s3_filesystem() -> Any:
+    """pyarrow's S3 filesystem from the standard AWS_* variables (any S3-compatible store)."""
+    from pyarrow import fs
+
+    options: dict[str, object] = {"region": os.environ.get("AWS_REGION") or "us-east-1"}
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        parts = urlsplit(endpoint)
+        options.update(
+            endpoint_override=parts.netloc,
+            scheme=parts.scheme or "https",
+            force_virtual_addressing=False,
+        )
+    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if key and secret:
+        options.update(access_key=key, secret_key=secret)
+    return fs.S3FileSystem(**options)
+
+
+def read_s3(uri: str) -> pd.DataFrame:
+    """An s3://bucket/key Parquet (a file or a directory of files) or CSV object."""
+    import pyarrow.parquet as pq
+
+    filesystem = s3_filesystem()
+    path = uri.removeprefix("s3://")
+    if path.endswith(".csv"):
+        with filesystem.open_input_stream(path) as f:
+            return pd.read_csv(f)
+    return pq.read_table(path, filesystem=filesystem).to_pandas()
+
+
+def log_dataset(data: pd.DataFrame, uri: str, version: str) -> None:
+    """The training data as the run's MLflow dataset input (source, digest, target)."""
+    name = version or uri.rstrip("/").rsplit("/", 1)[-1]
+    digest = version if version and len(version) <= 36 else None
+    try:
+        dataset = mlflow.data.from_pandas(
+            data, source=uri, targets=TARGET, name=name, digest=digest
+        )
+    except Exception:  # a source MLflow cannot resolve (builtin://): logged without it
+        dataset = mlflow.data.from_pandas(data, targets=TARGET, name=name, digest=digest)
+    mlflow.log_input(dataset, context="training")
 
 
 def rendezvous(rank: int, world: int, addr: str, port: int, timeout: float = 120.0) -> int:
@@ -159,10 +211,9 @@ def main() -> int:
         if rank != 0:
             return 0
     artifact_path = os.environ.get("MODELWORKS_MODEL_ARTIFACT_PATH", "model")
-    data = load_dataset(
-        os.environ.get("MODELWORKS_DATASET_URI", "builtin://churn"),
-        os.environ.get("MODELWORKS_DATASET_VERSION", "seed-7"),
-    )
+    uri = os.environ.get("MODELWORKS_DATASET_URI", "builtin://churn")
+    version = os.environ.get("MODELWORKS_DATASET_VERSION", "seed-7")
+    data = load_dataset(uri, version)
     x, y = data[NUMERIC + CATEGORICAL], data[TARGET]
     x_train, x_val, y_train, y_val = train_test_split(
         x, y, test_size=0.25, random_state=0, stratify=y
@@ -189,6 +240,7 @@ def main() -> int:
         ]
     )
     with mlflow.start_run():  # resumes MLFLOW_RUN_ID, set by the operator
+        log_dataset(data, uri, version)
         if world > 1:
             mlflow.log_metric("world_size_seen", seen)
         pipe.fit(x_train, y_train)

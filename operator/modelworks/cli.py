@@ -77,10 +77,22 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _performance(args: argparse.Namespace) -> int:
+    from modelworks.quality import check
+
+    return check.main(args.config)
+
+
 def _drift(args: argparse.Namespace) -> int:
     from modelworks import batch
 
     return batch.main(args.reference, args.reference_kind, args.current, args.config)
+
+
+def _snapshot(args: argparse.Namespace) -> int:
+    from modelworks import snapshot
+
+    return snapshot.main(args.config)
 
 
 def _validate_data(args: argparse.Namespace) -> int:
@@ -316,6 +328,20 @@ def parser() -> argparse.ArgumentParser:
     drift.add_argument("--current", required=True, help="dataset URI (CSV or Parquet)")
     drift.add_argument("--config", default="{}", help="the monitor's drift settings, as JSON")
     drift.set_defaults(func=_drift)
+    snap = sub.add_parser(
+        "snapshot",
+        help="materialise the captured, labelled rows of a window as a dataset snapshot "
+        "(what a DriftMonitor's snapshot Job runs)",
+    )
+    snap.add_argument("--config", required=True, help="destination, window, columns, as JSON")
+    snap.set_defaults(func=_snapshot)
+    performance = sub.add_parser(
+        "performance",
+        help="a model-quality check (what a DriftMonitor's performance Job runs): "
+        "prints the result and writes it to the termination message",
+    )
+    performance.add_argument("--config", required=True, help="window, metrics, store, as JSON")
+    performance.set_defaults(func=_performance)
     check = sub.add_parser(
         "validate-data",
         help="check a dataset before training (what a TrainingJob's validation Job runs): "

@@ -156,6 +156,18 @@ PREDICTION_DRIFTED = Gauge(
     [*_MONITOR, "output"],
     registry=REGISTRY,
 )
+QUALITY_METRIC = Gauge(
+    "modelworks_quality_metric",
+    "Each model-quality metric of the last performance check (spec.performance).",
+    [*_MONITOR, "metric"],
+    registry=REGISTRY,
+)
+QUALITY_DEGRADED = Gauge(
+    "modelworks_quality_degraded",
+    "1 when the last performance check found the model degraded (ModelQuality False).",
+    _MONITOR,
+    registry=REGISTRY,
+)
 RETRAINS = Counter(
     "modelworks_retrains",
     "TrainingJobs a DriftMonitor started.",
@@ -172,6 +184,8 @@ _DRIFT_FAMILIES = (
     PREDICTION_SCORE,
     PREDICTION_THRESHOLD,
     PREDICTION_DRIFTED,
+    QUALITY_METRIC,
+    QUALITY_DEGRADED,
 )
 
 
@@ -181,9 +195,10 @@ def observe_drift(meta: Mapping[str, Any], old: Mapping[str, Any], new: Mapping[
     started = int(new.get("retrainCount") or 0) - int(old.get("retrainCount") or 0)
     if started > 0:
         RETRAINS.labels(ns, name).inc(started)
+    _observe_quality(ns, name, old.get("performance") or {}, new.get("performance") or {})
     if new.get("lastCheckTime") == old.get("lastCheckTime") and old.get("lastCheckTime"):
         return  # no new window
-    _forget_drift(ns, name, keep_totals=True)
+    _forget_drift(ns, name, keep_totals=True, families=_DRIFT_FAMILIES[:-2])
     _scores(ns, name, new.get("features"), (DRIFT_SCORE, DRIFT_THRESHOLD, DRIFT_FEATURE))
     _scores(
         ns,
@@ -215,8 +230,23 @@ def _scores(ns: str, name: str, entries: Any, gauges: tuple[Gauge, Gauge, Gauge]
             drifted.labels(*labels).set(1.0 if entry["drifted"] else 0.0)
 
 
-def _forget_drift(ns: str, name: str, keep_totals: bool = False) -> None:
-    families = _DRIFT_FAMILIES + (() if keep_totals else (RETRAINS,))
+def _observe_quality(ns: str, name: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+    """The quality gauges of the last performance check (kept until the next one)."""
+    if new.get("lastCheckTime") == old.get("lastCheckTime") and old.get("lastCheckTime"):
+        return
+    _forget_drift(ns, name, keep_totals=True, families=(QUALITY_METRIC, QUALITY_DEGRADED))
+    if not new.get("lastCheckTime"):
+        return
+    for entry in new.get("metrics") or []:
+        if entry.get("value") is not None:
+            QUALITY_METRIC.labels(ns, name, str(entry["metric"])).set(float(entry["value"]))
+    QUALITY_DEGRADED.labels(ns, name).set(1.0 if new.get("verdict") == "Degraded" else 0.0)
+
+
+def _forget_drift(
+    ns: str, name: str, keep_totals: bool = False, families: tuple[Any, ...] = _DRIFT_FAMILIES
+) -> None:
+    families = families + (() if keep_totals else (RETRAINS,))
     for family in families:
         for labels in [k for k in family._metrics if tuple(k[:2]) == (ns, name)]:
             family.remove(*labels)

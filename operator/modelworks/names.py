@@ -39,6 +39,7 @@ MONITOR_LABEL = "modelworks.dev/drift-monitor"  # a retraining TrainingJob: who 
 MONITOR_UID_LABEL = "modelworks.dev/drift-monitor-uid"  # ... and that monitor's uid
 RETRAIN_OF_LABEL = "modelworks.dev/retrain-of"  # a retraining TrainingJob: what it repeats
 CHECK_KEY_LABEL = "modelworks.dev/check-key"  # a batch drift check Job: which check it is
+RETRAIN_KEY_LABEL = "modelworks.dev/retrain-key"  # a snapshot Job: which retraining decision
 
 
 def kind_label(kind: str) -> str:
@@ -55,9 +56,20 @@ KUEUE_PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
 HASH_ANNOTATION = "modelworks.dev/desired-hash"  # digest of a child as last applied
 EXPERIMENT_ANNOTATION = "modelworks.dev/mlflow-experiment-id"  # a TrainingJob's Job
 RUN_ANNOTATION = "modelworks.dev/mlflow-run-id"  # a TrainingJob's Job
-TRIGGER_ANNOTATION = "modelworks.dev/retrain-trigger"  # a retraining TrainingJob: drift|schedule
+TRIGGER_ANNOTATION = (
+    "modelworks.dev/retrain-trigger"  # a retraining TrainingJob: drift|schedule|performance
+)
 MONITOR_GENERATION_ANNOTATION = "modelworks.dev/drift-monitor-generation"  # ... of which spec
 EVIDENCE_ANNOTATION = "modelworks.dev/drift-evidence"  # a retraining TrainingJob: the scores
+SNAPSHOT_ANNOTATION = "modelworks.dev/snapshot"  # a retraining TrainingJob: its data (JSON)
+HOLDOUT_ANNOTATION = "modelworks.dev/holdout-uri"  # ... and the holdout taken beside it
+# A TrainingJob's annotations its MLflow run and model version carry as tags (lineage).
+LINEAGE_ANNOTATIONS = (
+    TRIGGER_ANNOTATION,
+    EVIDENCE_ANNOTATION,
+    SNAPSHOT_ANNOTATION,
+    HOLDOUT_ANNOTATION,
+)
 
 # Prometheus' conventional scrape annotations (serving pods).
 SCRAPE_ANNOTATION = "prometheus.io/scrape"
@@ -97,6 +109,7 @@ RENDEZVOUS_PORT = 23456  # a distributed TrainingJob's MASTER_PORT, by default
 # --- environment ----------------------------------------------------------------------
 
 MODEL_URI_ENV = "MODELWORKS_MODEL_URI"  # what a model server serves
+HOLDOUT_URI_ENV = "MODELWORKS_HOLDOUT_URI"  # a retraining on a snapshot: its holdout
 # Object storage in pods (spec.storage): the variables boto3, pyarrow and MLflow all read.
 S3_ACCESS_KEY_ENV = "AWS_ACCESS_KEY_ID"
 S3_SECRET_KEY_ENV = "AWS_SECRET_ACCESS_KEY"

@@ -783,6 +783,8 @@ OPERATOR_METRICS = {
     "modelworks_drift_prediction_score",
     "modelworks_drift_prediction_threshold",
     "modelworks_drift_prediction_drifted",
+    "modelworks_quality_metric",
+    "modelworks_quality_degraded",
     "modelworks_retrains_total",
 }
 SERVING_METRICS = {

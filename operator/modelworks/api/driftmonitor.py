@@ -18,7 +18,9 @@ from modelworks.api.common import (
     StatusModel,
     condition_column,
     list_map,
+    parse_duration,
 )
+from modelworks.api.performance import Performance, PerformanceStatus
 from modelworks.api.trainingjob import TrainingJobSpec
 from modelworks.drift.statistics import METHODS, P_VALUE_METHODS, STATISTICS, and_list
 from modelworks.drift.statistics import Method as Method
@@ -132,6 +134,58 @@ class Predictions(ApiModel):
     )
 
 
+LABEL_COLUMN_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
+
+
+class RetrainDataset(ApiModel):
+    """What a retraining trains on: the original dataset, or a snapshot of the captured and
+    labelled rows of a window (docs/data-capture.md, "Retraining on fresh data")."""
+
+    __rules__ = (
+        Rule(
+            cel="self.source != 'Captured' || has(self.target)",
+            message="source Captured needs target: the label column the trainer reads",
+            check=lambda d: d.source != "Captured" or d.target is not None,
+            field=".target",
+            reason="FieldValueRequired",
+        ),
+    )
+
+    source: Literal["Original", "Captured"] = Field(
+        default="Original",
+        description="Original: the copied spec's dataset (uri and version unchanged). "
+        "Captured: an immutable snapshot of the target's captured rows joined with their "
+        "labels over the window, with a holdout written beside it.",
+    )
+    window: Duration | None = Field(
+        default=None,
+        description="How far back the captured rows go (at least the monitor's window). "
+        "Default: the monitor's window.",
+    )
+    min_rows: int = Field(
+        default=100,
+        ge=1,
+        le=100_000_000,
+        description="Fewer labelled rows in the window: no snapshot and no retraining "
+        "(SnapshotReady=False, TooFewRows), tried again at the next decision.",
+    )
+    holdout_fraction: float = Field(
+        default=0.2,
+        ge=0.0,
+        le=0.5,
+        description="Share of the rows kept out of training (chosen by a hash of the "
+        "inference id), written as holdout.parquet for the evaluation of the new model.",
+    )
+    target: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=250,
+        pattern=LABEL_COLUMN_PATTERN,
+        description="The label column the trainer expects (e.g. churned): the ground truth "
+        "is written under this name.",
+    )
+
+
 class Retrain(ApiModel):
     """Start a TrainingJob when drift persists (or on a schedule)."""
 
@@ -158,6 +212,10 @@ class Retrain(ApiModel):
     )
     cooldown: Duration = Field(default="24h", description="Minimum time between two retrainings.")
     max_concurrent: int = Field(default=1, ge=1, le=10)
+    dataset: RetrainDataset | None = Field(
+        default=None,
+        description="What the retraining trains on. Default: the original dataset.",
+    )
 
 
 class DriftMonitorSpec(ApiModel):
@@ -208,6 +266,35 @@ class DriftMonitorSpec(ApiModel):
             ),
             field=".predictions.threshold",
         ),
+        Rule(
+            cel="!has(self.performance) || has(self.target)",
+            message="performance is measured on a live target's captured predictions",
+            check=lambda s: s.performance is None or s.target is not None,
+            field=".performance",
+            reason="FieldValueForbidden",
+        ),
+        Rule(
+            cel="!has(self.retrain) || !has(self.retrain.dataset) "
+            "|| self.retrain.dataset.source != 'Captured' || has(self.target)",
+            message="source Captured reads the target ModelDeployment's captured rows: "
+            "it needs target (live mode)",
+            check=lambda s: s.target is not None or captured(s) is None,
+            field=".retrain.dataset.source",
+            reason="FieldValueForbidden",
+        ),
+        Rule(
+            cel="!has(self.retrain) || !has(self.retrain.dataset) "
+            "|| !has(self.retrain.dataset.window) "
+            "|| duration(self.retrain.dataset.window) >= duration(self.window)",
+            message="the snapshot window may not be shorter than the monitor's window",
+            check=lambda s: (
+                s.retrain is None
+                or s.retrain.dataset is None
+                or s.retrain.dataset.window is None
+                or parse_duration(s.retrain.dataset.window) >= parse_duration(s.window)
+            ),
+            field=".retrain.dataset.window",
+        ),
     )
 
     target: Target | None = None
@@ -250,6 +337,17 @@ class DriftMonitorSpec(ApiModel):
         description="Object storage the monitor's Jobs read (batch data, captured rows, "
         "labels) and write (snapshots).",
     )
+    performance: Performance | None = Field(
+        default=None,
+        description="Model quality: the target's captured predictions joined with their "
+        "labels (live mode; the ModelDeployment must capture).",
+    )
+
+
+def captured(spec: DriftMonitorSpec) -> RetrainDataset | None:
+    """The retraining's dataset settings when it trains on captured rows, else None."""
+    dataset = spec.retrain.dataset if spec.retrain is not None else None
+    return dataset if dataset is not None and dataset.source == "Captured" else None
 
 
 Verdict = Literal["NoDrift", "Drift", "InsufficientData"]
@@ -273,6 +371,24 @@ class RetrainRecord(StatusModel):
     reason: str
 
 
+class SnapshotStatus(StatusModel):
+    """The snapshot of captured, labelled rows a retraining trains on (source Captured)."""
+
+    job: str | None = None
+    key: str | None = None
+    phase: Literal["Running", "Ready", "Failed"] | None = None
+    uri: str | None = None
+    digest: str | None = None
+    holdout_uri: str | None = None
+    rows: int | None = None
+    holdout_rows: int | None = None
+    window_start: str | None = None
+    window_end: str | None = None
+    reused: bool | None = None
+    training_job: str | None = None
+    message: str | None = None
+
+
 class DriftMonitorStatus(StatusModel):
     observed_generation: int | None = None
     phase: Literal["Pending", "Monitoring", "Drifting", "Suspended", "Failed"] | None = None
@@ -288,10 +404,12 @@ class DriftMonitorStatus(StatusModel):
     predictions: list[FeatureScore] | None = None
     last_retrain: RetrainRecord | None = None
     retrain_count: int | None = None
+    snapshot: SnapshotStatus | None = None
     next_scheduled_retrain: str | None = None
     window_start: str | None = None
     check_job: str | None = None
     pods: int | None = None
+    performance: PerformanceStatus | None = None
 
 
 class DriftMonitor(ApiModel):

@@ -20,12 +20,16 @@ from modelworks.builders.common import (
 from modelworks.names import (
     CHECK_KEY_LABEL,
     EVIDENCE_ANNOTATION,
+    HOLDOUT_ANNOTATION,
+    HOLDOUT_URI_ENV,
     MONITOR_GENERATION_ANNOTATION,
     MONITOR_LABEL,
     MONITOR_UID_LABEL,
     NAME_LABEL,
     PREFIX,
+    RETRAIN_KEY_LABEL,
     RETRAIN_OF_LABEL,
+    SNAPSHOT_ANNOTATION,
     TRIGGER_ANNOTATION,
 )
 
@@ -66,6 +70,8 @@ def build_retrain(
     trigger: str,
     evidence: Mapping[str, Any],
     source: str | None,
+    snapshot: Mapping[str, Any] | None = None,
+    storage: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A new TrainingJob from ``training_spec`` (a stored spec or the monitor's template).
 
@@ -73,7 +79,8 @@ def build_retrain(
     monitor knows its own by the uid label. Its name is the decision's ``key``. The
     lineage is in labels (which monitor, which TrainingJob it copies) and annotations
     (why: drift or schedule, and the evidence), which the TrainingJob also puts on its
-    MLflow run and model version.
+    MLflow run and model version. With a ``snapshot`` (the snapshot Job's result) it trains
+    on that snapshot (see :func:`on_snapshot`).
     """
     meta = monitor["metadata"]
     spec = json.loads(json.dumps(dict(training_spec)))  # a deep, plain copy
@@ -84,6 +91,15 @@ def build_retrain(
         {"name": "MODELWORKS_DRIFT_MONITOR", "value": f"{meta['namespace']}/{meta['name']}"},
     ]
     spec["env"] = env
+    annotations = {
+        TRIGGER_ANNOTATION: trigger,
+        MONITOR_GENERATION_ANNOTATION: str(meta.get("generation")),
+        EVIDENCE_ANNOTATION: evidence_text(evidence),
+    }
+    if snapshot is not None:
+        annotations.update(on_snapshot(spec, snapshot, f"{meta['namespace']}/{meta['name']}"))
+        if storage and not spec.get("storage"):
+            spec["storage"] = dict(storage)
     labels = {
         k: v for k, v in standard_labels(monitor, "retraining").items() if not k.startswith(PREFIX)
     }
@@ -99,17 +115,35 @@ def build_retrain(
             "name": retrain_name(meta["name"], key),
             "namespace": meta["namespace"],
             "labels": labels,
-            "annotations": {
-                TRIGGER_ANNOTATION: trigger,
-                MONITOR_GENERATION_ANNOTATION: str(meta.get("generation")),
-                EVIDENCE_ANNOTATION: evidence_text(evidence),
-            },
+            "annotations": annotations,
         },
         "spec": spec,
     }
 
 
-_TRIGGER_ENV = ("MODELWORKS_RETRAIN_TRIGGER", "MODELWORKS_DRIFT_MONITOR")
+_TRIGGER_ENV = ("MODELWORKS_RETRAIN_TRIGGER", "MODELWORKS_DRIFT_MONITOR", HOLDOUT_URI_ENV)
+SNAPSHOT_LINEAGE = (
+    "uri",
+    "digest",
+    "holdoutUri",
+    "rows",
+    "holdoutRows",
+    "windowStart",
+    "windowEnd",
+)
+
+
+def on_snapshot(spec: dict[str, Any], snapshot: Mapping[str, Any], monitor: str) -> dict[str, str]:
+    """Point ``spec`` (a plain TrainingJob spec, changed in place) at the snapshot: dataset
+    uri = its train.parquet, version = its digest, MODELWORKS_HOLDOUT_URI = its holdout;
+    returns the lineage annotations (the snapshot as JSON, the holdout URI)."""
+    spec["dataset"] = {"uri": str(snapshot["uri"]), "version": str(snapshot["digest"])}
+    holdout = str(snapshot.get("holdoutUri") or "")
+    if holdout:
+        spec["env"] = [*spec.get("env", []), {"name": HOLDOUT_URI_ENV, "value": holdout}]
+    lineage = {k: snapshot[k] for k in SNAPSHOT_LINEAGE if snapshot.get(k) is not None}
+    text = json.dumps({**lineage, "monitor": monitor}, sort_keys=True, separators=(",", ":"))
+    return {SNAPSHOT_ANNOTATION: text, **({HOLDOUT_ANNOTATION: holdout} if holdout else {})}
 
 
 def batch_job_name(monitor: Mapping[str, Any], key: str) -> str:
@@ -152,14 +186,14 @@ def _batch_args(spec: DriftMonitorSpec) -> list[str]:
     ]
 
 
-def _batch_container(
-    spec: DriftMonitorSpec, *, image: str, pull_policy: str, tracking_uri: str
+def _job_container(
+    spec: DriftMonitorSpec, args: list[str], *, image: str, pull_policy: str, tracking_uri: str
 ) -> dict[str, Any]:
     return {
         "name": BATCH_CONTAINER,
         "image": image,
         "imagePullPolicy": pull_policy,
-        "args": _batch_args(spec),
+        "args": args,
         "env": [
             {"name": "MLFLOW_TRACKING_URI", "value": tracking_uri},
             {"name": "MLFLOW_DISABLE_TELEMETRY", "value": "true"},
@@ -169,6 +203,46 @@ def _batch_container(
         "securityContext": {**restricted_container_security(), "readOnlyRootFilesystem": True},
         "terminationMessagePolicy": "File",
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+
+
+def _job(
+    monitor: Mapping[str, Any],
+    name: str,
+    labels: Mapping[str, str],
+    container: Mapping[str, Any],
+    annotations: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """A Job of the monitor's, run once (one retry), reporting through its termination
+    message (read back by the operator)."""
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": monitor["metadata"]["namespace"],
+        "labels": dict(labels),
+        "ownerReferences": [owner_reference(monitor)],
+    }
+    if annotations:
+        metadata["annotations"] = dict(annotations)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata,
+        "spec": {
+            "backoffLimit": 1,
+            "ttlSecondsAfterFinished": 3600,
+            "activeDeadlineSeconds": 1800,
+            "template": {
+                "metadata": {"labels": dict(labels)},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [dict(container)],
+                    "securityContext": restricted_pod_security(),
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                },
+            },
+        },
     }
 
 
@@ -183,33 +257,37 @@ def build_batch_job(
 ) -> dict[str, Any]:
     """A Job that compares the current dataset with the reference and reports through its
     termination message (read back by the operator)."""
-    container = _batch_container(
-        spec, image=image, pull_policy=pull_policy, tracking_uri=tracking_uri
+    container = _job_container(
+        spec, _batch_args(spec), image=image, pull_policy=pull_policy, tracking_uri=tracking_uri
     )
     labels = {**standard_labels(monitor, "drift-check"), CHECK_KEY_LABEL: key}
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": batch_job_name(monitor, key),
-            "namespace": monitor["metadata"]["namespace"],
-            "labels": labels,
-            "ownerReferences": [owner_reference(monitor)],
-        },
-        "spec": {
-            "backoffLimit": 1,
-            "ttlSecondsAfterFinished": 3600,
-            "activeDeadlineSeconds": 1800,
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "containers": [container],
-                    "securityContext": restricted_pod_security(),
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    "volumes": [{"name": "tmp", "emptyDir": {}}],
-                },
-            },
-        },
-    }
+    return _job(monitor, batch_job_name(monitor, key), labels, container)
+
+
+def snapshot_job_name(monitor: str, key: str) -> str:
+    """``<monitor>-snap-<key>``: the snapshot of the retraining decision ``key``."""
+    return f"{monitor}-snap-{key}"
+
+
+def build_snapshot_job(
+    monitor: Mapping[str, Any],
+    spec: DriftMonitorSpec,
+    config: Mapping[str, Any],
+    *,
+    key: str,
+    trigger: str,
+    evidence: Mapping[str, Any],
+    server: tuple[str, str, str],
+) -> dict[str, Any]:
+    """The Job that materialises the snapshot of a retraining decision (``modelworks
+    snapshot --config``); the decision's trigger and evidence ride on it as annotations,
+    for the TrainingJob started once it is ready. ``server``: image, pull policy, MLflow."""
+    image, pull_policy, tracking_uri = server
+    args = ["snapshot", "--config", json.dumps(dict(config), sort_keys=True, separators=(",", ":"))]
+    container = _job_container(
+        spec, args, image=image, pull_policy=pull_policy, tracking_uri=tracking_uri
+    )
+    labels = {**standard_labels(monitor, "snapshot"), RETRAIN_KEY_LABEL: key}
+    annotations = {TRIGGER_ANNOTATION: trigger, EVIDENCE_ANNOTATION: evidence_text(evidence)}
+    name = snapshot_job_name(monitor["metadata"]["name"], key)
+    return _job(monitor, name, labels, container, annotations)

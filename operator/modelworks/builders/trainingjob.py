@@ -27,6 +27,7 @@ from modelworks.names import (
     GENERATION_TAG,
     HYPERPARAMETERS_TAG,
     IMAGE_TAG,
+    LINEAGE_ANNOTATIONS,
     NAMESPACE_TAG,
     RENDEZVOUS_PORT,
     RESERVED_PREFIXES,
@@ -218,6 +219,7 @@ def build_service(obj: Mapping[str, Any], spec: TrainingJobSpec) -> dict[str, An
 
 
 REVISION_SUFFIXES = ("/git-revision", "/git-repository", "/revision", "/commit")
+LINEAGE_TAG_LIMIT = 5000  # characters: what every MLflow server keeps of a tag value
 
 
 def experiment_name(obj: Mapping[str, Any], spec: TrainingJobSpec) -> str:
@@ -249,6 +251,8 @@ def lineage_tags(obj: Mapping[str, Any], spec: TrainingJobSpec) -> dict[str, str
     for key, value in sorted((meta.get("annotations") or {}).items()):
         if key.endswith(REVISION_SUFFIXES):
             tags[ANNOTATION_TAG_PREFIX + key.replace("/", ".")] = str(value)[:500]
+        elif key in LINEAGE_ANNOTATIONS:
+            tags[ANNOTATION_TAG_PREFIX + key.replace("/", ".")] = str(value)[:LINEAGE_TAG_LIMIT]
     return tags
 
 

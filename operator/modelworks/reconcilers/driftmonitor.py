@@ -15,15 +15,17 @@ TrainingJob it decided on, both with deterministic names.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 from modelworks import conditions
 from modelworks.api import API_VERSION, DRIFT_MONITOR, TRAINING_JOB
 from modelworks.api.common import parse_duration
-from modelworks.api.driftmonitor import DriftMonitorSpec
+from modelworks.api.driftmonitor import DriftMonitorSpec, captured
 from modelworks.builders.modeldeployment import selector
 from modelworks.clients.datasets import TooLarge, profile_json
 from modelworks.clients.http import Limits
@@ -42,17 +44,22 @@ from modelworks.drift.window import (
     window_counts,
 )
 from modelworks.names import (
+    EVIDENCE_ANNOTATION,
     FEATURE_METRIC_PREFIX,
     MONITOR_GENERATION_ANNOTATION,
     MONITOR_UID_LABEL,
     PREDICTION_METRIC_PREFIX,
     SERVER_PORT,
+    TRIGGER_ANNOTATION,
     VERSION_LABEL,
+    format_time,
 )
 from modelworks.reconcilers.base import Context, KindReconciler, Learned
 from modelworks.reconcilers.children import get_owned, owned_only
 from modelworks.reconcilers.tenancy import uri_refusal
 from modelworks.status import driftmonitor as status
+from modelworks.status import performance as quality
+from modelworks.status import snapshot as snap
 from modelworks.status import tenancy
 from modelworks.status.common import pod_ready
 from modelworks.status.decision import Decision, unchanged
@@ -79,18 +86,38 @@ def shortcut(obj: Mapping[str, Any], spec: DriftMonitorSpec, now: str) -> Decisi
         return status.decide(spec, Facts(monitor=_identity(obj)), old, now)
     if spec.batch is not None and old.get("checkJob"):
         return None
+    if spec.retrain is not None and snap.pending(old) is not None:
+        return None  # a snapshot Job to poll
     wait = due(old, obj["metadata"].get("generation"), now)
+    if spec.performance is not None and spec.target is not None:
+        wait = min(wait, quality.performance_due(old, obj["metadata"].get("generation"), now))
     return unchanged(old, wait, "waiting") if wait > 0 else None
 
 
 def observe(obj: Mapping[str, Any], spec: DriftMonitorSpec, ctx: Context) -> Facts:
     facts = Facts(monitor=_identity(obj), server=ctx.server)
+    old = obj.get("status") or {}
+    pending = snap.pending(old) if spec.retrain is not None else None
+    if pending is not None:
+        facts = replace(
+            facts,
+            snapshot=_snapshot_job(obj, pending, ctx.kube),
+            retrain=_retrain_facts(obj, spec, ctx.kube),
+        )
+        now = format_time(datetime.now(UTC))
+        if due(old, obj["metadata"].get("generation"), now) > 0:
+            return replace(facts, snapshot_only=True)
     if spec.batch is not None:
         job = _batch_job(obj, ctx.kube)
         problem = _batch_refusal(obj, spec, ctx.registry) if job is None else None
         facts = replace(facts, job=job, problem=problem)
         ready = job is not None and job.finished is not None
     else:
+        now = format_time(datetime.now(UTC))
+        if spec.performance is not None:
+            facts = replace(facts, performance=_performance(obj, spec, ctx))
+            if due(old, obj["metadata"].get("generation"), now) > 0:
+                return replace(facts, performance_only=True)
         problem, live = _live(obj, spec, ctx)
         facts = replace(
             facts, problem=problem, live=live, calibration_cells=ctx.bounds.calibration_cells
@@ -109,7 +136,11 @@ def act(
     as it is; one it does not own is never written over."""
     for action in actions:
         match action:
-            case ApplyBatchJob(body=body):
+            case (
+                ApplyBatchJob(body=body)
+                | snap.ApplySnapshotJob(body=body)
+                | quality.ApplyPerformanceJob(body=body)
+            ):
                 _create_check(ctx.kube, obj, body)
             case StartRetrain(body=body):
                 _create_retrain(ctx.kube, obj, body)
@@ -216,9 +247,61 @@ def _live(
             )
         except PrometheusError as exc:
             return ("PrometheusUnavailable", f"spec.target.prometheus: {exc}"), None
-        return None, LiveCheck(str(served), profile, window, prometheus=True, outputs=answered)
-    window, answered = _scrape_window(ctx, key, profile, parse_duration(spec.window), outputs)
-    return None, LiveCheck(str(served), profile, window, outputs=answered)
+        live = LiveCheck(str(served), profile, window, prometheus=True, outputs=answered)
+    else:
+        window, answered = _scrape_window(ctx, key, profile, parse_duration(spec.window), outputs)
+        live = LiveCheck(str(served), profile, window, outputs=answered)
+    return None, replace(live, capture=_capture(target) if captured(spec) else None)
+
+
+def _capture(target: Mapping[str, Any]) -> snap.Capture:
+    """What the target captures: where (``spec.dataCapture.destination``), which model."""
+    capture = target["spec"].get("dataCapture") or {}
+    return snap.Capture(
+        target=str(target["metadata"]["name"]),
+        model=str(target["spec"]["model"]["name"]),
+        destination=capture.get("destination") or None,
+    )
+
+
+def _performance(
+    obj: Mapping[str, Any], spec: DriftMonitorSpec, ctx: Context
+) -> quality.PerformanceFacts:
+    """The performance check's facts: the target's served version and capture, the Job in
+    flight (its result once it finished) and then the baseline metrics of the served
+    version's MLflow run."""
+    assert spec.target is not None
+    ns, name = obj["metadata"]["namespace"], spec.target.model_deployment.name
+    target = ctx.kube.get(API_VERSION, "ModelDeployment", ns, name)
+    if target is None:
+        return quality.PerformanceFacts(
+            name, problem=("TargetNotFound", f"ModelDeployment {name} does not exist")
+        )
+    capture = _capture(target)
+    served = (target.get("status") or {}).get("stableVersion")
+    facts = quality.PerformanceFacts(
+        name,
+        model=capture.model,
+        served=str(served) if served else None,
+        destination=capture.destination,
+    )
+    job_name = ((obj.get("status") or {}).get("performance") or {}).get("checkJob")
+    job = get_owned(ctx.kube, "batch/v1", "Job", obj, str(job_name)) if job_name else None
+    if job is None:
+        return facts
+    found = _finished(obj, job, ctx.kube)
+    check = quality.CheckJob(found.name, found.finished, found.message, found.failure)
+    facts = replace(facts, job=check)
+    if found.finished is None or facts.served is None:
+        return facts
+    try:
+        mv = ctx.registry.get_version(capture.model, facts.served)
+        baselines = ctx.registry.get_run(mv.run_id).metrics if mv and mv.run_id else {}
+    except TrackingUnavailable as exc:
+        return replace(
+            facts, problem=("MLflowUnavailable", f"the MLflow server did not answer: {exc}")
+        )
+    return replace(facts, baselines=baselines)
 
 
 def _prometheus_window(
@@ -339,21 +422,47 @@ def _batch_job(obj: Mapping[str, Any], kube: Kube) -> BatchJob | None:
     name = (obj.get("status") or {}).get("checkJob")
     if not name:
         return None
-    ns = obj["metadata"]["namespace"]
     job = get_owned(kube, "batch/v1", "Job", obj, str(name))
-    if job is None:
-        return None
+    return _finished(obj, job, kube) if job is not None else None
+
+
+def _finished(obj: Mapping[str, Any], job: Mapping[str, Any], kube: Kube) -> BatchJob:
+    """A Job of the monitor's: Complete or Failed (or None), and its pod's message."""
+    name = str(job["metadata"]["name"])
     conds = {c.get("type"): c for c in (job.get("status") or {}).get("conditions") or []}
     finished = [t for t in ("Complete", "Failed") if (conds.get(t) or {}).get("status") == "True"]
     if not finished:
-        return BatchJob(str(name))
-    found = kube.list("v1", "Pod", ns, labels={"batch.kubernetes.io/job-name": str(name)})
+        return BatchJob(name)
+    ns = obj["metadata"]["namespace"]
+    found = kube.list("v1", "Pod", ns, labels={"batch.kubernetes.io/job-name": name})
     pods = owned_only(found, job["metadata"]["uid"])
     return BatchJob(
-        str(name),
+        name,
         finished=finished[0],
         message=termination_message(pods),
         failure=str((conds.get("Failed") or {}).get("message") or ""),
+    )
+
+
+def _snapshot_job(obj: Mapping[str, Any], name: str, kube: Kube) -> snap.SnapshotJob | None:
+    """The snapshot Job in flight (None: gone), its result once it finished, and the
+    retraining decision it carries (trigger and evidence annotations)."""
+    job = get_owned(kube, "batch/v1", "Job", obj, name)
+    if job is None:
+        return None
+    notes = job["metadata"].get("annotations") or {}
+    try:
+        evidence = json.loads(notes.get(EVIDENCE_ANNOTATION) or "{}")
+    except ValueError:
+        evidence = {}
+    found = _finished(obj, job, kube)
+    return snap.SnapshotJob(
+        name,
+        finished=found.finished,
+        message=found.message,
+        failure=found.failure,
+        trigger=str(notes.get(TRIGGER_ANNOTATION) or "drift"),
+        evidence=evidence if isinstance(evidence, dict) else {},
     )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from modelworks import conditions
 from modelworks.api import DRIFT_MONITOR
 from modelworks.api.common import parse_duration
-from modelworks.api.driftmonitor import DriftMonitorSpec
+from modelworks.api.driftmonitor import DriftMonitorSpec, captured
 from modelworks.builders.driftmonitor import (
     build_batch_job,
     build_retrain,
@@ -43,7 +43,10 @@ from modelworks.drift.statistics import STATISTICS
 from modelworks.drift.window import Window
 from modelworks.names import format_time, later, parse_time
 from modelworks.schedule import Cron
+from modelworks.status import performance as quality
+from modelworks.status import snapshot as snap
 from modelworks.status.decision import Decision, StatusBuilder
+from modelworks.status.quality import MODEL_QUALITY
 
 RESULT_LIMIT = 3800  # bytes: a batch Job reports through its termination message (4096)
 JOB_POLL = 10.0  # seconds between looks at a running batch check
@@ -180,6 +183,7 @@ def plan_retrain(
     created: str,
     now: str,
     generation: int | None = None,
+    degraded: bool = False,
 ) -> RetrainPlan:
     """Whether to start a retraining now: drift declared (or a schedule due), the cooldown
     since the last one passed (or it failed under an earlier ``generation`` of the spec),
@@ -197,6 +201,8 @@ def plan_retrain(
     trigger = None
     if retrain.on_drift and declared:
         trigger = "drift"
+    elif retrain.on_drift and degraded:
+        trigger = "performance"
     elif next_scheduled and parse_time(next_scheduled) <= parse_time(now):
         trigger = "schedule"
         next_scheduled = format_time(Cron.parse(retrain.schedule or "").next_after(parse_time(now)))
@@ -205,14 +211,14 @@ def plan_retrain(
     last = (old.get("lastRetrain") or {}).get("at")
     cooldown = parse_duration(retrain.cooldown)
     if (
-        trigger == "drift"
+        trigger in ("drift", "performance")
         and last
         and not failed_under_older_spec(old, generation)
         and parse_time(last) + timedelta(seconds=cooldown) > parse_time(now)
     ):
         return RetrainPlan(
             None,
-            f"drift, but the last retraining started at {last} (cooldown {retrain.cooldown})",
+            f"{trigger}, but the last retraining started at {last} (cooldown {retrain.cooldown})",
             next_scheduled,
         )
     if active >= retrain.max_concurrent:
@@ -246,6 +252,7 @@ class LiveCheck:
     window: Window  # counts per feature, pods, since (the baseline snapshot's time)
     prometheus: bool = False  # the window is Prometheus's [now - spec.window, now]
     outputs: Window | None = None  # counts per model output (prediction drift), if watched
+    capture: snap.Capture | None = None  # what the target captures (retraining on fresh data)
 
 
 @dataclass(frozen=True)
@@ -287,6 +294,10 @@ class Facts:
     job: BatchJob | None = None  # batch mode: the check Job in flight, if it still exists
     retrain: RetrainFacts = field(default_factory=RetrainFacts)
     calibration_cells: int = MAX_CELLS  # the operator's budget for a live check's bootstrap
+    snapshot: snap.SnapshotJob | None = None  # the snapshot Job in flight (None: none, or gone)
+    snapshot_only: bool = False  # a snapshot Job is in flight and no check is due: poll it
+    performance: quality.PerformanceFacts | None = None  # spec.performance's check
+    performance_only: bool = False  # the performance check is due, the drift check is not
 
 
 @dataclass(frozen=True)
@@ -305,7 +316,7 @@ class StartRetrain:
     body: Mapping[str, Any]
 
 
-Action = ApplyBatchJob | StartRetrain
+Action = ApplyBatchJob | StartRetrain | snap.ApplySnapshotJob | quality.ApplyPerformanceJob
 
 
 @dataclass(frozen=True)
@@ -324,6 +335,8 @@ class CheckFacts:
     refused: tuple[str, str, str] | None = None  # (TrainingJob, reason, message): not created
     last_retrain: LastRetrain | None = None
     waiting: str = ""  # what a batch check waits for
+    snapshot: snap.Step = field(default_factory=snap.Step)
+    performance: quality.PerformanceStep | None = None
 
 
 def assess(
@@ -349,8 +362,12 @@ def decide(
     interval = parse_duration(spec.interval)
     if spec.suspend:
         return replace(compute(meta, spec, CheckFacts(), old, now), result="suspended")
+    if facts.snapshot_only:
+        return _snapshot_progress(spec, facts, old, CheckFacts(), now, interval)
     if spec.batch is not None:
         return _decide_batch(spec, facts, old, now, interval)
+    if facts.performance_only:
+        return _performance_only(spec, facts, old, now)
     if facts.problem is not None:
         return _live_problem(meta, spec, old, facts.problem, now, interval)
     live = facts.live
@@ -379,9 +396,54 @@ def decide(
         pods=live.window.pods,
         window_start=format_time(datetime.fromtimestamp(since, UTC)) if since is not None else None,
         next_check=later(now, interval),
+        performance=_performance(spec, facts, old, now),
     )
     base = old if old.get("servedVersion") in (None, live.served) else fresh(old)
-    return _finish(spec, facts, base, found, now, interval, served=live.served)
+    decided = _finish(spec, facts, base, found, now, interval, served=live.served)
+    return _with_performance(decided, found.performance)
+
+
+def _performance(
+    spec: DriftMonitorSpec, facts: Facts, old: Mapping[str, Any], now: str
+) -> quality.PerformanceStep | None:
+    """This pass's part of the performance check (spec.performance), if any."""
+    if spec.performance is None or facts.performance is None:
+        return None
+    server = (facts.server.image, facts.server.pull_policy) if facts.server else ("", "")
+    return quality.step(spec, facts.performance, old, facts.monitor, server, now)
+
+
+def _with_performance(
+    decided: Decision[Action], step: quality.PerformanceStep | None
+) -> Decision[Action]:
+    """The performance Job to create, and the next look at it."""
+    if step is None:
+        return decided
+    job = (quality.ApplyPerformanceJob(step.job),) if step.job is not None else ()
+    requeue = (
+        step.requeue if decided.requeue_after is None else min(decided.requeue_after, step.requeue)
+    )
+    return replace(decided, actions=(*decided.actions, *job), requeue_after=max(1.0, requeue))
+
+
+def _performance_only(
+    spec: DriftMonitorSpec, facts: Facts, old: Mapping[str, Any], now: str
+) -> Decision[Action]:
+    """The performance check is due, the drift check is not: only its Job and result. A
+    newly found drop brings the next check forward, which decides the retraining."""
+    meta = facts.monitor["metadata"]
+    step = _performance(spec, facts, old, now)
+    served = facts.performance.served if facts.performance else None
+    sooner = (
+        step is not None
+        and step.degraded
+        and spec.retrain is not None
+        and not quality.was_degraded(old, served)
+    )
+    found = CheckFacts(performance=step, next_check=now if sooner else None)
+    decided = compute(meta, spec, found, old, now)
+    wait = 1.0 if sooner else max(1.0, due(old, meta.get("generation"), now))
+    return _with_performance(replace(decided, requeue_after=wait), step)
 
 
 def _live_problem(
@@ -488,13 +550,22 @@ def _finish(
     *,
     served: str | None,
 ) -> Decision[Action]:
-    """A scored window: its status, and the retraining it starts (if any)."""
+    """A scored window: its status, and the retraining (or its snapshot) it starts."""
     assert found.check is not None
     _consecutive, declared, _newly = assess(spec, old, found.check)
-    plan, start, failure = _retrain(spec, facts, old, declared, found.check, now, served)
-    retrained = str(start.body["metadata"]["name"]) if start is not None else None
-    found = replace(found, retrain=plan, retrained=retrained, last_retrain=facts.retrain.last)
-    if facts.retrain.refused is not None and start is None and plan.trigger is not None:
+    if spec.retrain is not None and snap.pending(old) is not None:
+        return _snapshot_progress(spec, facts, old, found, now, interval)
+    plan, action, failure, step = _retrain(
+        spec, facts, old, (declared, found.performance), found.check, now, served
+    )
+    retrained = str(action.body["metadata"]["name"]) if isinstance(action, StartRetrain) else None
+    if step.condition is None and facts.live is not None:
+        before = conditions.get(old.get("conditions"), snap.CONDITION)
+        step = replace(step, condition=snap.standing(spec, facts.live.capture, before))
+    found = replace(
+        found, retrain=plan, retrained=retrained, last_retrain=facts.retrain.last, snapshot=step
+    )
+    if facts.retrain.refused is not None and action is None and plan.trigger is not None:
         name = retrain_name(facts.monitor["metadata"]["name"], _retrain_key(facts, old))
         found = replace(found, refused=(name, *facts.retrain.refused))
         failure = ""  # told by _retrain_news
@@ -503,8 +574,8 @@ def _finish(
     return Decision(
         status=decided.status,
         events=decided.events + failed,
-        actions=(start,) if start is not None else (),
-        requeue_after=interval,
+        actions=(action,) if action is not None else (),
+        requeue_after=JOB_POLL if step.job is not None else interval,
     )
 
 
@@ -512,14 +583,17 @@ def _retrain(
     spec: DriftMonitorSpec,
     facts: Facts,
     old: Mapping[str, Any],
-    declared: bool,
+    triggers: tuple[bool, quality.PerformanceStep | None],
     check: Mapping[str, Any],
     now: str,
     served: str | None,
-) -> tuple[RetrainPlan, StartRetrain | None, str]:
-    """The retraining plan, the TrainingJob to start, and why it cannot start ("" if it can)."""
+) -> tuple[RetrainPlan, Action | None, str, snap.Step]:
+    """The retraining plan, what to start (the TrainingJob, or first its snapshot Job), why
+    it cannot start ("" if it can), and the snapshot's part of the status."""
+    none = snap.Step()
+    declared, performance = triggers
     if spec.retrain is None:
-        return RetrainPlan(None), None, ""
+        return RetrainPlan(None), None, "", none
     key = _retrain_key(facts, old)
     # A retraining of this very decision that exists already was started by a pass whose
     # status write was lost: it is this decision's, not one that blocks it.
@@ -532,30 +606,129 @@ def _retrain(
         created=str(facts.monitor["metadata"].get("creationTimestamp") or now),
         now=now,
         generation=facts.monitor["metadata"].get("generation"),
+        degraded=performance is not None and performance.degraded,
     )
     if plan.trigger is None:
-        return plan, None, ""
-    source = None
-    if spec.retrain.from_training_job is not None:
-        source = spec.retrain.from_training_job.name
-        if facts.retrain.source_spec is None:
-            failure = f"TrainingJob {source} (spec.retrain.fromTrainingJob) does not exist"
-            return RetrainPlan(None, failure, plan.next_scheduled), None, failure
-        training_spec: Mapping[str, Any] = facts.retrain.source_spec
-    else:
-        assert spec.retrain.template is not None
-        training_spec = spec.retrain.template.wire()
+        return plan, None, "", none
+    training_spec, source, failure = _training_spec(spec, facts)
+    if training_spec is None:
+        return RetrainPlan(None, failure, plan.next_scheduled), None, failure, none
     if facts.retrain.refused is not None:
-        return plan, None, facts.retrain.refused[1]
+        return plan, None, facts.retrain.refused[1], none
+    why = evidence(facts.monitor["metadata"]["name"], plan.trigger, check, now, served)
+    if plan.trigger == "performance" and performance is not None:
+        why["performance"] = quality.evidence(performance)
+    if captured(spec) is not None:
+        step = _start_snapshot(spec, facts, key, plan.trigger, why, now)
+        if step.job is None:
+            return RetrainPlan(None, "", plan.next_scheduled), None, "", step
+        return plan, step.job, "", step
+    body = build_retrain(
+        facts.monitor, training_spec, key=key, trigger=plan.trigger, evidence=why, source=source
+    )
+    return plan, StartRetrain(body), "", none
+
+
+def _training_spec(
+    spec: DriftMonitorSpec, facts: Facts
+) -> tuple[Mapping[str, Any] | None, str | None, str]:
+    """The spec a retraining copies, the TrainingJob it copies (if any), and why none."""
+    assert spec.retrain is not None
+    if spec.retrain.from_training_job is None:
+        assert spec.retrain.template is not None
+        return spec.retrain.template.wire(), None, ""
+    source = spec.retrain.from_training_job.name
+    if facts.retrain.source_spec is None:
+        return None, source, f"TrainingJob {source} (spec.retrain.fromTrainingJob) does not exist"
+    return facts.retrain.source_spec, source, ""
+
+
+def _start_snapshot(
+    spec: DriftMonitorSpec,
+    facts: Facts,
+    key: str,
+    trigger: str,
+    why: Mapping[str, Any],
+    now: str,
+) -> snap.Step:
+    """The snapshot Job of a retraining decided on captured rows."""
+    live, server = facts.live, facts.server
+    assert server is not None
+    return snap.start(
+        spec,
+        facts.monitor,
+        live.capture if live is not None else None,
+        key=key,
+        trigger=trigger,
+        evidence=why,
+        columns=[f.name for f in live.profile.features] if live is not None else [],
+        server=(server.image, server.pull_policy, server.tracking_uri),
+        now=now,
+    )
+
+
+def _snapshot_progress(
+    spec: DriftMonitorSpec,
+    facts: Facts,
+    old: Mapping[str, Any],
+    found: CheckFacts,
+    now: str,
+    interval: float,
+) -> Decision[Action]:
+    """A snapshot Job is in flight: wait for it, start the TrainingJob on the snapshot it
+    reported, or say why it failed (the next retraining decision takes a new one)."""
+    meta = facts.monitor["metadata"]
+    step = snap.progress(old, facts.snapshot, str(meta["name"]))
+    plan = RetrainPlan(None, "", old.get("nextScheduledRetrain"))
+    action: StartRetrain | None = None
+    if step.ready is not None:
+        key = str((old.get("snapshot") or {}).get("key") or "")
+        training_job = retrain_name(str(meta["name"]), key)
+        action, failure = _retrain_on_snapshot(spec, facts, key, step)
+        if action is not None:
+            plan = RetrainPlan(step.trigger or "drift", "", plan.next_scheduled)
+            status = {**(step.status or {}), "trainingJob": training_job}
+            step = replace(step, status=status)
+        else:
+            refused = facts.retrain.refused or ("RetrainFailed", failure)
+            found = replace(found, refused=(training_job, *refused))
+            step = replace(step, status=snap.refused(old, training_job, refused[1]))
+    retrained = str(action.body["metadata"]["name"]) if action is not None else None
+    found = replace(
+        found, retrain=plan, retrained=retrained, last_retrain=facts.retrain.last, snapshot=step
+    )
+    decided = compute(meta, spec, found, old, now)
+    if step.status is None:
+        requeue = JOB_POLL
+    elif found.check is not None:
+        requeue = interval
+    else:
+        requeue = max(1.0, due(old, meta.get("generation"), now))
+    actions: tuple[Action, ...] = (action,) if action is not None else ()
+    return replace(decided, actions=actions, requeue_after=requeue)
+
+
+def _retrain_on_snapshot(
+    spec: DriftMonitorSpec, facts: Facts, key: str, step: snap.Step
+) -> tuple[StartRetrain | None, str]:
+    """The retraining TrainingJob on the snapshot ``step`` reported, or why it cannot start."""
+    assert step.ready is not None and facts.snapshot is not None
+    training_spec, source, failure = _training_spec(spec, facts)
+    if training_spec is None:
+        return None, failure
+    if facts.retrain.refused is not None:
+        return None, facts.retrain.refused[1]
     body = build_retrain(
         facts.monitor,
         training_spec,
         key=key,
-        trigger=plan.trigger,
-        evidence=evidence(facts.monitor["metadata"]["name"], plan.trigger, check, now, served),
+        trigger=step.trigger or "drift",
+        evidence=facts.snapshot.evidence,
         source=source,
+        snapshot=step.ready,
+        storage=spec.storage.wire() if spec.storage is not None else None,
     )
-    return plan, StartRetrain(body), ""
+    return StartRetrain(body), ""
 
 
 def _retrain_key(facts: Facts, old: Mapping[str, Any]) -> str:
@@ -603,6 +776,8 @@ KEEP = (
     "nextScheduledRetrain",
     "windowStart",
     "pods",
+    "snapshot",
+    "performance",
 )
 
 
@@ -629,6 +804,11 @@ def compute(
         "nextScheduledRetrain": found.retrain.next_scheduled or None,
     }
     b.set(**{k: v for k, v in found_fields.items() if v is not None})
+    if found.snapshot.status is not None:
+        b.set(snapshot=dict(found.snapshot.status))
+    if found.snapshot.condition is not None:
+        b.put(snap.CONDITION, *found.snapshot.condition)
+    perf_events = _performance_status(b, spec, found.performance)
     declared = conditions.is_true(old.get("conditions"), "DriftDetected")
     events: list[Event] = []
     if spec.suspend:
@@ -645,8 +825,25 @@ def compute(
         _waiting(b, old, found.waiting)
     if b.condition("DriftDetected") is None:
         b.put("DriftDetected", False, "NoCheckYet", "no window has been scored yet")
+    events += list(found.snapshot.events) + perf_events
     events += _retrain_news(b, old, found, declared, str(meta["name"]))
     return replace(b.decide(), events=events)
+
+
+def _performance_status(
+    b: StatusBuilder, spec: DriftMonitorSpec, step: quality.PerformanceStep | None
+) -> list[Event]:
+    """status.performance and ModelQuality (gone with spec.performance)."""
+    if spec.performance is None:
+        b.set(performance=None)
+        b.drop(MODEL_QUALITY)
+        return []
+    if step is None:
+        return []
+    b.set(performance=dict(step.status) if step.status else None)
+    if step.condition is not None:
+        b.put(MODEL_QUALITY, *step.condition)
+    return list(step.events)
 
 
 def _drifted_of(entries: list[Mapping[str, Any]], what: str) -> str:
@@ -745,7 +942,7 @@ def _retrain_news(
             lastRetrain={
                 "trainingJob": found.retrained,
                 "at": b.now,
-                "reason": reason + (f" ({detail})" if reason == "drift" and detail else ""),
+                "reason": _retrain_reason(reason, detail, found.performance),
             },
         )
         message = f"TrainingJob {found.retrained} started ({reason}) by {name}"
@@ -754,9 +951,19 @@ def _retrain_news(
     if found.refused is not None:
         return _refused(b, found.retrain.trigger or "drift", found.refused)
     news = _last_retrain(b, found.last_retrain)
-    if found.retrain.reason and found.check is not None and declared:
+    degraded = found.performance is not None and found.performance.degraded
+    if found.retrain.reason and found.check is not None and (declared or degraded):
         news.append(Event("RetrainSkipped", found.retrain.reason, "Normal"))
     return news
+
+
+def _retrain_reason(trigger: str, detail: str, performance: quality.PerformanceStep | None) -> str:
+    """``drift (Drift)``, ``performance (roc_auc 0.61 worse than ...)`` or ``schedule``."""
+    if trigger == "drift" and detail:
+        return f"drift ({detail})"
+    if trigger == "performance" and performance is not None and performance.reason:
+        return f"performance ({performance.reason})"[:300]
+    return trigger
 
 
 def _refused(b: StatusBuilder, trigger: str, refused: tuple[str, str, str]) -> list[Event]:

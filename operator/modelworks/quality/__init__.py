@@ -1,0 +1,1 @@
+"""Model quality: captured predictions joined with ground truth, and their metrics."""
