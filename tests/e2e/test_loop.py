@@ -28,6 +28,7 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -324,11 +325,17 @@ def test_the_loop_learns_the_changed_world(
         + fs.open_input_file(snap["holdoutUri"].removeprefix("s3://")).readall()
     ).hexdigest()
     assert snap["digest"] == f"sha256-{digest[:16]}"
-    snapshot_ids = set(train.column("inference_id").to_pylist()) | set(
-        holdout.column("inference_id").to_pylist()
+    # Its rows are captured rows with their labels: each (features, label) of the snapshot
+    # is a stored capture row joined with its stored label.
+    rows = pd.concat([train.to_pandas(), holdout.to_pandas()])
+    assert len(rows) == snap["rows"] + snap["holdoutRows"]
+    features = [c for c in rows.columns if c != "churned"]
+    stored = joined.rename(columns={"label": "churned"})[[*features, "churned"]]
+    stored["churned"] = stored["churned"].astype(rows["churned"].dtype)
+    matched = rows.merge(
+        stored.drop_duplicates(), on=[*features, "churned"], how="left", indicator=True
     )
-    assert snapshot_ids <= set(captured["inference_id"])
-    assert len(snapshot_ids) == snap["rows"] + snap["holdoutRows"]
+    assert (matched["_merge"] == "both").all(), matched[matched["_merge"] != "both"].head()
     print(f"snapshot {snap['digest']}: {snap['rows']} rows, {snap['holdoutRows']} held out")
 
     # On a fresh sample of the new world, version 2 is clearly better than version 1.
