@@ -121,6 +121,30 @@ def test_encode_ids_one_dictionary(
     assert got[2] == len(set(captured) | set(labelled))
 
 
+@pytest.mark.parametrize(
+    ("captured", "labelled"),
+    [
+        (["a"], []),
+        ([], ["b", "b"]),
+        (["a", "b", "", "ab"], ["b", "c", "a", "", "zz", "b"]),
+        (["x1", "x2", "x3", "x4"], ["x4", "x4", "x9", "x2", "x1"]),
+        (["é", "e", "ü"], ["ü", "e"]),
+    ],
+)
+def test_encode_ids_split_in_halves(captured: list[str], labelled: list[str]) -> None:
+    import pyarrow as pa
+
+    sliced = pa.array(["pad", *captured[:2], "pad"], pa.string()).slice(1, len(captured[:2]))
+    first = pa.chunked_array([sliced, pa.array(captured[2:], pa.string())])
+    second = pa.chunked_array([pa.array(labelled, pa.string())])
+    got = encode_ids(first, second, split_from=0)
+    ids = captured + labelled
+    codes = got[0].tolist() + got[1].tolist()
+    assert got[2] == len(set(ids))
+    assert sorted(set(codes)) == list(range(got[2]))
+    assert len({(i, c) for i, c in zip(ids, codes, strict=True)}) == got[2]
+
+
 def test_same_time_later_file_wins_and_score_of(tmp_path: Path) -> None:
     local, root = fs.LocalFileSystem(), str(tmp_path / "d")
     write_capture(local, root, [row("a", "2026-11-30T10:00:00"), row("b", "2026-11-30T10:01:00")])
