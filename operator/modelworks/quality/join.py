@@ -288,14 +288,17 @@ def split_codes(ids: pa.ChunkedArray) -> tuple[Ints, int]:
 
 def latest_rows(codes: Ints, times: pa.ChunkedArray, distinct: int) -> Ints:
     """Per id code, the feedback row of its latest label (received last; ties: the later
-    file), -1 for ids with no label."""
+    file), -1 for ids with no label: the highest rank of each code, in one pass."""
     at = times.cast(pa.int64()).to_numpy() if len(times) else np.empty(0, np.int64)
-    in_order = bool(np.all(at[1:] >= at[:-1]))
-    order = (np.arange(at.size) if in_order else np.argsort(at, kind="stable"))[::-1]
-    ids, first = np.unique(codes[order], return_index=True)
     latest = np.full(distinct, -1, np.int64)
-    latest[ids] = order[first]
-    return latest
+    if bool(np.all(at[1:] >= at[:-1])):
+        np.maximum.at(latest, codes, np.arange(at.size))
+        return latest
+    order = np.argsort(at, kind="stable")
+    rank = np.empty(at.size, np.int64)
+    rank[order] = np.arange(at.size)
+    np.maximum.at(latest, codes, rank)
+    return np.where(latest >= 0, order[latest], -1)
 
 
 def join_labels(
