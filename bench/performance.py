@@ -104,6 +104,9 @@ def cpu_seconds() -> float:
 
 
 def run_modelworks(root: Path) -> dict[str, Any]:
+    from modelworks.quality.lean import refuse_unused
+
+    refuse_unused()  # as `modelworks performance` does: pyarrow would import pandas
     from modelworks.quality.check import main
 
     config = {
