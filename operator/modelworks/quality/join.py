@@ -9,8 +9,9 @@ The layout is the one ``docs/data-capture.md`` documents, under a destination ``
 
 Partitions outside the window (and of other models or versions) are never read; only the
 columns asked for are. The join is one Arrow hash pass over the captured and the labelled
-ids together (one dictionary), then integer work in numpy: no pandas on this path, and
-Arrow's join (which refuses list columns such as ``scores``) is not needed. Runs in pods
+ids together (one dictionary; on large windows two disjoint halves hashed on two threads),
+then integer work in numpy: no pandas on this path, and Arrow's join (which refuses list
+columns such as ``scores``) is not needed. Runs in pods
 and Jobs (it reads the store), never in the operator.
 """
 
