@@ -8,8 +8,10 @@ in its own fresh process:
 
 - ``modelworks``: :func:`modelworks.quality.check.main`, what the performance Job runs —
   the window's partitions, the columns it needs (the positive class's score taken out of
-  the ``scores`` lists while scanning), one Arrow hash pass over both id columns for the
-  join, numpy metrics, Arrow buffers from the system allocator;
+  the ``scores`` lists while scanning, capture and labels read at once), one Arrow hash
+  pass over both id columns for the join (two halves on two threads), numpy metrics,
+  Arrow buffers from the system allocator, pandas kept out of the process as the command
+  keeps it;
 - ``pandas``: ``pd.read_parquet`` of capture and feedback (the same columns: a fair user),
   the window filter, ``sort_values`` + ``drop_duplicates`` for the latest label,
   ``merge``, and scikit-learn's metrics.
@@ -104,6 +106,9 @@ def cpu_seconds() -> float:
 
 
 def run_modelworks(root: Path) -> dict[str, Any]:
+    from modelworks.quality.lean import refuse_unused
+
+    refuse_unused()  # as `modelworks performance` does: pyarrow would import pandas
     from modelworks.quality.check import main
 
     config = {

@@ -78,6 +78,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _performance(args: argparse.Namespace) -> int:
+    from modelworks.quality.lean import refuse_unused
+
+    refuse_unused()
     from modelworks.quality import check
 
     return check.main(args.config)

@@ -112,3 +112,29 @@ def test_empty_window_reports_no_metrics(tmp_path: Path) -> None:
     assert main(config(str(tmp_path / "none")), termination_log=log) == 0
     result = json.loads(log.read_text())
     assert result["labelledRows"] == 0 and result["metrics"] == {}
+
+
+def test_command_leaves_pandas_out(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from pyarrow import fs
+
+    root = str(tmp_path / "d")
+    write_capture(
+        fs.LocalFileSystem(),
+        root,
+        [{"inference_id": "a", "time": at("2026-11-30T10:00:00"), "prediction": 1.0}],
+    )
+    write_feedback(fs.LocalFileSystem(), root, [("a", 1.0, at("2026-11-30T10:30:00"))])
+    probe = (
+        "import json, sys\n"
+        "from modelworks.cli import main\n"
+        f"code = main(['performance', '--config', {config(root, metrics=['accuracy'])!r}])\n"
+        "print(json.dumps({'code': code, 'pandas': 'pandas' in sys.modules}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert json.loads(out[0])["metrics"] == {"accuracy": 1.0}
+    assert json.loads(out[-1]) == {"code": 0, "pandas": False}

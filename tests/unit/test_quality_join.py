@@ -11,6 +11,7 @@ from modelworks.quality.join import (
     UNMATCHED_METADATA,
     encode_ids,
     labelled_window,
+    latest_rows,
     read_labelled,
 )
 from tests.quality_data import at, write_capture, write_feedback
@@ -119,6 +120,51 @@ def test_encode_ids_one_dictionary(
     got = encode_ids(first, pa.chunked_array([pa.array(labelled, pa.string())]))
     assert (got[0].tolist(), got[1].tolist()) == codes
     assert got[2] == len(set(captured) | set(labelled))
+
+
+@pytest.mark.parametrize(
+    ("captured", "labelled"),
+    [
+        (["a"], []),
+        ([], ["b", "b"]),
+        (["a", "b", "", "ab"], ["b", "c", "a", "", "zz", "b"]),
+        (["x1", "x2", "x3", "x4"], ["x4", "x4", "x9", "x2", "x1"]),
+        (["é", "e", "ü"], ["ü", "e"]),
+    ],
+)
+def test_encode_ids_split_in_halves(captured: list[str], labelled: list[str]) -> None:
+    import pyarrow as pa
+
+    sliced = pa.array(["pad", *captured[:2], "pad"], pa.string()).slice(1, len(captured[:2]))
+    first = pa.chunked_array([sliced, pa.array(captured[2:], pa.string())])
+    second = pa.chunked_array([pa.array(labelled, pa.string())])
+    got = encode_ids(first, second, split_from=0)
+    ids = captured + labelled
+    codes = got[0].tolist() + got[1].tolist()
+    assert got[2] == len(set(ids))
+    assert sorted(set(codes)) == list(range(got[2]))
+    assert len({(i, c) for i, c in zip(ids, codes, strict=True)}) == got[2]
+
+
+@pytest.mark.parametrize(
+    ("codes", "times", "distinct", "latest"),
+    [
+        ([], [], 2, [-1, -1]),
+        ([0, 1, 0], [1, 2, 3], 3, [2, 1, -1]),
+        ([0, 1, 0], [5, 2, 3], 2, [0, 1]),
+        ([1, 1, 0, 1], [4, 4, 1, 2], 2, [2, 1]),
+        ([2, 0, 2, 0], [9, 9, 9, 9], 3, [3, -1, 2]),
+    ],
+)
+def test_latest_rows_latest_time_then_later_row(
+    codes: list[int], times: list[int], distinct: int, latest: list[int]
+) -> None:
+    import numpy as np
+    import pyarrow as pa
+
+    stamps = pa.chunked_array([pa.array(times, pa.int64()).cast(pa.timestamp("ms", tz="UTC"))])
+    got = latest_rows(np.array(codes, np.int64), stamps, distinct)
+    assert got.tolist() == latest
 
 
 def test_same_time_later_file_wins_and_score_of(tmp_path: Path) -> None:

@@ -62,7 +62,7 @@ def compute(table: pa.Table, config: Mapping[str, Any]) -> dict[str, float | Non
         positive = config.get("positiveClass", 1)
         score = None
         if SCORE in table.column_names and table[SCORE].null_count < table.num_rows:
-            score = table[SCORE].to_numpy(zero_copy_only=False).astype(np.float64)
+            score = table[SCORE].to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
         if label.dtype.kind in "fiu":
             positive = float(positive)
         values = mq.classification(names, label, predicted, score, positive)

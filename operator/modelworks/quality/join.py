@@ -9,14 +9,16 @@ The layout is the one ``docs/data-capture.md`` documents, under a destination ``
 
 Partitions outside the window (and of other models or versions) are never read; only the
 columns asked for are. The join is one Arrow hash pass over the captured and the labelled
-ids together (one dictionary), then integer work in numpy: no pandas on this path, and
-Arrow's join (which refuses list columns such as ``scores``) is not needed. Runs in pods
+ids together (one dictionary; on large windows two disjoint halves hashed on two threads),
+then integer work in numpy: no pandas on this path, and Arrow's join (which refuses list
+columns such as ``scores``) is not needed. Runs in pods
 and Jobs (it reads the store), never in the operator.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -39,6 +41,7 @@ SCORES = "scores"
 SCORE = "score"
 TIMESTAMP = pa.timestamp("ms", tz="UTC")
 UNMATCHED_METADATA = b"modelworks.unmatched_labels"
+SPLIT_FROM = 200_000
 Ints = npt.NDArray[np.signedinteger[Any]]
 
 CAPTURE_PARTITIONING = ds.partitioning(
@@ -134,7 +137,7 @@ def read_capture(
     projection = {n: ds.field(n) for n in wanted if n != SCORES or score_of is None}
     if score_of is not None and SCORES in dataset.schema.names:
         projection[SCORE] = pc.list_element(ds.field(SCORES), score_of)
-    return scan(dataset, projection, expr)
+    return scan(dataset, projection, expr, threads=True)
 
 
 def parquet_format(filesystem: fs.FileSystem) -> ds.ParquetFileFormat:
@@ -149,16 +152,19 @@ def scan(
     dataset: ds.Dataset,
     columns: Sequence[str] | dict[str, ds.Expression],
     expr: ds.Expression,
+    *,
+    threads: bool = False,
 ) -> pa.Table:
-    """The rows and columns of ``dataset`` asked for, one file and one batch at a time on one
-    thread: a check Job is bounded work, its memory the data kept, not the read-ahead."""
+    """The rows and columns of ``dataset`` asked for, one file and one batch at a time
+    ahead: a check Job is bounded work, its memory the data kept, not the read-ahead. With
+    ``threads``, the columns of a row group are decoded on Arrow's CPU pool."""
     scanner = ds.Scanner.from_dataset(
         dataset,
         columns=columns,
         filter=expr,
         batch_readahead=1,
         fragment_readahead=1,
-        use_threads=False,
+        use_threads=threads,
     )
     return scanner.to_table()
 
@@ -229,27 +235,71 @@ def read_feedback(filesystem: fs.FileSystem, root: str, since: datetime) -> pa.T
     return pa.concat_tables(parts)
 
 
-def encode_ids(captured: pa.ChunkedArray, labelled: pa.ChunkedArray) -> tuple[Ints, Ints, int]:
+def encode_ids(
+    captured: pa.ChunkedArray, labelled: pa.ChunkedArray, *, split_from: int = SPLIT_FROM
+) -> tuple[Ints, Ints, int]:
     """Both id columns as codes of one dictionary (one hash pass over the strings, no copy
-    of them): ``(captured codes, label codes, distinct ids)``."""
+    of them): ``(captured codes, label codes, distinct ids)``. From ``split_from`` ids on,
+    the ids are split in two by their last byte and each half is hashed on its own thread
+    (equal ids share a last byte, so the halves' dictionaries are disjoint)."""
     chunks = [c for c in captured.chunks + labelled.chunks if len(c)]
     if not chunks:
         return np.empty(0, np.int32), np.empty(0, np.int32), 0
-    encoded = pc.dictionary_encode(pa.chunked_array(chunks, pa.string()))
+    ids = pa.chunked_array(chunks, pa.string())
+    codes, distinct = dictionary_codes(ids) if len(ids) < split_from else split_codes(ids)
+    return codes[: len(captured)], codes[len(captured) :], distinct
+
+
+def dictionary_codes(ids: pa.ChunkedArray) -> tuple[Ints, int]:
+    """The ids' codes in their dictionary (first seen, first code), and its size."""
+    encoded = pc.dictionary_encode(ids)
+    if not encoded.num_chunks:
+        return np.empty(0, np.int32), 0
     codes = np.concatenate([c.indices.to_numpy() for c in encoded.chunks])
-    return codes[: len(captured)], codes[len(captured) :], len(encoded.chunks[0].dictionary)
+    return codes, len(encoded.chunks[0].dictionary)
+
+
+def last_byte_odd(chunk: pa.StringArray) -> npt.NDArray[np.bool_]:
+    """Per id, whether its last byte is odd (False for the empty id): read off the buffers."""
+    _, offsets_buffer, data_buffer = chunk.buffers()
+    offsets = np.frombuffer(offsets_buffer, np.int32)[chunk.offset : chunk.offset + len(chunk) + 1]
+    data = np.frombuffer(data_buffer, np.uint8) if data_buffer is not None else np.empty(0)
+    ends = offsets[1:]
+    if not data.size:
+        return np.zeros(len(chunk), np.bool_)
+    last = data[np.maximum(ends - 1, 0)]
+    odd: npt.NDArray[np.bool_] = (ends > offsets[:-1]) & (last % 2 == 1)
+    return odd
+
+
+def split_codes(ids: pa.ChunkedArray) -> tuple[Ints, int]:
+    """:func:`dictionary_codes` of the two halves at once, the odd half's codes after the
+    even half's."""
+    odd = np.concatenate([last_byte_odd(c) for c in ids.chunks])
+    mask = pa.array(odd)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        odd_done = pool.submit(dictionary_codes, ids.filter(mask))
+        even_codes, even_distinct = dictionary_codes(ids.filter(pc.invert(mask)))
+        odd_codes, odd_distinct = odd_done.result()
+    codes = np.empty(len(ids), np.int64)
+    codes[~odd] = even_codes
+    codes[odd] = odd_codes.astype(np.int64) + even_distinct
+    return codes, even_distinct + odd_distinct
 
 
 def latest_rows(codes: Ints, times: pa.ChunkedArray, distinct: int) -> Ints:
     """Per id code, the feedback row of its latest label (received last; ties: the later
-    file), -1 for ids with no label."""
+    file), -1 for ids with no label: the highest rank of each code, in one pass."""
     at = times.cast(pa.int64()).to_numpy() if len(times) else np.empty(0, np.int64)
-    in_order = bool(np.all(at[1:] >= at[:-1]))
-    order = (np.arange(at.size) if in_order else np.argsort(at, kind="stable"))[::-1]
-    ids, first = np.unique(codes[order], return_index=True)
     latest = np.full(distinct, -1, np.int64)
-    latest[ids] = order[first]
-    return latest
+    if bool(np.all(at[1:] >= at[:-1])):
+        np.maximum.at(latest, codes, np.arange(at.size))
+        return latest
+    order = np.argsort(at, kind="stable")
+    rank = np.empty(at.size, np.int64)
+    rank[order] = np.arange(at.size)
+    np.maximum.at(latest, codes, rank)
+    return np.where(latest >= 0, order[latest], -1)
 
 
 def join_labels(
@@ -287,10 +337,12 @@ def read_labelled(
     latest label; ``unmatched`` counts label ids that match no row captured in [start, end)."""
     root = root_path(destination)
     expr = capture_filter(start, end, model, version)
-    captured = read_capture(filesystem, root, expr, columns, score_of)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        labels_read = pool.submit(read_feedback, filesystem, root, start)
+        captured = read_capture(filesystem, root, expr, columns, score_of)
+        feedback = labels_read.result()
     if LABEL in captured.column_names:
         captured = captured.drop_columns([LABEL])
-    feedback = read_feedback(filesystem, root, start)
     cutoff = end - timedelta(seconds=label_delay_seconds)
     joined, labels, unmatched = join_labels(captured, feedback, cutoff)
     keep = [

@@ -9,6 +9,7 @@ value for the same input (tests/unit/test_quality_metrics.py checks them against
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import numpy.typing as npt
@@ -25,13 +26,15 @@ LOWER_IS_BETTER = frozenset({"log_loss", "rmse", "mae"})
 def roc_auc(positive: Bools, score: Floats) -> float:
     """Area under the ROC curve: the Mann-Whitney U of the positives' score ranks (ties
     get their average rank: half-way between the first and last position of their value
-    among all scores), NaN with one class only."""
+    among all scores), NaN with one class only. The two sorts run on two threads."""
     n_pos = int(np.count_nonzero(positive))
     n_neg = positive.size - n_pos
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    ordered = np.sort(score)
-    mine = np.sort(score[positive])
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        all_sorted = pool.submit(np.sort, score)
+        mine = np.sort(score[positive])
+        ordered = all_sorted.result()
     below = np.searchsorted(ordered, mine, "left").sum(dtype=np.float64)
     through = np.searchsorted(ordered, mine, "right").sum(dtype=np.float64)
     u = (below + through + n_pos) / 2.0 - n_pos * (n_pos + 1) / 2.0
