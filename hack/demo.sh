@@ -169,9 +169,11 @@ else
     say "4/6 the world changes: no data capture (no object store), so nothing to learn from; skipping"
   else
     # The samples check every minute over an hour; the demo has less patience. Drift in
-    # two of six features plus the model's score is 3 of 8 entries: 0.3 will do.
+    # two of six features plus the model's score is 3 of 8 entries: 0.3 will do. Four
+    # drifting windows in a row (a minute) leave the quality check time to measure the drop
+    # on the first labels before the retraining starts.
     kubectl patch -n "$ns" dmon/churn-drift --type=merge \
-      -p '{"spec":{"interval":"15s","window":"30s","driftShare":0.3,"consecutiveWindows":1,"performance":{"interval":"20s","window":"10m"}}}' >/dev/null
+      -p '{"spec":{"interval":"15s","window":"30s","driftShare":0.3,"consecutiveWindows":4,"performance":{"interval":"20s","window":"10m"}}}' >/dev/null
     # Shorter canary pauses; and a looser p99 bound: on a small machine the servers share
     # their cores with the cluster and the traffic generator, and the analysis compares the
     # canary's counters (all under load) with the stable pods' lifetime counters.
