@@ -146,8 +146,11 @@ def model_uri(mlflow: MlflowServer) -> str:
     fitted = LogisticRegression().fit(frame, (frame["tenure"] > 0).astype(int))
     mlflow_lib.set_tracking_uri(mlflow.uri)
     mlflow_lib.set_registry_uri(mlflow.uri)
-    mlflow_lib.set_experiment("feedback")
-    with mlflow_lib.start_run():
+    client = mlflow_client(mlflow.uri)
+    experiment = client.get_experiment_by_name("feedback")
+    exp_id = experiment.experiment_id if experiment else client.create_experiment("feedback")
+    # No set_experiment: the active experiment is process-wide and would outlive this test.
+    with mlflow_lib.start_run(experiment_id=exp_id):
         info = mlflow_lib.sklearn.log_model(
             fitted, name="model", input_example=frame.head(3), registered_model_name=MODEL
         )
