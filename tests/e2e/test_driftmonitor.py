@@ -112,6 +112,10 @@ def test_drift_on_two_features_retrains_and_rolls_out(
     mdep["spec"]["model"]["name"] = model
     mdep["spec"]["image"] = image
     mdep["spec"]["rollout"] = {"strategy": "RollingUpdate", "progressDeadlineSeconds": 120}
+    # One pod, so the pod counts below are exact: the sample autoscales, and with the
+    # cluster's metrics-server its HPA now acts on the test's load.
+    mdep["spec"].pop("autoscaling", None)
+    mdep["spec"]["replicas"] = 1
     mdep["spec"]["resources"] = {
         "requests": {"cpu": "100m", "memory": "384Mi"},
         "limits": {"memory": "1Gi"},
